@@ -1,0 +1,196 @@
+// tierfs: mount and unmount a tier. Thin: parse, call, print.
+
+#include <getopt.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <string_view>
+
+#include "src/fuse/daemon.h"
+#include "src/util/log.h"
+#include "tierfs_config.h"
+
+namespace {
+
+using tierfs::fusefs::kExitFailure;
+using tierfs::fusefs::kExitOk;
+using tierfs::fusefs::kExitUsage;
+
+constexpr const char* kUsage =
+    "Usage: tierfs COMMAND [OPTIONS]\n"
+    "\n"
+    "Keep the hot blocks of large files (VM disks, databases) on a fast\n"
+    "directory while the files live on a slow one.\n"
+    "\n"
+    "Commands:\n"
+    "  mount MOUNTPOINT --fast DIR --slow DIR [options]\n"
+    "      -f, --foreground       stay in the foreground, log to stderr\n"
+    "      -o OPT[,OPT...]        FUSE mount options (allow_other, ...)\n"
+    "      --max-threads N        FUSE worker threads (default 16)\n"
+    "      --log-level LEVEL      debug, info, warning, error (default info)\n"
+    "  umount MOUNTPOINT [--lazy] [--timeout SECS]\n"
+    "      unmount and wait for the daemon's clean shutdown (default 300 s)\n"
+    "\n"
+    "  -h, --help     show this help\n"
+    "  -V, --version  show the version\n"
+    "\n"
+    "Exit status: 0 success, 1 failure, 2 usage error.\n";
+
+int UsageError(const std::string& message) {
+  std::fprintf(stderr, "tierfs: %s\nTry 'tierfs --help'.\n", message.c_str());
+  return kExitUsage;
+}
+
+bool ParseUnsigned(const char* text, unsigned* out) {
+  char* end = nullptr;
+  errno = 0;
+  unsigned long v = std::strtoul(text, &end, 10);
+  if (errno != 0 || end == text || *end != '\0' || v == 0 || v > 1024) {
+    return false;
+  }
+  *out = static_cast<unsigned>(v);
+  return true;
+}
+
+int Mount(int argc, char** argv) {
+  tierfs::fusefs::DaemonConfig config;
+  enum { kFast = 256, kSlow, kMaxThreads, kLogLevel };
+  static const option kOptions[] = {
+      {"fast", required_argument, nullptr, kFast},
+      {"slow", required_argument, nullptr, kSlow},
+      {"foreground", no_argument, nullptr, 'f'},
+      {"max-threads", required_argument, nullptr, kMaxThreads},
+      {"log-level", required_argument, nullptr, kLogLevel},
+      {"help", no_argument, nullptr, 'h'},
+      {nullptr, 0, nullptr, 0},
+  };
+  opterr = 0;
+  optind = 1;
+  int c;
+  while ((c = getopt_long(argc, argv, ":fo:h", kOptions, nullptr)) != -1) {
+    switch (c) {
+      case kFast:
+        config.fast_dir = optarg;
+        break;
+      case kSlow:
+        config.slow_dir = optarg;
+        break;
+      case 'f':
+        config.foreground = true;
+        break;
+      case 'o': {
+        std::string opts = optarg;
+        size_t start = 0;
+        while (start <= opts.size()) {
+          size_t comma = opts.find(',', start);
+          std::string o = opts.substr(start, comma - start);
+          if (o == "allow_other") {
+            config.allow_other = true;
+          } else if (!o.empty()) {
+            config.fuse_options.push_back(o);
+          }
+          if (comma == std::string::npos) break;
+          start = comma + 1;
+        }
+        break;
+      }
+      case kMaxThreads:
+        if (!ParseUnsigned(optarg, &config.max_threads)) {
+          return UsageError(std::string("--max-threads: not a number in "
+                                        "1..1024: ") +
+                            optarg);
+        }
+        break;
+      case kLogLevel: {
+        auto level = tierfs::ParseLogLevel(optarg);
+        if (!level) {
+          return UsageError(std::string("--log-level: unknown level '") +
+                            optarg + "'");
+        }
+        config.log_level = *level;
+        break;
+      }
+      case 'h':
+        std::fputs(kUsage, stdout);
+        return kExitOk;
+      case ':':
+        return UsageError(std::string("option ") + argv[optind - 1] +
+                          " needs a value");
+      default:
+        return UsageError(std::string("unknown option ") + argv[optind - 1]);
+    }
+  }
+  if (optind >= argc) return UsageError("mount: missing MOUNTPOINT");
+  config.mountpoint = argv[optind++];
+  if (optind < argc) {
+    return UsageError(std::string("unexpected argument ") + argv[optind]);
+  }
+  if (config.fast_dir.empty()) return UsageError("mount: --fast DIR is required");
+  if (config.slow_dir.empty()) return UsageError("mount: --slow DIR is required");
+  return tierfs::fusefs::RunDaemon(config);
+}
+
+int Umount(int argc, char** argv) {
+  bool lazy = false;
+  double timeout = 300;
+  enum { kTimeout = 256 };
+  static const option kOptions[] = {
+      {"lazy", no_argument, nullptr, 'l'},
+      {"timeout", required_argument, nullptr, kTimeout},
+      {"help", no_argument, nullptr, 'h'},
+      {nullptr, 0, nullptr, 0},
+  };
+  opterr = 0;
+  optind = 1;
+  int c;
+  while ((c = getopt_long(argc, argv, ":lh", kOptions, nullptr)) != -1) {
+    switch (c) {
+      case 'l':
+        lazy = true;
+        break;
+      case kTimeout: {
+        char* end = nullptr;
+        timeout = std::strtod(optarg, &end);
+        if (end == optarg || *end != '\0' || timeout <= 0) {
+          return UsageError(std::string("--timeout: bad value ") + optarg);
+        }
+        break;
+      }
+      case 'h':
+        std::fputs(kUsage, stdout);
+        return kExitOk;
+      case ':':
+        return UsageError(std::string("option ") + argv[optind - 1] +
+                          " needs a value");
+      default:
+        return UsageError(std::string("unknown option ") + argv[optind - 1]);
+    }
+  }
+  if (optind >= argc) return UsageError("umount: missing MOUNTPOINT");
+  if (optind + 1 < argc) {
+    return UsageError(std::string("unexpected argument ") + argv[optind + 1]);
+  }
+  return tierfs::fusefs::Unmount(argv[optind], lazy, timeout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) return UsageError("missing command");
+  const std::string_view command = argv[1];
+  if (command == "-h" || command == "--help" || command == "help") {
+    std::fputs(kUsage, stdout);
+    return kExitOk;
+  }
+  if (command == "-V" || command == "--version") {
+    std::printf("tierfs %s\n", TIERFS_VERSION);
+    return kExitOk;
+  }
+  if (command == "mount") return Mount(argc - 1, argv + 1);
+  if (command == "umount" || command == "unmount") {
+    return Umount(argc - 1, argv + 1);
+  }
+  return UsageError("unknown command '" + std::string(command) + "'");
+}

@@ -1,0 +1,46 @@
+// The mount life cycle: validate the directories, take the fast dir's lock,
+// mount, optionally daemonize (returning only once the mount is ready), serve
+// until unmounted or signalled, shut down cleanly.
+#ifndef TIERFS_SRC_FUSE_DAEMON_H_
+#define TIERFS_SRC_FUSE_DAEMON_H_
+
+#include <string>
+#include <vector>
+
+#include "src/util/log.h"
+
+namespace tierfs::fusefs {
+
+struct DaemonConfig {
+  std::string mountpoint;
+  std::string fast_dir;
+  std::string slow_dir;
+  bool foreground = false;
+  bool allow_other = false;
+  std::vector<std::string> fuse_options;  // extra -o options for libfuse
+  unsigned max_threads = 16;
+  LogLevel log_level = LogLevel::kInfo;
+};
+
+// Exit codes of `tierfs mount` (documented in tierfs(8)).
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;  // mount or runtime failure
+inline constexpr int kExitUsage = 2;    // bad flags or arguments
+
+// Runs the daemon; returns the process exit code. Without `foreground` the
+// calling process returns kExitOk as soon as the mount is ready (the daemon
+// lives on in a child), or kExitFailure with the reason printed to stderr.
+int RunDaemon(const DaemonConfig& config);
+
+// `tierfs umount`: unmounts and waits up to `timeout_seconds` for the daemon
+// to finish its clean shutdown. Returns an exit code.
+int Unmount(const std::string& mountpoint, bool lazy, double timeout_seconds);
+
+// Where runtime state (one file per mount: pid, dirs, control socket) lives.
+std::string RuntimeDir();
+// Path of the state file for `mountpoint` (an absolute, resolved path).
+std::string MountStatePath(const std::string& mountpoint);
+
+}  // namespace tierfs::fusefs
+
+#endif  // TIERFS_SRC_FUSE_DAEMON_H_

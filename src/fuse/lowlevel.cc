@@ -1,0 +1,159 @@
+// The libfuse low-level operation table: each entry wraps the request in a
+// Reply and forwards to Filesystem.
+
+#include "src/fuse/filesystem.h"
+
+namespace tierfs::fusefs {
+namespace {
+
+Filesystem* Fs(fuse_req_t req) {
+  return static_cast<Filesystem*>(fuse_req_userdata(req));
+}
+
+}  // namespace
+
+void Filesystem::Init(fuse_conn_info* conn) {
+  // The kernel sends up to 1 MiB per request (max_pages_limit 256).
+  conn->max_write = 1u << 20;
+  conn->max_read = 0;
+  // Async direct IO from one client (fio/qemu iodepth) reaches the daemon
+  // as background requests; the kernel default of 12 would cap queue depth.
+  conn->max_background = 128;
+  conn->congestion_threshold = 96;
+  // O_TRUNC arrives as a separate SETATTR so size changes have one path.
+  conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  if (conn->capable & FUSE_CAP_ASYNC_DIO) conn->want |= FUSE_CAP_ASYNC_DIO;
+  if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) {
+    conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+  }
+  if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
+}
+
+const fuse_lowlevel_ops& Filesystem::Operations() {
+  static const fuse_lowlevel_ops ops = [] {
+    fuse_lowlevel_ops o{};
+    o.init = [](void* userdata, fuse_conn_info* conn) {
+      static_cast<Filesystem*>(userdata)->Init(conn);
+    };
+    o.lookup = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
+      Fs(req)->Lookup(Reply(req), parent, name);
+    };
+    o.forget = [](fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+      Fs(req)->Forget(ino, nlookup);
+      fuse_reply_none(req);
+    };
+    o.forget_multi = [](fuse_req_t req, size_t count,
+                        fuse_forget_data* forgets) {
+      for (size_t i = 0; i < count; ++i) {
+        Fs(req)->Forget(forgets[i].ino, forgets[i].nlookup);
+      }
+      fuse_reply_none(req);
+    };
+    o.getattr = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+      Fs(req)->GetAttr(Reply(req), ino, fi);
+    };
+    o.setattr = [](fuse_req_t req, fuse_ino_t ino, struct stat* attr,
+                   int to_set, fuse_file_info* fi) {
+      Fs(req)->SetAttr(Reply(req), ino, attr, to_set, fi);
+    };
+    o.readlink = [](fuse_req_t req, fuse_ino_t ino) {
+      Fs(req)->Readlink(Reply(req), ino);
+    };
+    o.mknod = [](fuse_req_t req, fuse_ino_t parent, const char* name,
+                 mode_t mode, dev_t rdev) {
+      Fs(req)->Mknod(Reply(req), parent, name, mode, rdev);
+    };
+    o.mkdir = [](fuse_req_t req, fuse_ino_t parent, const char* name,
+                 mode_t mode) { Fs(req)->Mkdir(Reply(req), parent, name, mode); };
+    o.symlink = [](fuse_req_t req, const char* target, fuse_ino_t parent,
+                   const char* name) {
+      Fs(req)->Symlink(Reply(req), target, parent, name);
+    };
+    o.link = [](fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent,
+                const char* name) { Fs(req)->Link(Reply(req), ino, parent, name); };
+    o.unlink = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
+      Fs(req)->Unlink(Reply(req), parent, name);
+    };
+    o.rmdir = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
+      Fs(req)->Rmdir(Reply(req), parent, name);
+    };
+    o.rename = [](fuse_req_t req, fuse_ino_t parent, const char* name,
+                  fuse_ino_t newparent, const char* newname,
+                  unsigned int flags) {
+      Fs(req)->Rename(Reply(req), parent, name, newparent, newname, flags);
+    };
+    o.statfs = [](fuse_req_t req, fuse_ino_t ino) {
+      Fs(req)->Statfs(Reply(req), ino);
+    };
+    o.open = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+      Fs(req)->Open(Reply(req), ino, fi);
+    };
+    o.create = [](fuse_req_t req, fuse_ino_t parent, const char* name,
+                  mode_t mode, fuse_file_info* fi) {
+      Fs(req)->Create(Reply(req), parent, name, mode, fi);
+    };
+    o.read = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                fuse_file_info* fi) {
+      Fs(req)->Read(Reply(req), ino, size, off, fi);
+    };
+    o.write = [](fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size,
+                 off_t off, fuse_file_info* fi) {
+      Fs(req)->Write(Reply(req), ino, buf, size, off, fi);
+    };
+    o.flush = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+      Fs(req)->Flush(Reply(req), ino, fi);
+    };
+    o.release = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+      Fs(req)->Release(Reply(req), ino, fi);
+    };
+    o.fsync = [](fuse_req_t req, fuse_ino_t ino, int datasync,
+                 fuse_file_info* fi) {
+      Fs(req)->Fsync(Reply(req), ino, datasync, fi);
+    };
+    o.fallocate = [](fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
+                     off_t length, fuse_file_info* fi) {
+      Fs(req)->Fallocate(Reply(req), ino, mode, offset, length, fi);
+    };
+    o.lseek = [](fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+                 fuse_file_info* fi) {
+      Fs(req)->Lseek(Reply(req), ino, off, whence, fi);
+    };
+    o.opendir = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+      Fs(req)->Opendir(Reply(req), ino, fi);
+    };
+    o.readdir = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                   fuse_file_info* fi) {
+      Fs(req)->Readdir(Reply(req), ino, size, off, fi, false);
+    };
+    o.readdirplus = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       fuse_file_info* fi) {
+      Fs(req)->Readdir(Reply(req), ino, size, off, fi, true);
+    };
+    o.releasedir = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+      Fs(req)->Releasedir(Reply(req), ino, fi);
+    };
+    o.fsyncdir = [](fuse_req_t req, fuse_ino_t ino, int datasync,
+                    fuse_file_info* fi) {
+      Fs(req)->Fsyncdir(Reply(req), ino, datasync, fi);
+    };
+    o.setxattr = [](fuse_req_t req, fuse_ino_t ino, const char* name,
+                    const char* value, size_t size, int flags) {
+      Fs(req)->Setxattr(Reply(req), ino, name, value, size, flags);
+    };
+    o.getxattr = [](fuse_req_t req, fuse_ino_t ino, const char* name,
+                    size_t size) {
+      Fs(req)->Getxattr(Reply(req), ino, name, size);
+    };
+    o.listxattr = [](fuse_req_t req, fuse_ino_t ino, size_t size) {
+      Fs(req)->Listxattr(Reply(req), ino, size);
+    };
+    o.removexattr = [](fuse_req_t req, fuse_ino_t ino, const char* name) {
+      Fs(req)->Removexattr(Reply(req), ino, name);
+    };
+    return o;
+  }();
+  return ops;
+}
+
+}  // namespace tierfs::fusefs

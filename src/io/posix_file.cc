@@ -1,0 +1,265 @@
+// The real File: pread/pwrite on a file descriptor, O_DIRECT when possible.
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstring>
+#include <mutex>
+
+#include "src/io/aligned_buffer.h"
+#include "src/io/file.h"
+#include "src/util/log.h"
+
+namespace tierfs::io {
+namespace {
+
+std::error_code LastError() { return ErrnoCode(errno); }
+
+// Bounce buffer reused by each thread, so unaligned IO does not allocate.
+std::span<std::byte> Bounce(size_t size) {
+  thread_local AlignedBuffer buffer;
+  if (buffer.size() < size) buffer = AlignedBuffer(size);
+  return buffer.span(0, AlignUp(size, kDirectIoAlignment));
+}
+
+class PosixFile final : public File {
+ public:
+  PosixFile(int fd, bool direct) : fd_(fd), direct_(direct) {}
+  ~PosixFile() override { ::close(fd_); }
+
+  Result<size_t> ReadAt(uint64_t offset, std::span<std::byte> buf) override {
+    if (!direct_ || (offset % kDirectIoAlignment == 0 &&
+                     buf.size() % kDirectIoAlignment == 0 &&
+                     IsAligned(buf.data(), kDirectIoAlignment))) {
+      return PreadFull(offset, buf);
+    }
+    const uint64_t begin = AlignDown(offset, kDirectIoAlignment);
+    const uint64_t end = AlignUp(offset + buf.size(), kDirectIoAlignment);
+    std::span<std::byte> bounce = Bounce(end - begin);
+    Result<size_t> n = PreadFull(begin, bounce);
+    if (!n.ok()) return n;
+    const uint64_t skip = offset - begin;
+    if (*n <= skip) return size_t{0};
+    const size_t copied = std::min<size_t>(buf.size(), *n - skip);
+    std::memcpy(buf.data(), bounce.data() + skip, copied);
+    return copied;
+  }
+
+  Status WriteAt(uint64_t offset, std::span<const std::byte> buf) override {
+    if (buf.empty()) return OkStatus();
+    if (!direct_) return PwriteFull(offset, buf);
+    const uint64_t end = offset + buf.size();
+    const bool aligned = offset % kDirectIoAlignment == 0 &&
+                         end % kDirectIoAlignment == 0;
+    // A write reaching past EOF may leave the file too long (sector padding)
+    // and could race another extender's padding; extensions are serialised
+    // and the size fixed up while holding extend_mu_.
+    Result<uint64_t> size = Size();
+    if (!size.ok()) return size.error();
+    std::unique_lock<std::mutex> extend_lock(extend_mu_, std::defer_lock);
+    if (AlignUp(end, kDirectIoAlignment) > *size) {
+      extend_lock.lock();
+      size = Size();
+      if (!size.ok()) return size.error();
+    }
+    if (aligned) {
+      if (IsAligned(buf.data(), kDirectIoAlignment)) {
+        return PwriteFull(offset, buf);
+      }
+      std::span<std::byte> bounce = Bounce(buf.size());
+      std::memcpy(bounce.data(), buf.data(), buf.size());
+      return PwriteFull(offset, bounce.first(buf.size()));
+    }
+    Status st = ReadModifyWrite(offset, buf);
+    if (!st.ok()) return st;
+    const uint64_t want = std::max(*size, end);
+    if (extend_lock.owns_lock() && AlignUp(end, kDirectIoAlignment) > want) {
+      if (::ftruncate(fd_, static_cast<off_t>(want)) != 0) return LastError();
+    }
+    return OkStatus();
+  }
+
+  Status Sync() override {
+    if (::fdatasync(fd_) != 0) return LastError();
+    return OkStatus();
+  }
+
+  Status Allocate(uint64_t offset, uint64_t length) override {
+    if (::fallocate(fd_, 0, static_cast<off_t>(offset),
+                    static_cast<off_t>(length)) != 0) {
+      return LastError();
+    }
+    return OkStatus();
+  }
+
+  Status PunchHole(uint64_t offset, uint64_t length) override {
+    if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                    static_cast<off_t>(offset),
+                    static_cast<off_t>(length)) != 0) {
+      return LastError();
+    }
+    return OkStatus();
+  }
+
+  Status Truncate(uint64_t size) override {
+    std::lock_guard<std::mutex> lock(extend_mu_);
+    if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) return LastError();
+    return OkStatus();
+  }
+
+  Result<uint64_t> Size() override {
+    struct stat st;
+    if (::fstat(fd_, &st) != 0) return LastError();
+    return static_cast<uint64_t>(st.st_size);
+  }
+
+  Result<uint64_t> SeekData(uint64_t offset) override {
+    return Seek(offset, SEEK_DATA);
+  }
+  Result<uint64_t> SeekHole(uint64_t offset) override {
+    return Seek(offset, SEEK_HOLE);
+  }
+
+  bool direct() const override { return direct_; }
+
+ private:
+  static constexpr size_t kStripes = 64;
+
+  Result<uint64_t> Seek(uint64_t offset, int whence) {
+    off_t r = ::lseek(fd_, static_cast<off_t>(offset), whence);
+    if (r < 0) {
+      if (errno == ENXIO) return Size();  // offset at/after EOF or no data
+      return LastError();
+    }
+    return static_cast<uint64_t>(r);
+  }
+
+  Result<size_t> PreadFull(uint64_t offset, std::span<std::byte> buf) {
+    size_t done = 0;
+    while (done < buf.size()) {
+      ssize_t r = ::pread(fd_, buf.data() + done, buf.size() - done,
+                          static_cast<off_t>(offset + done));
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        return LastError();
+      }
+      if (r == 0) break;
+      done += static_cast<size_t>(r);
+      // A short O_DIRECT read ends at EOF; a retry would read 0 anyway.
+      if (direct_ && r % kDirectIoAlignment != 0) break;
+    }
+    return done;
+  }
+
+  Status PwriteFull(uint64_t offset, std::span<const std::byte> buf) {
+    size_t done = 0;
+    while (done < buf.size()) {
+      ssize_t r = ::pwrite(fd_, buf.data() + done, buf.size() - done,
+                           static_cast<off_t>(offset + done));
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        return LastError();
+      }
+      if (r == 0) return ErrnoCode(EIO);
+      done += static_cast<size_t>(r);
+    }
+    return OkStatus();
+  }
+
+  std::mutex& Stripe(uint64_t sector) { return stripes_[sector % kStripes]; }
+
+  // Writes an unaligned range through an aligned bounce buffer. The edge
+  // sectors are read first; their stripe locks keep two sub-sector writers
+  // of the same sector from overwriting each other's bytes.
+  Status ReadModifyWrite(uint64_t offset, std::span<const std::byte> buf) {
+    const uint64_t begin = AlignDown(offset, kDirectIoAlignment);
+    const uint64_t end = AlignUp(offset + buf.size(), kDirectIoAlignment);
+    const uint64_t head = begin / kDirectIoAlignment;
+    const uint64_t tail = end / kDirectIoAlignment - 1;
+    std::mutex& first = Stripe(head);
+    std::mutex& second = Stripe(tail);
+    std::unique_lock<std::mutex> l1(first);
+    std::unique_lock<std::mutex> l2;
+    if (&second != &first) {
+      // Lock in address order so two writers never deadlock.
+      if (&second < &first) {
+        l1.unlock();
+        l2 = std::unique_lock<std::mutex>(second);
+        l1.lock();
+      } else {
+        l2 = std::unique_lock<std::mutex>(second);
+      }
+    }
+    std::span<std::byte> bounce = Bounce(end - begin);
+    auto read_sector = [&](uint64_t at) -> Status {
+      std::span<std::byte> sector =
+          bounce.subspan(at - begin, kDirectIoAlignment);
+      Result<size_t> n = PreadFull(at, sector);
+      if (!n.ok()) return n.error();
+      std::fill(sector.begin() + static_cast<ptrdiff_t>(*n), sector.end(),
+                std::byte{0});
+      return OkStatus();
+    };
+    if (offset != begin) {
+      Status st = read_sector(begin);
+      if (!st.ok()) return st;
+    }
+    if ((offset + buf.size()) % kDirectIoAlignment != 0 &&
+        (tail != head || offset == begin)) {
+      Status st = read_sector(end - kDirectIoAlignment);
+      if (!st.ok()) return st;
+    }
+    std::memcpy(bounce.data() + (offset - begin), buf.data(), buf.size());
+    return PwriteFull(begin, bounce);
+  }
+
+  const int fd_;
+  const bool direct_;
+  std::mutex extend_mu_;  // serialises writes that extend the file
+  std::array<std::mutex, kStripes> stripes_;
+};
+
+class PosixEnv final : public Env {
+ public:
+  Result<std::unique_ptr<File>> OpenAt(int dirfd, const std::string& path,
+                                       const OpenOptions& options) override {
+    int flags = O_CLOEXEC | (options.nofollow ? O_NOFOLLOW : 0) |
+                (options.write ? O_RDWR : O_RDONLY);
+    if (options.create) flags |= O_CREAT;
+    if (options.exclusive) flags |= O_EXCL;
+    if (options.truncate) flags |= O_TRUNC;
+    bool direct = options.direct;
+    int fd = ::openat(dirfd, path.c_str(), flags | (direct ? O_DIRECT : 0),
+                      options.mode);
+    if (fd < 0 && direct && errno == EINVAL) {
+      fd = ::openat(dirfd, path.c_str(), flags, options.mode);
+      direct = false;
+      static std::once_flag once;
+      std::call_once(once, [&] {
+        TIERFS_LOG_WARNING(
+            "O_DIRECT not supported for %s; using buffered IO + fdatasync",
+            path.c_str());
+      });
+    }
+    if (fd < 0) return LastError();
+    return AdoptFd(fd, direct);
+  }
+};
+
+}  // namespace
+
+Env* Env::Default() {
+  static PosixEnv env;
+  return &env;
+}
+
+std::unique_ptr<File> AdoptFd(int fd, bool direct) {
+  return std::make_unique<PosixFile>(fd, direct);
+}
+
+}  // namespace tierfs::io
