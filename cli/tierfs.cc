@@ -1,6 +1,7 @@
 // tierfs: mount and unmount a tier. Thin: parse, call, print.
 
 #include <getopt.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -8,8 +9,10 @@
 #include <string>
 #include <string_view>
 
+#include "src/control/server.h"
 #include "src/fuse/daemon.h"
 #include "src/util/log.h"
+#include "src/util/size.h"
 #include "tierfs_config.h"
 
 namespace {
@@ -28,6 +31,13 @@ constexpr const char* kUsage =
     "  mount MOUNTPOINT --fast DIR --slow DIR [options]\n"
     "      -f, --foreground       stay in the foreground, log to stderr\n"
     "      -o OPT[,OPT...]        FUSE mount options (allow_other, ...)\n"
+    "      --cache-size SIZE      cache size in the fast dir (default 1G)\n"
+    "      --block-size SIZE      cache block size, 32K..2M (default 64K)\n"
+    "      --mode MODE            writeback, writethrough, passthrough\n"
+    "                             (default writeback)\n"
+    "      --policy NAME          smq, cleaner, lru (default smq)\n"
+    "      --migration-threshold SIZE  migration bytes in flight (default 16M)\n"
+    "      --no-cache             pass files through uncached\n"
     "      --max-threads N        FUSE worker threads (default 16)\n"
     "      --log-level LEVEL      debug, info, warning, error (default info)\n"
     "  umount MOUNTPOINT [--lazy] [--timeout SECS]\n"
@@ -56,19 +66,46 @@ bool ParseUnsigned(const char* text, unsigned* out) {
 
 int Mount(int argc, char** argv) {
   tierfs::fusefs::DaemonConfig config;
-  enum { kFast = 256, kSlow, kMaxThreads, kLogLevel };
+  enum {
+    kFast = 256,
+    kSlow,
+    kMaxThreads,
+    kLogLevel,
+    kCacheSize,
+    kBlockSize,
+    kMode,
+    kPolicy,
+    kMigrationThreshold,
+    kNoCache
+  };
   static const option kOptions[] = {
       {"fast", required_argument, nullptr, kFast},
       {"slow", required_argument, nullptr, kSlow},
       {"foreground", no_argument, nullptr, 'f'},
       {"max-threads", required_argument, nullptr, kMaxThreads},
       {"log-level", required_argument, nullptr, kLogLevel},
+      {"cache-size", required_argument, nullptr, kCacheSize},
+      {"block-size", required_argument, nullptr, kBlockSize},
+      {"mode", required_argument, nullptr, kMode},
+      {"policy", required_argument, nullptr, kPolicy},
+      {"migration-threshold", required_argument, nullptr, kMigrationThreshold},
+      {"no-cache", no_argument, nullptr, kNoCache},
       {"help", no_argument, nullptr, 'h'},
       {nullptr, 0, nullptr, 0},
   };
   opterr = 0;
   optind = 1;
   int c;
+  auto size_arg = [](const char* flag, const char* text,
+                     uint64_t* out) -> bool {
+    std::optional<uint64_t> v = tierfs::ParseSize(text);
+    if (!v || *v == 0) {
+      UsageError(std::string(flag) + ": not a size: '" + text + "'");
+      return false;
+    }
+    *out = *v;
+    return true;
+  };
   while ((c = getopt_long(argc, argv, ":fo:h", kOptions, nullptr)) != -1) {
     switch (c) {
       case kFast:
@@ -112,6 +149,43 @@ int Mount(int argc, char** argv) {
         config.log_level = *level;
         break;
       }
+      case kCacheSize:
+        if (!size_arg("--cache-size", optarg, &config.cache_size)) {
+          return kExitUsage;
+        }
+        break;
+      case kBlockSize: {
+        uint64_t bs = 0;
+        if (!size_arg("--block-size", optarg, &bs)) return kExitUsage;
+        if (bs < (32u << 10) || bs > (2u << 20) || (bs & (bs - 1)) != 0) {
+          return UsageError(std::string("--block-size: must be a power of two "
+                                        "from 32K to 2M: '") +
+                            optarg + "'");
+        }
+        config.engine.block_size = bs;
+        break;
+      }
+      case kMode: {
+        auto mode = tierfs::cache::ParseMode(optarg);
+        if (!mode) {
+          return UsageError(std::string("--mode: unknown mode '") + optarg +
+                            "' (writeback, writethrough, passthrough)");
+        }
+        config.engine.mode = *mode;
+        break;
+      }
+      case kPolicy:
+        config.engine.policy = optarg;
+        break;
+      case kMigrationThreshold:
+        if (!size_arg("--migration-threshold", optarg,
+                      &config.engine.migration_threshold)) {
+          return kExitUsage;
+        }
+        break;
+      case kNoCache:
+        config.cache = false;
+        break;
       case 'h':
         std::fputs(kUsage, stdout);
         return kExitOk;
@@ -129,6 +203,18 @@ int Mount(int argc, char** argv) {
   }
   if (config.fast_dir.empty()) return UsageError("mount: --fast DIR is required");
   if (config.slow_dir.empty()) return UsageError("mount: --slow DIR is required");
+  config.services = [](tierfs::cache::CacheEngine& engine,
+                        const tierfs::fusefs::MountFacts& facts)
+      -> std::shared_ptr<void> {
+    tierfs::control::DaemonInfo info{facts.mountpoint, facts.fast_dir,
+                                     facts.slow_dir, ::geteuid()};
+    std::string error;
+    std::shared_ptr<tierfs::control::ControlServer> server =
+        tierfs::control::ControlServer::Start(facts.socket_path, &engine, info,
+                                              &error);
+    if (!server) TIERFS_LOG_WARNING("no control socket: %s", error.c_str());
+    return server;
+  };
   return tierfs::fusefs::RunDaemon(config);
 }
 

@@ -4,6 +4,7 @@
 #include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,12 +21,14 @@
 #include <thread>
 
 #include "src/fuse/filesystem.h"
+#include "src/util/size.h"
 
 namespace tierfs::fusefs {
 namespace {
 
 constexpr const char* kMetaDirName = "tierfs";
 constexpr const char* kLockName = "lock";
+constexpr const char* kCacheStoreName = "cache.data";
 
 void PrintError(const std::string& message) {
   std::fprintf(stderr, "tierfs: %s\n", message.c_str());
@@ -241,6 +244,7 @@ class FastDirLock {
   // Removes what Acquire created, after a failed mount.
   void Abandon() {
     if (created_dir_.empty()) return;
+    ::unlink((created_dir_ + "/" + kCacheStoreName).c_str());
     ::unlink(path_.c_str());
     ::rmdir(created_dir_.c_str());
   }
@@ -302,15 +306,92 @@ std::string EscapeMountpoint(const std::string& mountpoint) {
   return out.empty() ? "-" : out;
 }
 
+// Creates the cache store (preallocated, so a full fast dir fails here and
+// not later) and the engine. Prints why on failure.
+std::unique_ptr<cache::CacheEngine> OpenCache(const DaemonConfig& config,
+                                              const std::string& fast,
+                                              std::string* path) {
+  const uint64_t bs = config.engine.block_size;
+  const uint64_t blocks = config.cache_size / bs;
+  if (blocks == 0) {
+    PrintError("--cache-size " + FormatSize(config.cache_size) +
+               " is smaller than one block (" + FormatSize(bs) + ")");
+    return nullptr;
+  }
+  *path = fast + "/" + kMetaDirName + "/" + kCacheStoreName;
+  io::OpenOptions options;
+  options.create = true;
+  options.mode = 0600;
+  Result<std::unique_ptr<io::File>> store =
+      io::Env::Default()->OpenAt(AT_FDCWD, *path, options);
+  if (!store.ok()) {
+    PrintError("cannot create cache store " + *path + ": " +
+               store.error().message());
+    return nullptr;
+  }
+  Status st = (*store)->Allocate(0, blocks * bs);
+  if (!st.ok()) {
+    if (st.error().value() == ENOSPC) {
+      struct statvfs vfs;
+      std::string free_text = "unknown";
+      if (::statvfs(fast.c_str(), &vfs) == 0) {
+        free_text = FormatSize(static_cast<uint64_t>(vfs.f_bavail) *
+                               vfs.f_frsize);
+      }
+      PrintError("not enough space in fast dir " + fast + " for a " +
+                 FormatSize(blocks * bs) + " cache (" + free_text +
+                 " free); use a smaller --cache-size");
+    } else {
+      PrintError("cannot allocate cache store " + *path + ": " +
+                 st.error().message());
+    }
+    (*store)->Truncate(0).ok();
+    return nullptr;
+  }
+  if (!(*store)->direct()) {
+    TIERFS_LOG_WARNING("fast dir %s does not support O_DIRECT; cache IO is "
+                       "buffered + fdatasync",
+                       fast.c_str());
+  }
+  cache::EngineOptions engine_options = config.engine;
+  engine_options.cache_blocks = blocks;
+  std::string error;
+  Result<std::unique_ptr<cache::CacheEngine>> engine =
+      cache::CacheEngine::Create(engine_options, std::move(store).value(),
+                                 &error);
+  if (!engine.ok()) {
+    PrintError("cannot start the cache: " + error);
+    return nullptr;
+  }
+  return std::move(engine).value();
+}
+
 int Serve(const DaemonConfig& config, const ResolvedDirs& dirs,
           ReadyPipe* ready) {
   ::umask(0);  // modes from the kernel already have the caller's umask
+  // The lock comes first: nothing in the fast dir is touched while another
+  // daemon owns it.
+  FastDirLock lock;
+  if (!lock.Acquire(dirs.fast, dirs.mountpoint)) return kExitFailure;
   int slow_fd = ::open(dirs.slow.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (slow_fd < 0) {
     PrintError("cannot open --slow " + dirs.slow + ": " + ErrnoText(errno));
     return kExitFailure;
   }
-  Filesystem fs(slow_fd, FilesystemOptions{});
+  FilesystemOptions fs_options;
+  std::unique_ptr<cache::CacheEngine> engine;
+  std::string cache_path;
+  if (config.cache) {
+    engine = OpenCache(config, dirs.fast, &cache_path);
+    if (!engine) {
+      ::close(slow_fd);
+      lock.Abandon();
+      return kExitFailure;
+    }
+    fs_options.engine = engine.get();
+    fs_options.slow_dir = dirs.slow;
+  }
+  Filesystem fs(slow_fd, fs_options);
 
   std::vector<std::string> args = {"tierfs"};
   std::string opts = "default_permissions,fsname=tierfs:" + dirs.slow +
@@ -326,13 +407,12 @@ int Serve(const DaemonConfig& config, const ResolvedDirs& dirs,
                                       sizeof(fuse_lowlevel_ops), &fs);
   if (se == nullptr) {
     PrintError("invalid mount options: -o " + opts);
+    lock.Abandon();
     return kExitFailure;
   }
   std::unique_ptr<fuse_session, void (*)(fuse_session*)> session(
       se, fuse_session_destroy);
 
-  FastDirLock lock;
-  if (!lock.Acquire(dirs.fast, dirs.mountpoint)) return kExitFailure;
 
   if (fuse_session_mount(se, dirs.mountpoint.c_str()) != 0) {
     PrintError("cannot mount on " + dirs.mountpoint);
@@ -347,10 +427,19 @@ int Serve(const DaemonConfig& config, const ResolvedDirs& dirs,
 
   const std::string state = MountStatePath(dirs.mountpoint);
   ::mkdir(RuntimeDir().c_str(), 0700);
+  std::shared_ptr<void> services;
+  std::string socket_path;
+  if (engine && config.services) {
+    socket_path = state.substr(0, state.size() - std::strlen(".mount")) +
+                  ".sock";
+    services = config.services(
+        *engine, MountFacts{dirs.mountpoint, dirs.fast, dirs.slow, socket_path});
+  }
   {
     std::ofstream out(state, std::ios::trunc);
     out << "pid=" << ::getpid() << "\nmountpoint=" << dirs.mountpoint
-        << "\nfast=" << dirs.fast << "\nslow=" << dirs.slow << "\n";
+        << "\nfast=" << dirs.fast << "\nslow=" << dirs.slow
+        << "\nsocket=" << socket_path << "\n";
   }
   TIERFS_LOG_INFO("mounted %s (fast %s, slow %s)", dirs.mountpoint.c_str(),
                   dirs.fast.c_str(), dirs.slow.c_str());
@@ -367,8 +456,25 @@ int Serve(const DaemonConfig& config, const ResolvedDirs& dirs,
 
   fuse_remove_signal_handlers(se);
   fuse_session_unmount(se);
+  services.reset();
   ::unlink(state.c_str());
   TIERFS_LOG_INFO("unmounted %s", dirs.mountpoint.c_str());
+  if (engine) {
+    // Until the cache is persistent, a clean shutdown leaves the origin
+    // complete: every dirty block is written back before the daemon exits
+    // (and releases the lock `tierfs umount` waits on).
+    cache::EngineSnapshot before = engine->Snapshot();
+    Status st = engine->Flush(std::chrono::hours(24));
+    if (!st.ok()) {
+      TIERFS_LOG_ERROR("writeback at shutdown failed: %s",
+                       st.error().message().c_str());
+      rc = 1;
+    } else if (before.dirty_blocks != 0) {
+      TIERFS_LOG_INFO("wrote back %llu dirty blocks",
+                      static_cast<unsigned long long>(before.dirty_blocks));
+    }
+    engine->Shutdown();
+  }
   return rc == 0 ? kExitOk : kExitFailure;
 }
 

@@ -4,12 +4,27 @@
 #ifndef TIERFS_SRC_FUSE_DAEMON_H_
 #define TIERFS_SRC_FUSE_DAEMON_H_
 
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "src/cache/engine.h"
 #include "src/util/log.h"
 
 namespace tierfs::fusefs {
+
+// What a mounted daemon knows about itself.
+struct MountFacts {
+  std::string mountpoint, fast_dir, slow_dir;
+  std::string socket_path;  // where a control socket belongs
+};
+
+// Started once the mount is ready and the engine runs; the returned handle
+// is released before the engine shuts down. The CLI plugs the control
+// socket in here, so src/fuse does not depend on src/control.
+using ServiceStarter = std::function<std::shared_ptr<void>(
+    cache::CacheEngine& engine, const MountFacts& facts)>;
 
 struct DaemonConfig {
   std::string mountpoint;
@@ -20,6 +35,13 @@ struct DaemonConfig {
   std::vector<std::string> fuse_options;  // extra -o options for libfuse
   unsigned max_threads = 16;
   LogLevel log_level = LogLevel::kInfo;
+  // The cache: its size in the fast dir and the engine's settings
+  // (block_size, mode, policy, ...). cache_blocks is derived from
+  // cache_size. Without `cache`, files are passed through uncached.
+  bool cache = true;
+  uint64_t cache_size = 1ull << 30;
+  cache::EngineOptions engine;
+  ServiceStarter services;
 };
 
 // Exit codes of `tierfs mount` (documented in tierfs(8)).

@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <memory>
+#include <string>
 
 #include "src/fuse/inode_table.h"
 #include "src/fuse/reply.h"
@@ -25,6 +26,10 @@ struct FilesystemOptions {
   // slow dir while mounted, so the kernel's view stays right for this long.
   double timeout = 1.0;
   io::Env* env = io::Env::Default();
+  // Serves file data through the cache; null = plain passthrough.
+  cache::CacheEngine* engine = nullptr;
+  // Resolved path of the slow dir, to name volumes in stats.
+  std::string slow_dir;
 };
 
 class Filesystem {
@@ -96,9 +101,17 @@ class Filesystem {
   void ReplyNewEntry(Reply reply, Inode* parent, const char* name);
   int ChownToCaller(const Reply& reply, Inode* parent, int dirfd,
                     const char* name);
-  // Opens (or reuses) the inode's shared data file.
-  Result<std::shared_ptr<io::File>> AcquireData(Inode* inode, bool write);
+  struct OpenData {
+    std::shared_ptr<io::File> file;
+    std::shared_ptr<cache::Volume> volume;
+  };
+  // Opens (or reuses) the inode's shared data file and cache volume.
+  Result<OpenData> AcquireData(Inode* inode, bool write);
   void ReleaseData(Inode* inode);
+  // After an unlink or rename-over: if no name and no open is left, the
+  // file's cached blocks are garbage.
+  void ForgetIfGone(const struct stat& before);
+  std::string DisplayName(int fd) const;
 
   InodeTable inodes_;
   const FilesystemOptions options_;

@@ -66,9 +66,11 @@ void Filesystem::SetAttr(Reply reply, fuse_ino_t ino, struct stat* attr,
     }
   }
   if (to_set & FUSE_SET_ATTR_SIZE) {
-    Result<std::shared_ptr<io::File>> data = AcquireData(inode, true);
+    Result<OpenData> data = AcquireData(inode, true);
     if (!data.ok()) return reply.Error(data.error());
-    Status st = (*data)->Truncate(static_cast<uint64_t>(attr->st_size));
+    const auto size = static_cast<uint64_t>(attr->st_size);
+    Status st = data->volume ? options_.engine->Truncate(*data->volume, size)
+                             : data->file->Truncate(size);
     ReleaseData(inode);
     if (!st.ok()) return reply.Error(st.error());
   }
@@ -181,7 +183,12 @@ void Filesystem::Link(Reply reply, fuse_ino_t ino, fuse_ino_t parent,
 
 void Filesystem::Unlink(Reply reply, fuse_ino_t parent, const char* name) {
   if (!IsSafeName(name)) return reply.Error(EINVAL);
-  if (::unlinkat(Get(parent)->fd, name, 0) != 0) return reply.Error(errno);
+  Inode* dir = Get(parent);
+  struct stat before;
+  const bool known =
+      ::fstatat(dir->fd, name, &before, AT_SYMLINK_NOFOLLOW) == 0;
+  if (::unlinkat(dir->fd, name, 0) != 0) return reply.Error(errno);
+  if (known) ForgetIfGone(before);
   reply.Ok();
 }
 
@@ -197,10 +204,15 @@ void Filesystem::Rename(Reply reply, fuse_ino_t parent, const char* name,
                         fuse_ino_t newparent, const char* newname,
                         unsigned int flags) {
   if (!IsSafeName(name) || !IsSafeName(newname)) return reply.Error(EINVAL);
+  struct stat replaced;
+  const bool known = (flags & RENAME_EXCHANGE) == 0 &&
+                     ::fstatat(Get(newparent)->fd, newname, &replaced,
+                               AT_SYMLINK_NOFOLLOW) == 0;
   if (::renameat2(Get(parent)->fd, name, Get(newparent)->fd, newname, flags) !=
       0) {
     return reply.Error(errno);
   }
+  if (known) ForgetIfGone(replaced);
   reply.Ok();
 }
 

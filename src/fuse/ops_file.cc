@@ -1,10 +1,12 @@
 // File data operations. Regular files are opened with direct IO towards the
 // daemon, so data is cached once (by tierfs), not also in the page cache.
+// With a cache engine, data goes through it; otherwise straight to the file.
 
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <unistd.h>
 
+#include <climits>
 #include <string>
 
 #include "src/fuse/filesystem.h"
@@ -15,24 +17,60 @@ namespace tierfs::fusefs {
 struct Filesystem::FileHandle {
   Inode* inode;
   std::shared_ptr<io::File> file;
+  std::shared_ptr<cache::Volume> volume;  // null without an engine
 };
 
 namespace {
 
-Filesystem::FileHandle* Handle(fuse_file_info* fi);
+Filesystem::FileHandle* Handle(fuse_file_info* fi) {
+  return reinterpret_cast<Filesystem::FileHandle*>(fi->fh);
+}
 
 std::span<std::byte> ReadBuffer(size_t size) {
   // The kernel sends at most 1 MiB per request; one buffer per thread.
   thread_local io::AlignedBuffer buffer;
-  if (buffer.size() < size) buffer = io::AlignedBuffer(size);
+  if (buffer.size() < size) buffer = io::AlignedBuffer(size, false);
   return buffer.span(0, size);
 }
 
 }  // namespace
 
-Result<std::shared_ptr<io::File>> Filesystem::AcquireData(Inode* inode,
-                                                         bool write) {
+// The file's current path relative to the slow dir, for stats.
+std::string Filesystem::DisplayName(int fd) const {
+  char buf[PATH_MAX];
+  const std::string link = "/proc/self/fd/" + std::to_string(fd);
+  ssize_t n = ::readlink(link.c_str(), buf, sizeof(buf) - 1);
+  if (n <= 0) return {};
+  std::string path(buf, static_cast<size_t>(n));
+  const std::string& root = options_.slow_dir;
+  if (!root.empty() && path.compare(0, root.size(), root) == 0 &&
+      path.size() > root.size() && path[root.size()] == '/') {
+    return path.substr(root.size() + 1);
+  }
+  return path;
+}
+
+namespace {
+
+bool Unlinked(int fd) {
+  struct stat st;
+  return ::fstat(fd, &st) == 0 && st.st_nlink == 0;
+}
+
+}  // namespace
+
+Result<Filesystem::OpenData> Filesystem::AcquireData(Inode* inode,
+                                                     bool write) {
+  cache::CacheEngine* engine = options_.engine;
   std::lock_guard<std::mutex> lock(inode->mu);
+  if (!inode->data && engine != nullptr) {
+    // A volume outlives its opens while it has cached blocks; its origin
+    // handle is the one to use.
+    if (auto volume = engine->FindVolume(inode->dev, inode->ino)) {
+      inode->data = volume->origin();
+      inode->data_writable = true;
+    }
+  }
   if (!inode->data || (write && !inode->data_writable)) {
     const std::string path = "/proc/self/fd/" + std::to_string(inode->fd);
     io::OpenOptions options;
@@ -51,32 +89,56 @@ Result<std::shared_ptr<io::File>> Filesystem::AcquireData(Inode* inode,
     inode->data = std::move(file).value();
     inode->data_writable = writable;
   }
+  if (engine != nullptr && !inode->volume) {
+    inode->volume = engine->OpenVolume(inode->dev, inode->ino, inode->data,
+                                       DisplayName(inode->fd));
+  }
   ++inode->open_count;
-  return inode->data;
+  return OpenData{inode->data, inode->volume};
 }
 
 void Filesystem::ReleaseData(Inode* inode) {
   std::lock_guard<std::mutex> lock(inode->mu);
-  if (--inode->open_count == 0) inode->data.reset();
+  if (--inode->open_count > 0) return;
+  if (inode->volume) {
+    options_.engine->CloseVolume(inode->volume, Unlinked(inode->fd));
+    inode->volume.reset();
+  }
+  inode->data.reset();
+}
+
+void Filesystem::ForgetIfGone(const struct stat& before) {
+  if (options_.engine == nullptr || !S_ISREG(before.st_mode) ||
+      before.st_nlink != 1) {
+    return;
+  }
+  auto volume = options_.engine->FindVolume(before.st_dev, before.st_ino);
+  // An open volume is forgotten by its last close (ReleaseData).
+  if (volume && volume->opens() == 0) {
+    options_.engine->ForgetVolume(before.st_dev, before.st_ino);
+  }
 }
 
 void Filesystem::Open(Reply reply, fuse_ino_t ino, fuse_file_info* fi) {
   Inode* inode = Get(ino);
   const bool write = (fi->flags & O_ACCMODE) != O_RDONLY;
-  Result<std::shared_ptr<io::File>> data = AcquireData(inode, write);
+  Result<OpenData> data = AcquireData(inode, write);
   if (!data.ok()) return reply.Error(data.error());
   if (fi->flags & O_TRUNC) {
-    Status st = (*data)->Truncate(0);
+    Status st = data->volume ? options_.engine->Truncate(*data->volume, 0)
+                             : data->file->Truncate(0);
     if (!st.ok()) {
       ReleaseData(inode);
       return reply.Error(st.error());
     }
   }
-  auto handle = std::make_unique<FileHandle>(FileHandle{inode, *data});
+  auto handle = std::make_unique<FileHandle>(
+      FileHandle{inode, data->file, data->volume});
   const auto fh = reinterpret_cast<uint64_t>(handle.get());
   if (reply.OpenDirect(fh)) {
     handle.release();  // owned by the kernel's open file until Release
   } else {
+    handle.reset();
     ReleaseData(inode);
   }
 }
@@ -102,43 +164,66 @@ void Filesystem::Create(Reply reply, fuse_ino_t parent, const char* name,
   err = inodes_.Lookup(dir, name, &entry, options_.timeout);
   if (err != 0) return reply.Error(err);
   Inode* inode = Get(entry.ino);
-  Result<std::shared_ptr<io::File>> data = AcquireData(inode, true);
+  Result<OpenData> data = AcquireData(inode, true);
   if (!data.ok()) {
     inodes_.Forget(inode, 1);
     return reply.Error(data.error());
   }
-  if (fi->flags & O_TRUNC) (void)(*data)->Truncate(0);
-  auto handle = std::make_unique<FileHandle>(FileHandle{inode, *data});
+  if ((fi->flags & O_TRUNC) && entry.attr.st_size != 0) {
+    Status st = data->volume ? options_.engine->Truncate(*data->volume, 0)
+                             : data->file->Truncate(0);
+    if (!st.ok()) {
+      ReleaseData(inode);
+      inodes_.Forget(inode, 1);
+      return reply.Error(st.error());
+    }
+    entry.attr.st_size = 0;
+  }
+  auto handle = std::make_unique<FileHandle>(
+      FileHandle{inode, data->file, data->volume});
   const auto fh = reinterpret_cast<uint64_t>(handle.get());
   if (reply.CreateDirect(entry, fh)) {
     handle.release();
   } else {
+    handle.reset();
     ReleaseData(inode);
     inodes_.Forget(inode, 1);
   }
 }
 
-namespace {
-Filesystem::FileHandle* Handle(fuse_file_info* fi) {
-  return reinterpret_cast<Filesystem::FileHandle*>(fi->fh);
-}
-}  // namespace
-
 void Filesystem::Read(Reply reply, fuse_ino_t, size_t size, off_t offset,
                       fuse_file_info* fi) {
+  FileHandle* h = Handle(fi);
+  if (h->volume) {
+    options_.engine->Read(
+        h->volume, static_cast<uint64_t>(offset), size,
+        [reply = std::move(reply)](
+            Result<std::span<const std::byte>> data) mutable {
+          if (!data.ok()) return reply.Error(data.error());
+          reply.Buffer(*data);
+        });
+    return;
+  }
   std::span<std::byte> buf = ReadBuffer(size);
-  Result<size_t> n =
-      Handle(fi)->file->ReadAt(static_cast<uint64_t>(offset), buf);
+  Result<size_t> n = h->file->ReadAt(static_cast<uint64_t>(offset), buf);
   if (!n.ok()) return reply.Error(n.error());
   reply.Buffer(buf.first(*n));
 }
 
 void Filesystem::Write(Reply reply, fuse_ino_t, const char* buf, size_t size,
                        off_t offset, fuse_file_info* fi) {
-  Status st = Handle(fi)->file->WriteAt(
-      static_cast<uint64_t>(offset),
-      std::span<const std::byte>(reinterpret_cast<const std::byte*>(buf),
-                                 size));
+  FileHandle* h = Handle(fi);
+  std::span<const std::byte> data(reinterpret_cast<const std::byte*>(buf),
+                                  size);
+  if (h->volume) {
+    options_.engine->Write(h->volume, static_cast<uint64_t>(offset), data,
+                           [reply = std::move(reply), size](Status st) mutable {
+                             if (!st.ok()) return reply.Error(st.error());
+                             reply.Written(size);
+                           });
+    return;
+  }
+  Status st = h->file->WriteAt(static_cast<uint64_t>(offset), data);
   if (!st.ok()) return reply.Error(st.error());
   reply.Written(size);
 }
@@ -157,21 +242,24 @@ void Filesystem::Release(Reply reply, fuse_ino_t, fuse_file_info* fi) {
 }
 
 void Filesystem::Fsync(Reply reply, fuse_ino_t, int, fuse_file_info* fi) {
-  Status st = Handle(fi)->file->Sync();
+  FileHandle* h = Handle(fi);
+  Status st = h->volume ? options_.engine->Fsync(*h->volume) : h->file->Sync();
   if (!st.ok()) return reply.Error(st.error());
   reply.Ok();
 }
 
 void Filesystem::Fallocate(Reply reply, fuse_ino_t, int mode, off_t offset,
                            off_t length, fuse_file_info* fi) {
-  io::File& file = *Handle(fi)->file;
+  FileHandle* h = Handle(fi);
+  const auto off = static_cast<uint64_t>(offset);
+  const auto len = static_cast<uint64_t>(length);
   Status st;
   if (mode == 0) {
-    st = file.Allocate(static_cast<uint64_t>(offset),
-                       static_cast<uint64_t>(length));
+    st = h->file->Allocate(off, len);
+    if (st.ok() && h->volume) options_.engine->GrowTo(*h->volume, off + len);
   } else if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
-    st = file.PunchHole(static_cast<uint64_t>(offset),
-                        static_cast<uint64_t>(length));
+    st = h->volume ? options_.engine->Discard(h->volume, off, len)
+                   : h->file->PunchHole(off, len);
   } else {
     return reply.Error(EOPNOTSUPP);
   }
@@ -181,16 +269,19 @@ void Filesystem::Fallocate(Reply reply, fuse_ino_t, int mode, off_t offset,
 
 void Filesystem::Lseek(Reply reply, fuse_ino_t, off_t offset, int whence,
                        fuse_file_info* fi) {
-  io::File& file = *Handle(fi)->file;
+  FileHandle* h = Handle(fi);
   if (whence != SEEK_DATA && whence != SEEK_HOLE) return reply.Error(EINVAL);
-  Result<uint64_t> size = file.Size();
+  Result<uint64_t> size = h->file->Size();
   if (!size.ok()) return reply.Error(size.error());
   if (offset < 0 || static_cast<uint64_t>(offset) >= *size) {
     return reply.Error(ENXIO);
   }
-  Result<uint64_t> pos = whence == SEEK_DATA
-                             ? file.SeekData(static_cast<uint64_t>(offset))
-                             : file.SeekHole(static_cast<uint64_t>(offset));
+  const auto off = static_cast<uint64_t>(offset);
+  // With an engine, blocks cached dirty over origin holes are data too.
+  Result<uint64_t> pos =
+      h->volume ? options_.engine->Seek(*h->volume, off, whence == SEEK_DATA)
+      : whence == SEEK_DATA ? h->file->SeekData(off)
+                            : h->file->SeekHole(off);
   if (!pos.ok()) return reply.Error(pos.error());
   if (whence == SEEK_DATA && *pos >= *size) return reply.Error(ENXIO);
   reply.Lseek(static_cast<off_t>(*pos));

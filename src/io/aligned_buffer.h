@@ -2,6 +2,7 @@
 #ifndef TIERFS_SRC_IO_ALIGNED_BUFFER_H_
 #define TIERFS_SRC_IO_ALIGNED_BUFFER_H_
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -26,13 +27,15 @@ inline bool IsAligned(const void* p, size_t a) {
 class AlignedBuffer {
  public:
   AlignedBuffer() = default;
-  // Size is rounded up to the alignment. Contents are zeroed.
-  explicit AlignedBuffer(size_t size) : size_(AlignUp(size, kDirectIoAlignment)) {
+  // Size is rounded up to the alignment. Contents are zeroed unless `zero`
+  // is false (for buffers that are about to be overwritten anyway).
+  explicit AlignedBuffer(size_t size, bool zero = true)
+      : size_(AlignUp(size, kDirectIoAlignment)) {
     if (size_ == 0) return;
     void* p = std::aligned_alloc(kDirectIoAlignment, size_);
     if (p == nullptr) throw std::bad_alloc();
     data_.reset(static_cast<std::byte*>(p));
-    std::fill(data_.get(), data_.get() + size_, std::byte{0});
+    if (zero) std::fill(data_.get(), data_.get() + size_, std::byte{0});
   }
 
   std::byte* data() { return data_.get(); }

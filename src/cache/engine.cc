@@ -1,0 +1,897 @@
+#include "src/cache/engine.h"
+
+#include <algorithm>
+#include <cstring>
+#include <future>
+
+#include "policy/registry.h"
+#include "src/cache/worker_pool.h"
+#include "src/io/aligned_buffer.h"
+#include "src/prison/prison.h"
+#include "src/util/log.h"
+
+namespace tierfs::cache {
+namespace {
+
+// Writes ask level 0, reads level 1 (DESIGN.md "Locking"): a promotion's
+// level-0 lock stops writes while reads of the origin continue.
+constexpr int kWriteLevel = 0;
+constexpr int kReadLevel = 1;
+
+uint64_t NowMs() {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::steady_clock::now().time_since_epoch())
+          .count());
+}
+
+prison::Key BlockKey(VolumeId volume, uint64_t index) {
+  return prison::Key{volume, index, index + 1};
+}
+
+}  // namespace
+
+std::optional<Mode> ParseMode(std::string_view name) {
+  if (name == "writeback") return Mode::kWriteback;
+  if (name == "writethrough") return Mode::kWritethrough;
+  if (name == "passthrough") return Mode::kPassthrough;
+  return std::nullopt;
+}
+
+const char* ModeName(Mode mode) {
+  switch (mode) {
+    case Mode::kWriteback:
+      return "writeback";
+    case Mode::kWritethrough:
+      return "writethrough";
+    case Mode::kPassthrough:
+      return "passthrough";
+  }
+  return "?";
+}
+
+// One foreground read or write, split at block boundaries and processed
+// block by block. Lives until Finish.
+struct CacheEngine::Request {
+  std::shared_ptr<Volume> volume;
+  bool write = false;
+  uint64_t offset = 0;
+  size_t size = 0;
+  size_t progress = 0;  // bytes completed
+  std::chrono::steady_clock::time_point start;
+
+  // Read: the destination. Write: the source. Both point into the caller's
+  // memory until the request parks; then into `owned`.
+  std::span<std::byte> out;
+  std::span<const std::byte> in;
+  size_t in_skip = 0;  // bytes of the write before in[0]
+  io::AlignedBuffer owned;
+  ReadDone read_done;
+  Done write_done;
+
+  // Hand-off between the thread that parks the request and the continuation
+  // the prison may run at once on another thread: whichever comes second
+  // resumes the request (see Park/Resume).
+  enum : int { kParking = 0, kParked = 1, kWoken = 2 };
+  std::atomic<int> handoff{kParking};
+};
+
+Result<std::unique_ptr<CacheEngine>> CacheEngine::Create(
+    const EngineOptions& options, std::unique_ptr<io::File> cache_store,
+    std::string* error_message) {
+  auto fail = [&](int err, std::string text) -> std::error_code {
+    if (error_message != nullptr) *error_message = std::move(text);
+    return ErrnoCode(err);
+  };
+  const uint64_t bs = options.block_size;
+  if (bs < 32 * 1024 || bs > 2 * 1024 * 1024 || (bs & (bs - 1)) != 0) {
+    return fail(EINVAL, "block size must be a power of two from 32K to 2M");
+  }
+  if (options.cache_blocks == 0 || options.cache_blocks > UINT32_MAX) {
+    return fail(EINVAL, "cache must hold between 1 and 2^32-1 blocks");
+  }
+  Result<uint64_t> size = cache_store->Size();
+  if (!size.ok()) return fail(size.error().value(), "cannot stat cache store");
+  if (*size < options.cache_blocks * bs) {
+    return fail(EINVAL, "cache store is smaller than cache_blocks * block_size");
+  }
+  std::string policy_error;
+  Result<std::unique_ptr<policy::Policy>> policy = policy::CreatePolicy(
+      options.policy,
+      policy::PolicyParams{options.cache_blocks, options.block_size},
+      options.policy_config, &policy_error);
+  if (!policy.ok()) return fail(EINVAL, policy_error);
+  return std::unique_ptr<CacheEngine>(new CacheEngine(
+      options, std::move(cache_store), std::move(policy).value()));
+}
+
+CacheEngine::CacheEngine(const EngineOptions& options,
+                         std::unique_ptr<io::File> cache,
+                         std::unique_ptr<policy::Policy> policy)
+    : options_(options),
+      cache_(std::move(cache)),
+      prison_(std::make_unique<prison::Prison>()),
+      mode_(options.mode),
+      policy_(std::move(policy)),
+      migration_threshold_(std::max(options.migration_threshold,
+                                    options.block_size)) {
+  pool_ = std::make_unique<WorkerPool>(options.migration_threads, options.tick,
+                                       [this] { OnTick(); });
+  pool_->StartTicking();
+}
+
+CacheEngine::~CacheEngine() {
+  Shutdown();
+  pool_.reset();
+}
+
+std::shared_ptr<Volume> CacheEngine::OpenVolume(
+    uint64_t dev, uint64_t ino, std::shared_ptr<io::File> origin,
+    std::string name) {
+  Result<uint64_t> size = origin->Size();
+  std::lock_guard<std::mutex> lock(volumes_mu_);
+  auto& slot = volumes_[{dev, ino}];
+  if (!slot) {
+    const VolumeId id(next_volume_id_++);
+    slot = std::make_shared<Volume>(id, dev, ino, std::move(origin),
+                                    size.ok() ? *size : 0);
+    by_id_[id.value()] = slot;
+  } else if (slot->opens_.load() == 0) {
+    // Reopened: keep the volume's own origin handle (migrations use it);
+    // the file's size is whatever the origin says now.
+    Result<uint64_t> now = slot->origin_->Size();
+    if (now.ok()) slot->size_.store(*now, std::memory_order_release);
+  }
+  if (!name.empty()) slot->name_ = std::move(name);
+  slot->opens_.fetch_add(1);
+  return slot;
+}
+
+std::shared_ptr<Volume> CacheEngine::FindVolume(uint64_t dev, uint64_t ino) {
+  std::lock_guard<std::mutex> lock(volumes_mu_);
+  auto it = volumes_.find({dev, ino});
+  return it == volumes_.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<Volume> CacheEngine::VolumeById(VolumeId id) {
+  std::lock_guard<std::mutex> lock(volumes_mu_);
+  auto it = by_id_.find(id.value());
+  return it == by_id_.end() ? nullptr : it->second;
+}
+
+void CacheEngine::CloseVolume(const std::shared_ptr<Volume>& volume,
+                              bool unlinked) {
+  if (volume->opens_.fetch_sub(1) != 1) return;
+  if (unlinked) ForgetVolume(volume->dev_, volume->ino_);
+  // Otherwise the volume stays known (and its origin open) so its cached
+  // blocks remain valid and dirty ones can still be written back.
+}
+
+void CacheEngine::ForgetVolume(uint64_t dev, uint64_t ino) {
+  std::shared_ptr<Volume> volume;
+  {
+    std::lock_guard<std::mutex> lock(volumes_mu_);
+    auto it = volumes_.find({dev, ino});
+    if (it == volumes_.end()) return;
+    volume = it->second;
+    volume->removed_.store(true);
+    volumes_.erase(it);
+    by_id_.erase(volume->id().value());
+  }
+  // In-flight migrations of this volume see removed_ and fail harmlessly;
+  // no foreground IO can reach it any more (no names, no opens).
+  std::lock_guard<std::mutex> lock(policy_mu_);
+  std::vector<CBlock> drop;
+  policy_->ForEachMapping([&](OBlock oblock, CBlock cblock, bool) {
+    if (oblock.volume == volume->id()) drop.push_back(cblock);
+  });
+  for (CBlock cblock : drop) policy_->InvalidateMapping(cblock);
+}
+
+void CacheEngine::GrowTo(Volume& volume, uint64_t size) {
+  uint64_t cur = volume.size_.load(std::memory_order_acquire);
+  while (size > cur && !volume.size_.compare_exchange_weak(cur, size)) {
+  }
+}
+
+bool CacheEngine::Cacheable(const Volume& volume, uint64_t index) const {
+  // The partial tail block is never cached: its end moves with the file.
+  return mode() != Mode::kPassthrough &&
+         (index + 1) * options_.block_size <= volume.size();
+}
+
+void CacheEngine::MarkIo() {
+  last_io_ms_.store(NowMs(), std::memory_order_relaxed);
+}
+
+void CacheEngine::Read(const std::shared_ptr<Volume>& volume, uint64_t offset,
+                       size_t size, ReadDone done) {
+  MarkIo();
+  const uint64_t end_of_file = volume->size();
+  if (offset >= end_of_file || size == 0) {
+    done(std::span<const std::byte>());
+    return;
+  }
+  size = static_cast<size_t>(std::min<uint64_t>(size, end_of_file - offset));
+  // The common case completes in this thread, into this thread's buffer.
+  thread_local io::AlignedBuffer buffer;
+  if (buffer.size() < size) buffer = io::AlignedBuffer(size, false);
+  auto* req = new Request;
+  req->volume = volume;
+  req->offset = offset;
+  req->size = size;
+  req->out = buffer.span(0, size);
+  req->read_done = std::move(done);
+  req->start = std::chrono::steady_clock::now();
+  Process(req);
+}
+
+void CacheEngine::Write(const std::shared_ptr<Volume>& volume, uint64_t offset,
+                        std::span<const std::byte> data, Done done) {
+  MarkIo();
+  auto* req = new Request;
+  req->volume = volume;
+  req->write = true;
+  req->offset = offset;
+  req->size = data.size();
+  req->in = data;
+  req->write_done = std::move(done);
+  req->start = std::chrono::steady_clock::now();
+  Process(req);
+}
+
+void CacheEngine::Process(Request* req) {
+  const uint64_t bs = options_.block_size;
+  while (req->progress < req->size) {
+    const uint64_t pos = req->offset + req->progress;
+    const uint64_t index = pos / bs;
+    const uint64_t in_block = pos % bs;
+    const size_t len = static_cast<size_t>(
+        std::min<uint64_t>(bs - in_block, req->size - req->progress));
+    Step step = req->write ? WriteBlock(req, index, in_block, len)
+                           : ReadBlock(req, index, in_block, len);
+    if (step == Step::kParked) return;
+    if (step == Step::kFailed) return;  // finished with an error
+  }
+  Finish(req, {});
+}
+
+void CacheEngine::Park(Request* req) {
+  // Called right after the prison took our continuation. Until the hand-off
+  // below, the caller's buffers are still valid: copy what the request
+  // needs so it can finish on another thread after this one returns. A
+  // request parked before already owns its buffer.
+  if (!req->owned.data()) {
+    if (req->write) {
+      const size_t rest = req->size - req->progress;
+      req->owned = io::AlignedBuffer(rest, false);
+      std::memcpy(req->owned.data(), req->in.data() + req->progress, rest);
+      req->in = req->owned.span(0, rest);
+      req->in_skip = req->progress;  // in[0] is byte `progress` of the write
+    } else {
+      req->owned = io::AlignedBuffer(req->size, false);
+      std::memcpy(req->owned.data(), req->out.data(), req->progress);
+      req->out = req->owned.span(0, req->size);
+    }
+  }
+  if (req->handoff.exchange(Request::kParked) == Request::kWoken) {
+    pool_->Post([this, req] {
+      req->handoff.store(Request::kParking);
+      Process(req);
+    });
+  }
+}
+
+void CacheEngine::Resume(Request* req) {
+  if (req->handoff.exchange(Request::kWoken) == Request::kParked) {
+    req->handoff.store(Request::kParking);
+    Process(req);
+  }
+}
+
+void CacheEngine::Finish(Request* req, std::error_code ec) {
+  const auto micros = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(
+          std::chrono::steady_clock::now() - req->start)
+          .count());
+  std::unique_ptr<Request> owner(req);
+  if (req->write) {
+    counters_.write_latency.Record(micros);
+    if (!ec) Bump(req->volume->counters_.bytes_written, req->size);
+    req->write_done(ec ? Status(ec) : OkStatus());
+  } else {
+    counters_.read_latency.Record(micros);
+    if (ec) {
+      req->read_done(ec);
+    } else {
+      Bump(req->volume->counters_.bytes_read, req->progress);
+      req->read_done(std::span<const std::byte>(req->out.data(),
+                                                req->progress));
+    }
+  }
+}
+
+CacheEngine::Step CacheEngine::ReadBlock(Request* req, uint64_t index,
+                                         uint64_t in_block, size_t len) {
+  Volume& volume = *req->volume;
+  prison::Continuation retry = [this, req] { Resume(req); };
+  prison::Cell* cell =
+      prison_->Get(BlockKey(volume.id(), index), kReadLevel, retry);
+  if (cell == nullptr) {
+    Park(req);
+    return Step::kParked;
+  }
+  std::span<std::byte> dest = req->out.subspan(req->progress, len);
+  bool hit = false, dirty = false, queued = false;
+  CBlock cblock;
+  if (Cacheable(volume, index)) {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    hit = policy_->Lookup(OBlock{volume.id(), index}, &cblock,
+                          policy::IoDir::kRead, true, &queued);
+    if (hit) dirty = policy_->IsDirty(cblock);
+  } else {
+    Bump(volume.counters_.bypassed);
+    Bump(counters_.io.bypassed);
+  }
+  std::error_code ec;
+  size_t got = len;
+  if (hit) {
+    Bump(volume.counters_.read_hits);
+    Bump(counters_.io.read_hits);
+    Result<size_t> n = cache_->ReadAt(CacheOffset(cblock) + in_block, dest);
+    if (!n.ok() || *n != len) {
+      Bump(counters_.cache_errors);
+      // A clean block's origin copy is just as good.
+      hit = false;
+      if (dirty) ec = n.ok() ? ErrnoCode(EIO) : n.error();
+    }
+  } else {
+    Bump(volume.counters_.read_misses);
+    Bump(counters_.io.read_misses);
+  }
+  if (!hit && !ec) {
+    Result<size_t> n = volume.origin_->ReadAt(index * options_.block_size +
+                                                  in_block,
+                                              dest);
+    if (!n.ok()) {
+      Bump(counters_.origin_errors);
+      ec = n.error();
+    } else {
+      got = *n;
+    }
+  }
+  prison_->Put(cell);
+  if (queued) KickMigrations();
+  if (ec) {
+    Finish(req, ec);
+    return Step::kFailed;
+  }
+  req->progress += got;
+  if (got < len) {
+    // The origin ended early (truncated meanwhile): a short read.
+    req->size = req->progress;
+  }
+  return Step::kDone;
+}
+
+CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
+                                          uint64_t in_block, size_t len) {
+  Volume& volume = *req->volume;
+  const prison::Key key = BlockKey(volume.id(), index);
+  prison::Continuation retry = [this, req] { Resume(req); };
+  prison::Cell* cell = prison_->Get(key, kWriteLevel, retry);
+  if (cell == nullptr) {
+    Park(req);
+    return Step::kParked;
+  }
+  std::span<const std::byte> src =
+      req->in.subspan(req->progress - req->in_skip, len);
+  const Mode mode = this->mode();
+  bool hit = false, queued = false, was_dirty = false;
+  CBlock cblock;
+  std::optional<policy::Work> work;
+  if (Cacheable(volume, index)) {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    const OBlock oblock{volume.id(), index};
+    if (mode == Mode::kWriteback && in_block == 0 &&
+        len == options_.block_size) {
+      hit = policy_->LookupWithWork(oblock, &cblock, policy::IoDir::kWrite,
+                                    true, &work);
+      if (work) ++overwrites_pending_;
+    } else {
+      hit = policy_->Lookup(oblock, &cblock, policy::IoDir::kWrite, true,
+                            &queued);
+    }
+    if (hit) {
+      was_dirty = policy_->IsDirty(cblock);
+      // The clean->dirty transition is recorded before the cache copy
+      // changes, so a crash never leaves newer data in a "clean" block.
+      if (mode == Mode::kWriteback && !was_dirty) policy_->SetDirty(cblock);
+    }
+  } else {
+    Bump(volume.counters_.bypassed);
+    Bump(counters_.io.bypassed);
+  }
+  if (work) {
+    prison_->Put(cell);
+    Result<bool> done = TryOverwrite(req, index, *work);
+    if (!done.ok()) {
+      Finish(req, done.error());
+      return Step::kFailed;
+    }
+    if (*done) {
+      req->progress += len;
+      return Step::kDone;
+    }
+    // Contended: fall back to the ordinary path for this block.
+    return WriteBlock(req, index, in_block, len);
+  }
+  std::error_code ec;
+  if (hit) {
+    Bump(volume.counters_.write_hits);
+    Bump(counters_.io.write_hits);
+    if (mode != Mode::kWriteback) {
+      Status st = volume.origin_->WriteAt(
+          index * options_.block_size + in_block, src);
+      if (!st.ok()) {
+        Bump(counters_.origin_errors);
+        ec = st.error();
+      } else {
+        volume.origin_sync_.Wrote();
+      }
+    }
+    if (!ec) {
+      Status st = cache_->WriteAt(CacheOffset(cblock) + in_block, src);
+      if (!st.ok()) {
+        Bump(counters_.cache_errors);
+        if (mode == Mode::kWriteback) {
+          ec = st.error();
+        } else {
+          // The origin has the data; the stale cache copy must go.
+          std::lock_guard<std::mutex> lock(policy_mu_);
+          policy_->InvalidateMapping(cblock);
+        }
+      } else {
+        cache_sync_.Wrote();
+      }
+    }
+  } else {
+    Bump(volume.counters_.write_misses);
+    Bump(counters_.io.write_misses);
+    Status st =
+        volume.origin_->WriteAt(index * options_.block_size + in_block, src);
+    if (!st.ok()) {
+      Bump(counters_.origin_errors);
+      ec = st.error();
+    } else {
+      volume.origin_sync_.Wrote();
+    }
+  }
+  prison_->Put(cell);
+  if (queued) KickMigrations();
+  if (ec) {
+    Finish(req, ec);
+    return Step::kFailed;
+  }
+  GrowTo(volume, index * options_.block_size + in_block + len);
+  req->progress += len;
+  return Step::kDone;
+}
+
+Result<bool> CacheEngine::TryOverwrite(Request* req, uint64_t index,
+                                       const policy::Work& work) {
+  // A whole-block write miss: the policy gave us a fresh cblock; write the
+  // data straight there instead of copying the origin block first. Needs
+  // the block to ourselves; if anyone else holds it, give the work back.
+  Volume& volume = *req->volume;
+  prison::LockResult lock = prison_->Lock(BlockKey(volume.id(), index), 1);
+  if (lock.cell == nullptr || lock.status != prison::LockStatus::kLocked) {
+    if (lock.cell != nullptr) Dispatch(prison_->Unlock(lock.cell));
+    CompleteOverwrite(work, false);
+    return false;
+  }
+  std::span<const std::byte> src =
+      req->in.subspan(req->progress - req->in_skip, options_.block_size);
+  Status st = cache_->WriteAt(CacheOffset(work.cblock), src);
+  if (st.ok()) {
+    cache_sync_.Wrote();
+    CompleteOverwrite(work, true);
+  } else {
+    Bump(counters_.cache_errors);
+    CompleteOverwrite(work, false);
+    // Keep the data: it goes to the origin like any write miss.
+    st = volume.origin_->WriteAt(index * options_.block_size, src);
+    if (!st.ok()) {
+      Bump(counters_.origin_errors);
+      Dispatch(prison_->Unlock(lock.cell));
+      return st.error();
+    }
+    volume.origin_sync_.Wrote();
+  }
+  Bump(counters_.overwrites);
+  Bump(volume.counters_.write_misses);
+  Bump(counters_.io.write_misses);
+  Dispatch(prison_->Unlock(lock.cell));
+  GrowTo(volume, (index + 1) * options_.block_size);
+  return true;
+}
+
+void CacheEngine::CompleteOverwrite(const policy::Work& work, bool success) {
+  std::lock_guard<std::mutex> guard(policy_mu_);
+  policy_->CompleteBackgroundWork(work, success);
+  if (success) policy_->SetDirty(work.cblock);
+  if (--overwrites_pending_ == 0) policy_cv_.notify_all();
+}
+
+Status CacheEngine::SwitchPolicy(std::string_view name,
+                                 std::string* error_message) {
+  Result<std::unique_ptr<policy::Policy>> fresh = policy::CreatePolicy(
+      name, policy::PolicyParams{options_.cache_blocks, options_.block_size},
+      {}, error_message);
+  if (!fresh.ok()) return fresh.error();
+  // Quiet the old policy: no new background work, none in flight.
+  AllowMigrations(false);
+  {
+    std::unique_lock<std::mutex> lock(drain_mu_);
+    drain_cv_.wait(lock, [this] { return in_flight_.load() == 0; });
+  }
+  {
+    std::unique_lock<std::mutex> lock(policy_mu_);
+    policy_cv_.wait(lock, [this] { return overwrites_pending_ == 0; });
+    const bool same_kind = policy_->Name() == (*fresh)->Name();
+    Status st;
+    policy_->ForEachMapping([&](OBlock oblock, CBlock cblock, bool dirty) {
+      Status one = (*fresh)->LoadMapping(oblock, cblock, dirty,
+                                         policy_->GetHint(cblock), same_kind);
+      if (st.ok() && !one.ok()) st = one;
+    });
+    if (!st.ok()) {
+      lock.unlock();
+      AllowMigrations(true);
+      if (error_message) *error_message = "cannot move mappings to the new policy";
+      return st;
+    }
+    policy_ = std::move(fresh).value();
+  }
+  AllowMigrations(true);
+  return OkStatus();
+}
+
+void CacheEngine::Dispatch(std::vector<UniqueFunction<void()>> continuations) {
+  for (auto& k : continuations) pool_->Post(std::move(k));
+}
+
+Status SyncTracker::Sync(io::File& file) {
+  const uint64_t target = written_.load(std::memory_order_acquire);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (synced_ >= target) return OkStatus();  // someone synced past it
+  const uint64_t covered = written_.load(std::memory_order_acquire);
+  Status st = file.Sync();
+  if (st.ok()) synced_ = covered;
+  return st;
+}
+
+Status CacheEngine::Fsync(Volume& volume) {
+  Status st = cache_sync_.Sync(*cache_);
+  if (!st.ok()) {
+    Bump(counters_.cache_errors);
+    return st;
+  }
+  st = volume.origin_sync_.Sync(*volume.origin_);
+  if (!st.ok()) Bump(counters_.origin_errors);
+  return st;
+}
+
+std::vector<void*> CacheEngine::LockBlocksForResize(
+    VolumeId volume, const std::vector<uint64_t>& indices) {
+  std::vector<void*> cells;
+  for (uint64_t index : indices) {
+    const prison::Key key = BlockKey(volume, index);
+    for (;;) {
+      prison::LockResult lock = prison_->Lock(key, kReadLevel);
+      if (lock.cell != nullptr) {
+        if (lock.status == prison::LockStatus::kLockedNeedsQuiesce) {
+          std::promise<void> quiesced;
+          prison_->Quiesce(lock.cell, [&quiesced] { quiesced.set_value(); });
+          quiesced.get_future().wait();
+        }
+        cells.push_back(lock.cell);
+        break;
+      }
+      // A migration holds it: wait for its unlock by parking a shared get.
+      std::promise<void> unlocked;
+      prison::Continuation k = [&unlocked] { unlocked.set_value(); };
+      prison::Cell* probe = prison_->Get(key, kWriteLevel, k);
+      if (probe != nullptr) {
+        prison_->Put(probe);
+      } else {
+        unlocked.get_future().wait();
+      }
+    }
+  }
+  return cells;
+}
+
+void CacheEngine::UnlockBlocks(std::vector<void*> cells) {
+  for (void* c : cells) {
+    Dispatch(prison_->Unlock(static_cast<prison::Cell*>(c)));
+  }
+}
+
+Status CacheEngine::Truncate(Volume& volume, uint64_t new_size) {
+  const uint64_t bs = options_.block_size;
+  const uint64_t first = new_size / bs;  // first block not wholly kept
+  std::vector<uint64_t> indices;
+  {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    policy_->ForEachMapping([&](OBlock oblock, CBlock, bool) {
+      if (oblock.volume == volume.id() && oblock.index >= first) {
+        indices.push_back(oblock.index);
+      }
+    });
+  }
+  std::sort(indices.begin(), indices.end());
+  std::vector<void*> cells = LockBlocksForResize(volume.id(), indices);
+  Status result;
+  for (uint64_t index : indices) {
+    std::optional<CBlock> cblock;
+    bool dirty = false;
+    {
+      std::lock_guard<std::mutex> lock(policy_mu_);
+      cblock = policy_->Peek(OBlock{volume.id(), index});
+      if (cblock) dirty = policy_->IsDirty(*cblock);
+    }
+    if (!cblock) continue;
+    if (dirty && index == first && new_size % bs != 0) {
+      // The block becomes the partial tail: keep its dirty bytes below the
+      // new end by writing them to the origin before dropping the mapping.
+      const size_t keep = static_cast<size_t>(new_size % bs);
+      io::AlignedBuffer buf(keep, false);
+      Result<size_t> n = cache_->ReadAt(CacheOffset(*cblock),
+                                        buf.span(0, keep));
+      Status st = n.ok() && *n == keep
+                      ? volume.origin_->WriteAt(index * bs, buf.span(0, keep))
+                      : Status(n.ok() ? ErrnoCode(EIO) : n.error());
+      if (st.ok()) st = volume.origin_->Sync();
+      if (!st.ok()) {
+        // Leave the mapping (and the file size) alone: nothing is lost.
+        result = st;
+        break;
+      }
+    }
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    policy_->InvalidateMapping(*cblock);
+  }
+  if (result.ok()) {
+    result = volume.origin_->Truncate(new_size);
+    if (result.ok()) volume.size_.store(new_size, std::memory_order_release);
+  }
+  UnlockBlocks(std::move(cells));
+  return result;
+}
+
+Status CacheEngine::Discard(const std::shared_ptr<Volume>& volume,
+                            uint64_t offset, uint64_t length) {
+  const uint64_t bs = options_.block_size;
+  const uint64_t end = offset + length;
+  const uint64_t first_full = (offset + bs - 1) / bs;
+  const uint64_t end_full = end / bs;
+  // Partial blocks at the edges: write zeros through the normal path, so a
+  // cached copy (clean or dirty) gets them too.
+  auto zero_range = [&](uint64_t from, uint64_t to) -> Status {
+    if (from >= to) return OkStatus();
+    std::vector<std::byte> zeros(static_cast<size_t>(to - from));
+    std::promise<Status> done;
+    Write(volume, from, zeros, [&done](Status st) { done.set_value(st); });
+    return done.get_future().get();
+  };
+  if (first_full >= end_full) return zero_range(offset, end);
+  Status st = zero_range(offset, first_full * bs);
+  if (st.ok()) st = zero_range(end_full * bs, end);
+  if (!st.ok()) return st;
+  std::vector<uint64_t> indices;
+  {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    policy_->ForEachMapping([&](OBlock oblock, CBlock, bool) {
+      if (oblock.volume == volume->id() && oblock.index >= first_full &&
+          oblock.index < end_full) {
+        indices.push_back(oblock.index);
+      }
+    });
+  }
+  std::sort(indices.begin(), indices.end());
+  std::vector<void*> cells = LockBlocksForResize(volume->id(), indices);
+  {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    for (uint64_t index : indices) {
+      if (auto cblock = policy_->Peek(OBlock{volume->id(), index})) {
+        policy_->InvalidateMapping(*cblock);
+      }
+    }
+  }
+  st = volume->origin_->PunchHole(first_full * bs, (end_full - first_full) * bs);
+  UnlockBlocks(std::move(cells));
+  return st;
+}
+
+Result<uint64_t> CacheEngine::Seek(Volume& volume, uint64_t offset,
+                                  bool data) {
+  const uint64_t bs = options_.block_size;
+  if (data) {
+    Result<uint64_t> origin = volume.origin_->SeekData(offset);
+    if (!origin.ok()) return origin;
+    uint64_t best = *origin;
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    policy_->ForEachMapping([&](OBlock oblock, CBlock, bool) {
+      if (oblock.volume != volume.id()) return;
+      const uint64_t begin = oblock.index * bs;
+      if (begin + bs > offset) best = std::min(best, std::max(begin, offset));
+    });
+    return best;
+  }
+  uint64_t pos = offset;
+  for (;;) {
+    Result<uint64_t> hole = volume.origin_->SeekHole(pos);
+    if (!hole.ok()) return hole;
+    Result<uint64_t> size = volume.origin_->Size();
+    if (!size.ok()) return size;
+    if (*hole >= *size) return *hole;
+    std::optional<CBlock> mapped;
+    {
+      std::lock_guard<std::mutex> lock(policy_mu_);
+      mapped = policy_->Peek(OBlock{volume.id(), *hole / bs});
+    }
+    if (!mapped) return *hole;
+    pos = (*hole / bs + 1) * bs;  // a cached block covers this hole
+  }
+}
+
+Status CacheEngine::SetMode(Mode mode) {
+  if (mode == Mode::kPassthrough) {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    if (policy_->DirtyCount() != 0) return ErrnoCode(EBUSY);
+  }
+  const Mode old = mode_.exchange(mode);
+  if (mode == Mode::kPassthrough && old != Mode::kPassthrough) {
+    // No new mappings appear in passthrough; drop the clean ones so a later
+    // switch back never serves a copy that passthrough writes made stale.
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    std::vector<CBlock> all;
+    policy_->ForEachMapping(
+        [&](OBlock, CBlock cblock, bool) { all.push_back(cblock); });
+    for (CBlock cblock : all) policy_->InvalidateMapping(cblock);
+  }
+  return OkStatus();
+}
+
+void CacheEngine::SetMigrationThreshold(uint64_t bytes) {
+  migration_threshold_.store(std::max(bytes, options_.block_size));
+  KickMigrations();
+}
+
+Status CacheEngine::SetPolicyConfig(std::string_view key,
+                                    std::string_view value) {
+  std::lock_guard<std::mutex> lock(policy_mu_);
+  return policy_->SetConfigValue(key, value);
+}
+
+void CacheEngine::AllowMigrations(bool allow) {
+  migrations_allowed_.store(allow);
+  {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    policy_->AllowMigrations(allow);
+  }
+  if (allow) KickMigrations();
+}
+
+std::vector<VolumeInfo> CacheEngine::Volumes() {
+  std::vector<VolumeInfo> out;
+  std::map<uint32_t, size_t> index;
+  {
+    std::lock_guard<std::mutex> lock(volumes_mu_);
+    for (const auto& [id, v] : by_id_) {
+      VolumeInfo info;
+      info.id = v->id();
+      info.name = v->name_;
+      info.size = v->size();
+      info.opens = v->opens();
+      auto get = [](const Counter& c) { return c.load(); };
+      info.read_hits = get(v->counters_.read_hits);
+      info.read_misses = get(v->counters_.read_misses);
+      info.write_hits = get(v->counters_.write_hits);
+      info.write_misses = get(v->counters_.write_misses);
+      info.bypassed = get(v->counters_.bypassed);
+      info.bytes_read = get(v->counters_.bytes_read);
+      info.bytes_written = get(v->counters_.bytes_written);
+      index[id] = out.size();
+      out.push_back(std::move(info));
+    }
+  }
+  std::lock_guard<std::mutex> lock(policy_mu_);
+  policy_->ForEachMapping([&](OBlock oblock, CBlock, bool dirty) {
+    auto it = index.find(oblock.volume.value());
+    if (it == index.end()) return;
+    ++out[it->second].cached_blocks;
+    if (dirty) ++out[it->second].dirty_blocks;
+  });
+  return out;
+}
+
+Result<uint64_t> CacheEngine::InvalidateClean(std::string_view name) {
+  std::vector<std::pair<VolumeId, uint64_t>> targets;
+  std::optional<VolumeId> only;
+  if (!name.empty()) {
+    std::lock_guard<std::mutex> lock(volumes_mu_);
+    for (const auto& [id, v] : by_id_) {
+      if (v->name_ == name) only = v->id();
+    }
+    if (!only) return ErrnoCode(ENOENT);
+  }
+  {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    policy_->ForEachMapping([&](OBlock oblock, CBlock, bool dirty) {
+      if (!dirty && (!only || oblock.volume == *only)) {
+        targets.emplace_back(oblock.volume, oblock.index);
+      }
+    });
+  }
+  uint64_t dropped = 0;
+  // One block at a time under its exclusive lock, so no reader is still
+  // using a cblock that a promotion could reuse at once.
+  for (const auto& [volume, index] : targets) {
+    std::vector<void*> cells = LockBlocksForResize(volume, {index});
+    {
+      std::lock_guard<std::mutex> lock(policy_mu_);
+      std::optional<CBlock> cblock = policy_->Peek(OBlock{volume, index});
+      if (cblock && !policy_->IsDirty(*cblock)) {
+        policy_->InvalidateMapping(*cblock);
+        ++dropped;
+      }
+    }
+    UnlockBlocks(std::move(cells));
+  }
+  return dropped;
+}
+
+EngineSnapshot CacheEngine::Snapshot() const {
+  EngineSnapshot s;
+  s.block_size = options_.block_size;
+  s.cache_blocks = options_.cache_blocks;
+  {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    s.used_blocks = policy_->Residency();
+    s.dirty_blocks = policy_->DirtyCount();
+    s.policy = std::string(policy_->Name());
+    s.policy_config = policy_->EmitConfigValues();
+  }
+  auto get = [](const Counter& c) { return c.load(std::memory_order_relaxed); };
+  s.read_hits = get(counters_.io.read_hits);
+  s.read_misses = get(counters_.io.read_misses);
+  s.write_hits = get(counters_.io.write_hits);
+  s.write_misses = get(counters_.io.write_misses);
+  s.bypassed = get(counters_.io.bypassed);
+  s.promotions = get(counters_.promotions);
+  s.demotions = get(counters_.demotions);
+  s.writebacks = get(counters_.writebacks);
+  s.overwrites = get(counters_.overwrites);
+  s.migration_failures = get(counters_.migration_failures);
+  s.cache_errors = get(counters_.cache_errors);
+  s.origin_errors = get(counters_.origin_errors);
+  s.hole_skips = get(counters_.hole_skips);
+  s.migrations_in_flight = in_flight_.load();
+  s.migration_bytes_in_flight = in_flight_bytes_.load();
+  s.read_p50_us = counters_.read_latency.PercentileMicros(0.5);
+  s.read_p99_us = counters_.read_latency.PercentileMicros(0.99);
+  s.read_p999_us = counters_.read_latency.PercentileMicros(0.999);
+  s.write_p50_us = counters_.write_latency.PercentileMicros(0.5);
+  s.write_p99_us = counters_.write_latency.PercentileMicros(0.99);
+  s.write_p999_us = counters_.write_latency.PercentileMicros(0.999);
+  s.mode = mode();
+  s.migration_threshold = migration_threshold_.load();
+  s.cache_direct_io = cache_->direct();
+  s.writeback_rate = writeback_rate_.load();
+  s.migrations_allowed = migrations_allowed_.load();
+  return s;
+}
+
+}  // namespace tierfs::cache

@@ -1,0 +1,287 @@
+// The cache engine: routes every read and write of a volume to the cache
+// store (SSD copy) or the origin (HDD file), and runs promotions, demotions
+// and writebacks on a thread pool. The policy decides; the engine executes.
+//
+// Foreground IO runs in the caller's thread. A block held by a migration
+// parks the request in the prison; the request is resumed on the engine's
+// pool when the migration unlocks, and its completion callback runs there.
+// No caller thread ever sleeps on a block lock.
+//
+// Thread-safety: all public methods are thread-safe.
+#ifndef TIERFS_SRC_CACHE_ENGINE_H_
+#define TIERFS_SRC_CACHE_ENGINE_H_
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "policy/policy.h"
+#include "src/cache/stats.h"
+#include "src/io/file.h"
+#include "src/util/ids.h"
+#include "src/util/result.h"
+#include "src/util/unique_function.h"
+
+namespace tierfs::prison {
+class Prison;
+}
+
+namespace tierfs::cache {
+
+class WorkerPool;
+
+enum class Mode { kWriteback, kWritethrough, kPassthrough };
+std::optional<Mode> ParseMode(std::string_view name);
+const char* ModeName(Mode mode);
+
+struct EngineOptions {
+  uint64_t block_size = 64 * 1024;  // power of two, 32 KiB .. 2 MiB
+  uint64_t cache_blocks = 0;
+  Mode mode = Mode::kWriteback;
+  std::string policy = "smq";
+  policy::ConfigValues policy_config;
+  // Bytes of migrations (promotions, demotions, writebacks) in flight.
+  uint64_t migration_threshold = 16ull << 20;
+  unsigned migration_threads = 2;
+  // Period of the policy's clock and of the idle check.
+  std::chrono::milliseconds tick{100};
+};
+
+// Makes writes to one file durable with as few fdatasyncs as possible:
+// callers count completed writes with Wrote(); Sync() returns once every
+// write counted before it began is durable, sharing one fdatasync among
+// concurrent callers.
+class SyncTracker {
+ public:
+  void Wrote() { written_.fetch_add(1, std::memory_order_acq_rel); }
+  Status Sync(io::File& file);
+
+ private:
+  std::atomic<uint64_t> written_{0};
+  std::mutex mu_;
+  uint64_t synced_ = 0;  // guarded by mu_
+};
+
+// One origin file served through the cache. Created by OpenVolume.
+class Volume {
+ public:
+  Volume(VolumeId id, uint64_t dev, uint64_t ino,
+         std::shared_ptr<io::File> origin, uint64_t size)
+      : id_(id), dev_(dev), ino_(ino), origin_(std::move(origin)),
+        size_(size) {}
+
+  VolumeId id() const { return id_; }
+  // The origin file; tierfs's only handle on it while the volume exists.
+  const std::shared_ptr<io::File>& origin() const { return origin_; }
+  int opens() const { return opens_.load(); }
+  uint64_t size() const { return size_.load(std::memory_order_acquire); }
+  const VolumeCounters& counters() const { return counters_; }
+
+ private:
+  friend class CacheEngine;
+  const VolumeId id_;
+  const uint64_t dev_, ino_;
+  const std::shared_ptr<io::File> origin_;
+  std::atomic<uint64_t> size_;
+  std::atomic<int> opens_{0};
+  std::atomic<bool> removed_{false};
+  SyncTracker origin_sync_;
+  VolumeCounters counters_;
+  std::string name_;  // guarded by the engine's volumes_mu_
+};
+
+struct VolumeInfo {
+  VolumeId id;
+  std::string name;
+  uint64_t size = 0, cached_blocks = 0, dirty_blocks = 0;
+  uint64_t read_hits = 0, read_misses = 0, write_hits = 0, write_misses = 0;
+  uint64_t bypassed = 0, bytes_read = 0, bytes_written = 0;
+  int opens = 0;
+};
+
+struct EngineSnapshot {
+  uint64_t block_size = 0, cache_blocks = 0, used_blocks = 0,
+           dirty_blocks = 0;
+  uint64_t read_hits = 0, read_misses = 0, write_hits = 0, write_misses = 0;
+  uint64_t promotions = 0, demotions = 0, writebacks = 0, overwrites = 0;
+  uint64_t bypassed = 0, migration_failures = 0, cache_errors = 0,
+           origin_errors = 0, hole_skips = 0;
+  uint64_t migrations_in_flight = 0, migration_bytes_in_flight = 0;
+  uint64_t read_p50_us = 0, read_p99_us = 0, read_p999_us = 0;
+  uint64_t write_p50_us = 0, write_p99_us = 0, write_p999_us = 0;
+  Mode mode = Mode::kWriteback;
+  std::string policy;
+  policy::ConfigValues policy_config;
+  uint64_t migration_threshold = 0;
+  bool cache_direct_io = true;
+  double writeback_rate = 0;  // blocks per second, recent average
+  bool migrations_allowed = true;
+};
+
+class CacheEngine {
+ public:
+  using ReadDone = UniqueFunction<void(Result<std::span<const std::byte>>)>;
+  using Done = UniqueFunction<void(Status)>;
+
+  // `cache_store` must be at least cache_blocks * block_size bytes.
+  // On failure returns an error and sets *error_message.
+  static Result<std::unique_ptr<CacheEngine>> Create(
+      const EngineOptions& options, std::unique_ptr<io::File> cache_store,
+      std::string* error_message);
+  ~CacheEngine();  // Shutdown()
+
+  // Returns the volume for origin file (dev, ino), creating it on first use.
+  // Each OpenVolume is matched by one CloseVolume.
+  // `name` (the path in the slow dir, for display) is refreshed every open.
+  std::shared_ptr<Volume> OpenVolume(uint64_t dev, uint64_t ino,
+                                     std::shared_ptr<io::File> origin,
+                                     std::string name = {});
+  // `unlinked`: the origin file has no names left, so when the last opener
+  // closes its cached blocks (dirty or not) are dropped.
+  void CloseVolume(const std::shared_ptr<Volume>& volume, bool unlinked);
+  // Looks a volume up without opening it (nullptr if unknown).
+  std::shared_ptr<Volume> FindVolume(uint64_t dev, uint64_t ino);
+  // Drops every mapping of a volume whose origin was removed.
+  void ForgetVolume(uint64_t dev, uint64_t ino);
+  // Records that the origin grew outside Write (e.g. fallocate).
+  void GrowTo(Volume& volume, uint64_t size);
+
+  // Reads `size` bytes at `offset` (short at end of file). `done` runs
+  // exactly once, possibly before Read returns.
+  void Read(const std::shared_ptr<Volume>& volume, uint64_t offset,
+            size_t size, ReadDone done);
+  // Writes `data` at `offset`. `data` need only stay valid until Write
+  // returns. `done` runs exactly once, possibly before Write returns.
+  void Write(const std::shared_ptr<Volume>& volume, uint64_t offset,
+             std::span<const std::byte> data, Done done);
+  // Makes every completed write of the volume durable.
+  Status Fsync(Volume& volume);
+  // Size changes go to the origin synchronously; cached blocks past the new
+  // end are dropped (dirty data inside the new size is written back first).
+  Status Truncate(Volume& volume, uint64_t new_size);
+  // Discards a range: mappings of whole blocks inside it are dropped, the
+  // origin range is punched; partial blocks are zeroed through the cache.
+  Status Discard(const std::shared_ptr<Volume>& volume, uint64_t offset,
+                 uint64_t length);
+
+  // SEEK_DATA (data=true) / SEEK_HOLE over the origin, counting cached
+  // blocks as data (a dirty block may sit over an origin hole). Returns the
+  // file size where the origin has no more data / holes.
+  Result<uint64_t> Seek(Volume& volume, uint64_t offset, bool data);
+
+  // Switching to passthrough requires a clean cache (EBUSY otherwise); it
+  // drops all mappings so the origin is the only copy.
+  Status SetMode(Mode mode);
+  Mode mode() const { return mode_.load(std::memory_order_acquire); }
+  void SetMigrationThreshold(uint64_t bytes);
+  Status SetPolicyConfig(std::string_view key, std::string_view value);
+  // Replaces the policy at run time (e.g. "cleaner" to decommission),
+  // keeping every mapping and dirty bit. Waits for in-flight migrations.
+  Status SwitchPolicy(std::string_view name, std::string* error_message);
+  void AllowMigrations(bool allow);
+
+  // Writes back every dirty block; returns once none is left, or ETIMEDOUT.
+  Status Flush(std::chrono::milliseconds timeout);
+  // Stops migrations and waits for those in flight; IO still works after.
+  void Shutdown();
+
+  EngineSnapshot Snapshot() const;
+  std::vector<VolumeInfo> Volumes();
+  // Drops the clean mappings of one volume (or of all, when `name` is
+  // empty); dirty blocks stay. Returns the number dropped, or ENOENT.
+  Result<uint64_t> InvalidateClean(std::string_view name);
+  uint64_t block_size() const { return options_.block_size; }
+
+ private:
+  struct Request;
+  struct Migration;
+
+  CacheEngine(const EngineOptions& options, std::unique_ptr<io::File> cache,
+              std::unique_ptr<policy::Policy> policy);
+
+  void Process(Request* req);
+  enum class Step { kDone, kParked, kFailed };
+  Step ReadBlock(Request* req, uint64_t index, uint64_t in_block, size_t len);
+  Step WriteBlock(Request* req, uint64_t index, uint64_t in_block, size_t len);
+  // Returns true if done, false if contended (the caller takes the normal
+  // path), or an error (the request is not finished yet).
+  Result<bool> TryOverwrite(Request* req, uint64_t index,
+                            const policy::Work& work);
+  void CompleteOverwrite(const policy::Work& work, bool success);
+  void Park(Request* req);
+  void Resume(Request* req);
+  void Finish(Request* req, std::error_code ec);
+
+  bool Cacheable(const Volume& volume, uint64_t index) const;
+  uint64_t CacheOffset(CBlock cblock) const {
+    return static_cast<uint64_t>(cblock.value()) * options_.block_size;
+  }
+  std::shared_ptr<Volume> VolumeById(VolumeId id);
+  void Dispatch(std::vector<UniqueFunction<void()>> continuations);
+  void MarkIo();
+
+  // Migrations (migration.cc).
+  void KickMigrations();
+  void PullWork();
+  void StartMigration(const policy::Work& work);
+  void RunPromotion(std::shared_ptr<Migration> m);
+  void RunDemotion(std::shared_ptr<Migration> m);
+  void RunWriteback(std::shared_ptr<Migration> m);
+  void FinishMigration(std::shared_ptr<Migration> m, bool success);
+  void OnTick();
+  // Takes exclusive level-1 locks on `indices` of a volume, waiting (this
+  // thread sleeps) while migrations hold them. Used by the rare size-changing
+  // operations only, never by reads or writes.
+  std::vector<void*> LockBlocksForResize(VolumeId volume,
+                                         const std::vector<uint64_t>& indices);
+  void UnlockBlocks(std::vector<void*> cells);
+
+  const EngineOptions options_;
+  std::unique_ptr<io::File> cache_;
+  std::unique_ptr<prison::Prison> prison_;
+  std::atomic<Mode> mode_;
+
+  mutable std::mutex policy_mu_;
+  std::unique_ptr<policy::Policy> policy_;  // guarded by policy_mu_
+
+  std::mutex volumes_mu_;
+  std::map<std::pair<uint64_t, uint64_t>, std::shared_ptr<Volume>>
+      volumes_;                                      // guarded by volumes_mu_
+  std::map<uint32_t, std::shared_ptr<Volume>> by_id_;  // guarded by volumes_mu_
+  uint32_t next_volume_id_ = 1;                      // guarded by volumes_mu_
+
+  SyncTracker cache_sync_;
+  std::atomic<uint64_t> last_io_ms_{0};
+  std::atomic<bool> flushing_{false};
+  std::atomic<bool> migrations_allowed_{true};
+  std::atomic<uint64_t> migration_threshold_;
+  std::atomic<uint64_t> in_flight_bytes_{0};
+  std::atomic<uint64_t> in_flight_{0};
+  std::atomic<bool> pull_scheduled_{false};
+  std::atomic<bool> shut_down_{false};
+  std::mutex drain_mu_;
+  std::condition_variable drain_cv_;
+
+  EngineCounters counters_;
+  int overwrites_pending_ = 0;          // guarded by policy_mu_
+  std::condition_variable policy_cv_;  // overwrites_pending_ reached 0
+  // Writeback rate, updated each tick.
+  std::atomic<double> writeback_rate_{0};
+  uint64_t rate_last_ms_ = 0, rate_last_writebacks_ = 0;  // tick thread only
+
+  std::unique_ptr<WorkerPool> pool_;  // Boost.Asio thread pool + tick timer
+};
+
+}  // namespace tierfs::cache
+
+#endif  // TIERFS_SRC_CACHE_ENGINE_H_

@@ -1,0 +1,383 @@
+// Cache engine tests: read-after-write on every path and randomized
+// concurrent IO with migrations, checked byte-for-byte against a shadow.
+//
+// Sanitizers:
+//   meson setup build-tsan -Db_sanitize=thread && meson test -C build-tsan cache
+//   meson setup build-asan -Db_sanitize=address,undefined && meson test -C build-asan cache
+
+#include "src/cache/engine.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <future>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "src/io/file.h"
+
+namespace tierfs::cache {
+namespace {
+
+constexpr uint64_t kBlock = 64 * 1024;
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/tierfs-engine-XXXXXX";
+    path_ = ::mkdtemp(tmpl);
+  }
+  ~TempDir() { std::system(("rm -rf " + path_).c_str()); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+std::unique_ptr<io::File> OpenFile(const std::string& path, uint64_t size) {
+  io::OpenOptions o;
+  o.create = true;
+  auto f = io::Env::Default()->OpenAt(AT_FDCWD, path, o);
+  EXPECT_TRUE(f.ok()) << path;
+  if (size != 0) {
+    EXPECT_TRUE((*f)->Truncate(size).ok());
+  }
+  return std::move(f).value();
+}
+
+struct Fixture {
+  explicit Fixture(uint64_t cache_blocks, std::string policy = "smq",
+                   Mode mode = Mode::kWriteback) {
+    EngineOptions o;
+    o.block_size = kBlock;
+    o.cache_blocks = cache_blocks;
+    o.mode = mode;
+    o.policy = policy;
+    o.tick = std::chrono::milliseconds(10);
+    auto cache = OpenFile(dir.path() + "/cache", cache_blocks * kBlock);
+    std::string error;
+    auto e = CacheEngine::Create(o, std::move(cache), &error);
+    EXPECT_TRUE(e.ok()) << error;
+    engine = std::move(e).value();
+  }
+
+  // A volume whose origin holds `fill` (real data, not holes) or, if
+  // `fill` is empty, a sparse file of `size` bytes.
+  std::shared_ptr<Volume> NewVolume(const std::string& name, uint64_t size,
+                                    const std::vector<std::byte>& fill = {}) {
+    std::shared_ptr<io::File> f = OpenFile(dir.path() + "/" + name, size);
+    if (!fill.empty()) {
+      EXPECT_TRUE(f->WriteAt(0, fill).ok());
+    }
+    struct stat st;
+    ::stat((dir.path() + "/" + name).c_str(), &st);
+    return engine->OpenVolume(st.st_dev, st.st_ino, f);
+  }
+
+  Status WriteSync(const std::shared_ptr<Volume>& v, uint64_t off,
+                   const std::vector<std::byte>& data) {
+    std::promise<Status> p;
+    engine->Write(v, off, data, [&p](Status st) { p.set_value(st); });
+    return p.get_future().get();
+  }
+
+  Result<std::vector<std::byte>> ReadSync(const std::shared_ptr<Volume>& v,
+                                          uint64_t off, size_t size) {
+    std::promise<Result<std::vector<std::byte>>> p;
+    engine->Read(v, off, size,
+                 [&p](Result<std::span<const std::byte>> r) {
+                   if (!r.ok()) {
+                     p.set_value(r.error());
+                   } else {
+                     p.set_value(std::vector<std::byte>(r->begin(), r->end()));
+                   }
+                 });
+    return p.get_future().get();
+  }
+
+  // Origin bytes, read behind the engine's back.
+  std::vector<std::byte> OriginBytes(const std::string& name, uint64_t off,
+                                     size_t size) {
+    std::vector<std::byte> out(size);
+    int fd = ::open((dir.path() + "/" + name).c_str(), O_RDONLY);
+    ssize_t n = ::pread(fd, out.data(), size, static_cast<off_t>(off));
+    ::close(fd);
+    out.resize(n < 0 ? 0 : static_cast<size_t>(n));
+    return out;
+  }
+
+  TempDir dir;
+  std::unique_ptr<CacheEngine> engine;
+};
+
+std::vector<std::byte> Pattern(size_t size, uint32_t seed) {
+  std::vector<std::byte> v(size);
+  std::mt19937 rng(seed);
+  for (auto& b : v) b = static_cast<std::byte>(rng());
+  return v;
+}
+
+// Reads a region often enough that the policy promotes it, then waits for
+// the promotions to finish.
+void Warm(Fixture& f, const std::shared_ptr<Volume>& v, uint64_t blocks) {
+  for (int round = 0; round < 8; ++round) {
+    for (uint64_t b = 0; b < blocks; ++b) {
+      ASSERT_TRUE(f.ReadSync(v, b * kBlock, 4096).ok());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+TEST(EngineTest, MissThenHitReturnsOriginData) {
+  Fixture f(64);
+  auto data = Pattern(16 * kBlock, 1);
+  auto v = f.NewVolume("vol", 16 * kBlock, data);
+  auto cold = f.ReadSync(v, 0, 16 * kBlock);
+  ASSERT_TRUE(cold.ok());
+  EXPECT_EQ(*cold, data);
+  EXPECT_GT(f.engine->Snapshot().read_misses, 0u);
+  Warm(f, v, 16);
+  EngineSnapshot s = f.engine->Snapshot();
+  EXPECT_GT(s.promotions, 0u);
+  EXPECT_GT(s.used_blocks, 0u);
+  const uint64_t hits_before = s.read_hits;
+  auto back = f.ReadSync(v, 0, 16 * kBlock);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, data);
+  EXPECT_GT(f.engine->Snapshot().read_hits, hits_before);
+}
+
+TEST(EngineTest, HolesAreNotPromoted) {
+  Fixture f(64);
+  auto v = f.NewVolume("vol", 8 * kBlock);  // sparse: all holes
+  Warm(f, v, 8);
+  EngineSnapshot s = f.engine->Snapshot();
+  EXPECT_EQ(s.used_blocks, 0u);
+  EXPECT_EQ(s.promotions, 0u);
+  EXPECT_GT(s.hole_skips, 0u);
+  auto back = f.ReadSync(v, 0, 8 * kBlock);
+  ASSERT_TRUE(back.ok());
+  for (std::byte b : *back) ASSERT_EQ(b, std::byte{0});
+}
+
+TEST(EngineTest, WriteHitIsDirtyUntilFlushedThenOriginMatches) {
+  Fixture f(64);
+  auto v = f.NewVolume("vol", 8 * kBlock, Pattern(8 * kBlock, 20));
+  Warm(f, v, 8);
+  ASSERT_GT(f.engine->Snapshot().used_blocks, 0u);
+  auto data = Pattern(8 * kBlock, 2);
+  // Unaligned, block-crossing writes.
+  for (uint64_t off = 100; off < 8 * kBlock - 5000; off += 7777) {
+    std::vector<std::byte> piece(data.begin() + off, data.begin() + off + 5000);
+    ASSERT_TRUE(f.WriteSync(v, off, piece).ok());
+  }
+  auto expect = f.ReadSync(v, 0, 8 * kBlock);
+  ASSERT_TRUE(expect.ok());
+  EngineSnapshot s = f.engine->Snapshot();
+  EXPECT_GT(s.write_hits, 0u);
+  ASSERT_TRUE(f.engine->Flush(std::chrono::seconds(30)).ok());
+  EXPECT_EQ(f.engine->Snapshot().dirty_blocks, 0u);
+  EXPECT_GT(f.engine->Snapshot().writebacks, 0u);
+  EXPECT_EQ(f.OriginBytes("vol", 0, 8 * kBlock), *expect);
+}
+
+TEST(EngineTest, WholeBlockWriteMissUsesOverwrite) {
+  Fixture f(64);
+  auto v = f.NewVolume("vol", 32 * kBlock);
+  auto data = Pattern(kBlock, 3);
+  for (uint64_t b = 0; b < 8; ++b) ASSERT_TRUE(f.WriteSync(v, b * kBlock, data).ok());
+  EngineSnapshot s = f.engine->Snapshot();
+  EXPECT_GT(s.overwrites, 0u);
+  EXPECT_GT(s.dirty_blocks, 0u);
+  for (uint64_t b = 0; b < 8; ++b) {
+    auto back = f.ReadSync(v, b * kBlock, kBlock);
+    ASSERT_TRUE(back.ok());
+    EXPECT_EQ(*back, data) << "block " << b;
+  }
+  ASSERT_TRUE(f.engine->Flush(std::chrono::seconds(30)).ok());
+  for (uint64_t b = 0; b < 8; ++b) {
+    EXPECT_EQ(f.OriginBytes("vol", b * kBlock, kBlock), data) << b;
+  }
+}
+
+TEST(EngineTest, TailBlockIsNeverCached) {
+  Fixture f(64);
+  auto v = f.NewVolume("vol", 2 * kBlock + 1000, Pattern(2 * kBlock + 1000, 21));
+  Warm(f, v, 3);
+  ASSERT_TRUE(f.engine->Flush(std::chrono::seconds(5)).ok());
+  uint64_t used = f.engine->Snapshot().used_blocks;
+  EXPECT_LE(used, 2u);
+  auto data = Pattern(1000, 4);
+  ASSERT_TRUE(f.WriteSync(v, 2 * kBlock, data).ok());
+  EXPECT_EQ(f.OriginBytes("vol", 2 * kBlock, 1000), data);
+  // Reads past the end are short.
+  auto back = f.ReadSync(v, 2 * kBlock, kBlock);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->size(), 1000u);
+}
+
+TEST(EngineTest, TruncateKeepsDirtyBytesInsideNewSize) {
+  Fixture f(64);
+  auto v = f.NewVolume("vol", 8 * kBlock, Pattern(8 * kBlock, 22));
+  Warm(f, v, 8);
+  ASSERT_GT(f.engine->Snapshot().used_blocks, 0u);
+  auto data = Pattern(8 * kBlock, 5);
+  ASSERT_TRUE(f.WriteSync(v, 0, data).ok());
+  ASSERT_GT(f.engine->Snapshot().dirty_blocks, 0u);
+  const uint64_t new_size = 3 * kBlock + 12345;
+  ASSERT_TRUE(f.engine->Truncate(*v, new_size).ok());
+  EXPECT_EQ(v->size(), new_size);
+  auto back = f.ReadSync(v, 0, 8 * kBlock);
+  ASSERT_TRUE(back.ok());
+  ASSERT_EQ(back->size(), new_size);
+  EXPECT_TRUE(std::equal(back->begin(), back->end(), data.begin()));
+  ASSERT_TRUE(f.engine->Flush(std::chrono::seconds(30)).ok());
+  auto origin = f.OriginBytes("vol", 0, 8 * kBlock);
+  ASSERT_EQ(origin.size(), new_size);
+  EXPECT_TRUE(std::equal(origin.begin(), origin.end(), data.begin()));
+  // Growing again shows zeros past the old end, never stale cache data.
+  ASSERT_TRUE(f.engine->Truncate(*v, 8 * kBlock).ok());
+  back = f.ReadSync(v, new_size, 8 * kBlock - new_size);
+  ASSERT_TRUE(back.ok());
+  for (std::byte b : *back) ASSERT_EQ(b, std::byte{0});
+}
+
+TEST(EngineTest, DiscardReadsZeros) {
+  Fixture f(64);
+  auto v = f.NewVolume("vol", 8 * kBlock);
+  auto data = Pattern(8 * kBlock, 6);
+  ASSERT_TRUE(f.WriteSync(v, 0, data).ok());
+  Warm(f, v, 8);
+  ASSERT_TRUE(f.engine->Discard(v, kBlock / 2, 3 * kBlock).ok());
+  auto back = f.ReadSync(v, 0, 8 * kBlock);
+  ASSERT_TRUE(back.ok());
+  for (uint64_t i = 0; i < 8 * kBlock; ++i) {
+    const bool zeroed = i >= kBlock / 2 && i < kBlock / 2 + 3 * kBlock;
+    ASSERT_EQ((*back)[i], zeroed ? std::byte{0} : data[i]) << i;
+  }
+}
+
+TEST(EngineTest, PassthroughNeedsCleanCacheAndDropsMappings) {
+  Fixture f(64);
+  auto v = f.NewVolume("vol", 8 * kBlock, Pattern(8 * kBlock, 23));
+  Warm(f, v, 8);
+  ASSERT_GT(f.engine->Snapshot().used_blocks, 0u);
+  ASSERT_TRUE(f.WriteSync(v, 0, Pattern(4096, 7)).ok());
+  ASSERT_GT(f.engine->Snapshot().dirty_blocks, 0u);
+  EXPECT_EQ(f.engine->SetMode(Mode::kPassthrough).error().value(), EBUSY);
+  ASSERT_TRUE(f.engine->Flush(std::chrono::seconds(30)).ok());
+  ASSERT_TRUE(f.engine->SetMode(Mode::kPassthrough).ok());
+  EXPECT_EQ(f.engine->Snapshot().used_blocks, 0u);
+  auto data = Pattern(8 * kBlock, 8);
+  ASSERT_TRUE(f.WriteSync(v, 0, data).ok());
+  EXPECT_EQ(f.OriginBytes("vol", 0, 8 * kBlock), data);
+  ASSERT_TRUE(f.engine->SetMode(Mode::kWriteback).ok());
+  auto back = f.ReadSync(v, 0, 8 * kBlock);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, data);
+}
+
+// Several threads do random reads and writes (each thread owns a region of
+// each volume, so the expected bytes are known) on a cache much smaller than
+// the data, so promotions, demotions and writebacks churn underneath. Every
+// read is checked against the shadow, and the origin at the end.
+void RandomizedStress(const std::string& policy, Mode mode, uint32_t seed) {
+  constexpr int kThreads = 4;
+  constexpr uint64_t kRegion = 24 * kBlock;  // per thread per volume
+  constexpr int kVolumes = 2;
+  Fixture f(16, policy, mode);
+  std::vector<std::shared_ptr<Volume>> volumes;
+  std::vector<std::vector<std::byte>> shadow;
+  for (int i = 0; i < kVolumes; ++i) {
+    const std::string name = "vol" + std::to_string(i);
+    shadow.push_back(Pattern(kThreads * kRegion, seed * 10 + i));
+    volumes.push_back(f.NewVolume(name, kThreads * kRegion, shadow.back()));
+  }
+  std::atomic<int> failures{0};
+  std::atomic<bool> stop_switch{false};
+  std::thread switcher([&] {
+    // Mode switches under load (writeback <-> writethrough).
+    std::mt19937 rng(seed);
+    while (!stop_switch.load()) {
+      if (mode != Mode::kPassthrough) {
+        (void)f.engine->SetMode(rng() % 2 ? Mode::kWriteback
+                                          : Mode::kWritethrough);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(15));
+    }
+  });
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(seed * 100 + t);
+      for (int op = 0; op < 1500 && failures.load() == 0; ++op) {
+        const int vi = static_cast<int>(rng() % kVolumes);
+        const uint64_t base = t * kRegion;
+        // Hot first quarter, so the policy has something to promote.
+        const uint64_t span = rng() % 4 ? kRegion / 4 : kRegion;
+        const uint64_t off = base + rng() % (span - 1);
+        const size_t len = static_cast<size_t>(std::min<uint64_t>(
+            base + kRegion - off,
+            rng() % 3 == 0 ? kBlock * (1 + rng() % 3) : 1 + rng() % 9000));
+        auto& sh = shadow[vi];
+        if (rng() % 3 == 0) {
+          auto data = Pattern(len, static_cast<uint32_t>(rng()));
+          if (!f.WriteSync(volumes[vi], off, data).ok()) {
+            failures++;
+            return;
+          }
+          std::memcpy(sh.data() + off, data.data(), len);
+        } else {
+          auto back = f.ReadSync(volumes[vi], off, len);
+          if (!back.ok() || back->size() != len ||
+              std::memcmp(back->data(), sh.data() + off, len) != 0) {
+            ADD_FAILURE() << "read mismatch vol " << vi << " off " << off
+                          << " len " << len;
+            failures++;
+            return;
+          }
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  stop_switch = true;
+  switcher.join();
+  ASSERT_EQ(failures.load(), 0);
+  EngineSnapshot s = f.engine->Snapshot();
+  EXPECT_GT(s.promotions, 0u) << policy;
+  ASSERT_TRUE(f.engine->Flush(std::chrono::seconds(60)).ok());
+  for (int i = 0; i < kVolumes; ++i) {
+    auto back = f.ReadSync(volumes[i], 0, kThreads * kRegion);
+    ASSERT_TRUE(back.ok());
+    EXPECT_TRUE(*back == shadow[i]) << "volume " << i;
+    EXPECT_TRUE(f.OriginBytes("vol" + std::to_string(i), 0,
+                              kThreads * kRegion) == shadow[i])
+        << "origin of volume " << i;
+  }
+  std::printf("%s seed %u: promotions %llu demotions %llu writebacks %llu "
+              "overwrites %llu read hits %llu misses %llu\n",
+              policy.c_str(), seed,
+              static_cast<unsigned long long>(s.promotions),
+              static_cast<unsigned long long>(s.demotions),
+              static_cast<unsigned long long>(s.writebacks),
+              static_cast<unsigned long long>(s.overwrites),
+              static_cast<unsigned long long>(s.read_hits),
+              static_cast<unsigned long long>(s.read_misses));
+}
+
+TEST(EngineStressTest, SmqWriteback) { RandomizedStress("smq", Mode::kWriteback, 1); }
+TEST(EngineStressTest, SmqWriteback2) { RandomizedStress("smq", Mode::kWriteback, 2); }
+TEST(EngineStressTest, LruWriteback) { RandomizedStress("lru", Mode::kWriteback, 3); }
+TEST(EngineStressTest, SmqWritethrough) {
+  RandomizedStress("smq", Mode::kWritethrough, 4);
+}
+
+}  // namespace
+}  // namespace tierfs::cache

@@ -1,0 +1,314 @@
+// The migration engine: executes the policy's promote / demote / writeback
+// work on the worker pool, under exclusive block locks (DESIGN.md "Locking").
+//
+//   promotion: lock L0 (writes wait) -> quiesce -> copy origin->cache ->
+//              promote to L1 (reads wait) -> quiesce -> commit -> unlock
+//   demotion:  lock L1 -> quiesce -> commit (cblock free) -> unlock
+//   writeback: lock L0 -> quiesce -> copy cache->origin -> sync origin ->
+//              commit (clean) -> unlock
+//
+// Continuations from the prison may run in a foreground thread (the last
+// Put); every phase therefore re-posts itself to the pool.
+
+#include "src/cache/engine.h"
+#include "src/cache/worker_pool.h"
+#include "src/io/aligned_buffer.h"
+#include "src/prison/prison.h"
+#include "src/util/log.h"
+
+namespace tierfs::cache {
+namespace {
+
+uint64_t NowMs() {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::steady_clock::now().time_since_epoch())
+          .count());
+}
+
+}  // namespace
+
+struct CacheEngine::Migration {
+  policy::Work work;
+  std::shared_ptr<Volume> volume;
+  prison::Cell* cell = nullptr;
+  io::AlignedBuffer buffer;
+};
+
+void CacheEngine::KickMigrations() {
+  if (shut_down_.load() || !migrations_allowed_.load()) return;
+  if (pull_scheduled_.exchange(true)) return;
+  pool_->Post([this] {
+    pull_scheduled_.store(false);
+    PullWork();
+  });
+}
+
+void CacheEngine::PullWork() {
+  const uint64_t bs = options_.block_size;
+  while (!shut_down_.load() &&
+         in_flight_bytes_.load() + bs <= migration_threshold_.load()) {
+    const bool idle =
+        flushing_.load() ||
+        NowMs() - last_io_ms_.load(std::memory_order_relaxed) >
+            2 * static_cast<uint64_t>(options_.tick.count());
+    policy::Work work;
+    {
+      std::lock_guard<std::mutex> lock(policy_mu_);
+      if (!policy_->GetBackgroundWork(idle, &work)) return;
+    }
+    in_flight_.fetch_add(1);
+    in_flight_bytes_.fetch_add(bs);
+    StartMigration(work);
+  }
+}
+
+void CacheEngine::StartMigration(const policy::Work& work) {
+  auto m = std::make_shared<Migration>();
+  m->work = work;
+  m->volume = VolumeById(work.oblock.volume);
+  if (!m->volume) {
+    FinishMigration(std::move(m), false);
+    return;
+  }
+  pool_->Post([this, m]() mutable {
+    switch (m->work.op) {
+      case policy::WorkOp::kPromote:
+        RunPromotion(std::move(m));
+        break;
+      case policy::WorkOp::kDemote:
+        RunDemotion(std::move(m));
+        break;
+      case policy::WorkOp::kWriteback:
+        RunWriteback(std::move(m));
+        break;
+    }
+  });
+}
+
+namespace {
+
+// Locks the block and calls `next` on the pool once it is quiesced; returns
+// false if another exclusive holder has it.
+template <typename Next>
+bool LockThen(prison::Prison& prison, WorkerPool& pool, const prison::Key& key,
+              int level, prison::Cell** cell, Next next) {
+  prison::LockResult lock = prison.Lock(key, level);
+  if (lock.cell == nullptr) return false;
+  *cell = lock.cell;
+  auto post = [&pool, next = std::move(next)]() mutable {
+    pool.Post(std::move(next));
+  };
+  if (lock.status == prison::LockStatus::kLockedNeedsQuiesce) {
+    prison.Quiesce(lock.cell, std::move(post));
+  } else {
+    post();
+  }
+  return true;
+}
+
+}  // namespace
+
+void CacheEngine::RunPromotion(std::shared_ptr<Migration> m) {
+  const prison::Key key{m->work.oblock.volume, m->work.oblock.index,
+                        m->work.oblock.index + 1};
+  auto copy = [this, m]() mutable {
+    const uint64_t bs = options_.block_size;
+    Volume& volume = *m->volume;
+    const uint64_t index = m->work.oblock.index;
+    const uint64_t start = index * bs;
+    if (volume.removed_.load() || !Cacheable(volume, index)) {
+      return FinishMigration(std::move(m), false);
+    }
+    // Holes stay holes: promoting one would only waste a cblock.
+    Result<uint64_t> data = volume.origin_->SeekData(start);
+    if (data.ok() && *data >= start + bs) {
+      Bump(counters_.hole_skips);
+      return FinishMigration(std::move(m), false);
+    }
+    m->buffer = io::AlignedBuffer(bs, false);
+    Result<size_t> n = volume.origin_->ReadAt(start, m->buffer.span());
+    if (!n.ok() || *n != bs) {
+      if (!n.ok()) Bump(counters_.origin_errors);
+      return FinishMigration(std::move(m), false);
+    }
+    Status st = cache_->WriteAt(CacheOffset(m->work.cblock), m->buffer.span());
+    if (!st.ok()) {
+      Bump(counters_.cache_errors);
+      return FinishMigration(std::move(m), false);
+    }
+    cache_sync_.Wrote();
+    m->buffer = io::AlignedBuffer();
+    // Reads of the origin must drain before the mapping switches to the
+    // cache copy.
+    auto commit = [this, m]() mutable {
+      pool_->Post([this, m]() mutable { FinishMigration(std::move(m), true); });
+    };
+    if (prison_->Promote(m->cell, 1)) {
+      prison_->Quiesce(m->cell, std::move(commit));
+    } else {
+      commit();
+    }
+  };
+  if (!LockThen(*prison_, *pool_, key, 0, &m->cell, std::move(copy))) {
+    FinishMigration(std::move(m), false);
+  }
+}
+
+void CacheEngine::RunDemotion(std::shared_ptr<Migration> m) {
+  const prison::Key key{m->work.oblock.volume, m->work.oblock.index,
+                        m->work.oblock.index + 1};
+  auto commit = [this, m]() mutable {
+    bool ok;
+    {
+      // A write may have dirtied the block after the policy chose it.
+      std::lock_guard<std::mutex> lock(policy_mu_);
+      ok = !policy_->IsDirty(m->work.cblock);
+    }
+    FinishMigration(std::move(m), ok);
+  };
+  if (!LockThen(*prison_, *pool_, key, 1, &m->cell, std::move(commit))) {
+    FinishMigration(std::move(m), false);
+  }
+}
+
+void CacheEngine::RunWriteback(std::shared_ptr<Migration> m) {
+  const prison::Key key{m->work.oblock.volume, m->work.oblock.index,
+                        m->work.oblock.index + 1};
+  auto copy = [this, m]() mutable {
+    const uint64_t bs = options_.block_size;
+    Volume& volume = *m->volume;
+    if (volume.removed_.load()) return FinishMigration(std::move(m), false);
+    m->buffer = io::AlignedBuffer(bs, false);
+    Result<size_t> n =
+        cache_->ReadAt(CacheOffset(m->work.cblock), m->buffer.span());
+    if (!n.ok() || *n != bs) {
+      Bump(counters_.cache_errors);
+      return FinishMigration(std::move(m), false);
+    }
+    Status st = volume.origin_->WriteAt(m->work.oblock.index * bs,
+                                        m->buffer.span());
+    // The block is clean only once the origin copy is durable.
+    if (st.ok()) st = volume.origin_->Sync();
+    if (!st.ok()) {
+      Bump(counters_.origin_errors);
+      return FinishMigration(std::move(m), false);
+    }
+    m->buffer = io::AlignedBuffer();
+    FinishMigration(std::move(m), true);
+  };
+  if (!LockThen(*prison_, *pool_, key, 0, &m->cell, std::move(copy))) {
+    FinishMigration(std::move(m), false);
+  }
+}
+
+void CacheEngine::FinishMigration(std::shared_ptr<Migration> m, bool success) {
+  {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    // A volume forgotten or a switch to passthrough while the copy ran: the
+    // new mapping would be stale (ForgetVolume and SetMode invalidate under
+    // policy_mu_ after setting their flag, so one of the two sees it).
+    if (success && m->work.op == policy::WorkOp::kPromote &&
+        ((m->volume && m->volume->removed_.load()) ||
+         mode() == Mode::kPassthrough)) {
+      success = false;
+    }
+    policy_->CompleteBackgroundWork(m->work, success);
+  }
+  if (success) {
+    switch (m->work.op) {
+      case policy::WorkOp::kPromote:
+        Bump(counters_.promotions);
+        break;
+      case policy::WorkOp::kDemote:
+        Bump(counters_.demotions);
+        break;
+      case policy::WorkOp::kWriteback:
+        Bump(counters_.writebacks);
+        break;
+    }
+  } else {
+    Bump(counters_.migration_failures);
+  }
+  if (m->cell != nullptr) Dispatch(prison_->Unlock(m->cell));
+  in_flight_bytes_.fetch_sub(options_.block_size);
+  in_flight_.fetch_sub(1);
+  {
+    std::lock_guard<std::mutex> lock(drain_mu_);
+  }
+  drain_cv_.notify_all();
+  KickMigrations();
+}
+
+void CacheEngine::OnTick() {
+  const uint64_t now = NowMs();
+  {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    policy_->Tick(now, true);
+  }
+  // Writeback rate: an exponential average over about a second.
+  const uint64_t writebacks = counters_.writebacks.load();
+  if (rate_last_ms_ != 0 && now > rate_last_ms_) {
+    const double instant = 1000.0 *
+                           static_cast<double>(writebacks - rate_last_writebacks_) /
+                           static_cast<double>(now - rate_last_ms_);
+    const double old = writeback_rate_.load();
+    writeback_rate_.store(old + 0.2 * (instant - old));
+  }
+  rate_last_ms_ = now;
+  rate_last_writebacks_ = writebacks;
+  KickMigrations();
+}
+
+Status CacheEngine::Flush(std::chrono::milliseconds timeout) {
+  // Gives up early when writeback cannot make progress (e.g. the origin
+  // fails every write) rather than spinning until the deadline.
+  constexpr auto kStall = std::chrono::seconds(60);
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + timeout;
+  auto last_progress = start;
+  uint64_t last_dirty = UINT64_MAX;
+  flushing_.store(true);
+  Status result;
+  for (;;) {
+    uint64_t dirty;
+    {
+      std::lock_guard<std::mutex> lock(policy_mu_);
+      dirty = policy_->DirtyCount();
+    }
+    if (dirty == 0) break;
+    const auto now = std::chrono::steady_clock::now();
+    if (dirty < last_dirty) {
+      last_dirty = dirty;
+      last_progress = now;
+    }
+    if (!migrations_allowed_.load() || shut_down_.load()) {
+      result = ErrnoCode(EAGAIN);
+      break;
+    }
+    if (now >= deadline) {
+      result = ErrnoCode(ETIMEDOUT);
+      break;
+    }
+    if (now - last_progress > kStall) {
+      result = ErrnoCode(EIO);
+      break;
+    }
+    KickMigrations();
+    std::unique_lock<std::mutex> lock(drain_mu_);
+    drain_cv_.wait_for(lock, std::chrono::milliseconds(20));
+  }
+  flushing_.store(false);
+  return result;
+}
+
+void CacheEngine::Shutdown() {
+  if (shut_down_.exchange(true)) return;
+  {
+    std::unique_lock<std::mutex> lock(drain_mu_);
+    drain_cv_.wait(lock, [this] { return in_flight_.load() == 0; });
+  }
+  pool_->Stop();
+}
+
+}  // namespace tierfs::cache

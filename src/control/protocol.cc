@@ -1,0 +1,288 @@
+#include "src/control/protocol.h"
+
+#include <chrono>
+#include <sstream>
+
+#include "src/cache/tunables.h"
+
+namespace tierfs::control {
+namespace {
+
+using nlohmann::json;
+
+json Error(const std::string& message) {
+  return json{{"ok", false}, {"error", message}};
+}
+
+double Ratio(uint64_t hits, uint64_t misses) {
+  return hits + misses == 0 ? 0.0
+                            : static_cast<double>(hits) /
+                                  static_cast<double>(hits + misses);
+}
+
+json VolumesJson(cache::CacheEngine& engine) {
+  json out = json::array();
+  const uint64_t bs = engine.block_size();
+  for (const cache::VolumeInfo& v : engine.Volumes()) {
+    out.push_back({{"id", v.id.value()},
+                   {"name", v.name},
+                   {"size", v.size},
+                   {"cached_bytes", v.cached_blocks * bs},
+                   {"dirty_bytes", v.dirty_blocks * bs},
+                   {"cached_blocks", v.cached_blocks},
+                   {"dirty_blocks", v.dirty_blocks},
+                   {"read_hits", v.read_hits},
+                   {"read_misses", v.read_misses},
+                   {"write_hits", v.write_hits},
+                   {"write_misses", v.write_misses},
+                   {"bypassed", v.bypassed},
+                   {"bytes_read", v.bytes_read},
+                   {"bytes_written", v.bytes_written},
+                   {"hit_ratio", Ratio(v.read_hits + v.write_hits,
+                                       v.read_misses + v.write_misses)},
+                   {"open", v.opens > 0}});
+  }
+  return out;
+}
+
+bool MayChange(const DaemonInfo& info, uid_t peer) {
+  return peer == 0 || peer == info.owner;
+}
+
+}  // namespace
+
+json StatsJson(cache::CacheEngine& engine, const DaemonInfo& info) {
+  cache::EngineSnapshot s = engine.Snapshot();
+  json policy_config = json::object();
+  for (const auto& [k, v] : s.policy_config) policy_config[k] = v;
+  return json{
+      {"mountpoint", info.mountpoint},
+      {"fast_dir", info.fast_dir},
+      {"slow_dir", info.slow_dir},
+      {"block_size", s.block_size},
+      {"cache_blocks", s.cache_blocks},
+      {"used_blocks", s.used_blocks},
+      {"dirty_blocks", s.dirty_blocks},
+      {"read_hits", s.read_hits},
+      {"read_misses", s.read_misses},
+      {"write_hits", s.write_hits},
+      {"write_misses", s.write_misses},
+      {"hit_ratio", Ratio(s.read_hits + s.write_hits,
+                          s.read_misses + s.write_misses)},
+      {"read_hit_ratio", Ratio(s.read_hits, s.read_misses)},
+      {"promotions", s.promotions},
+      {"demotions", s.demotions},
+      {"writebacks", s.writebacks},
+      {"overwrites", s.overwrites},
+      {"bypassed", s.bypassed},
+      {"hole_skips", s.hole_skips},
+      {"writeback_rate", s.writeback_rate},
+      {"migrations_in_flight", s.migrations_in_flight},
+      {"migration_bytes_in_flight", s.migration_bytes_in_flight},
+      {"migration_failures", s.migration_failures},
+      {"errors", {{"cache", s.cache_errors}, {"origin", s.origin_errors}}},
+      {"latency_us",
+       {{"read", {{"p50", s.read_p50_us}, {"p99", s.read_p99_us},
+                  {"p999", s.read_p999_us}}},
+        {"write", {{"p50", s.write_p50_us}, {"p99", s.write_p99_us},
+                   {"p999", s.write_p999_us}}}}},
+      {"mode", cache::ModeName(s.mode)},
+      {"features", {cache::ModeName(s.mode)}},
+      {"policy", s.policy},
+      {"policy_config", policy_config},
+      {"migration_threshold", s.migration_threshold},
+      {"metadata_used_bytes", 0},
+      {"metadata_total_bytes", 0},
+      {"cache_direct_io", s.cache_direct_io},
+      {"read_only", info.read_only},
+      {"needs_check", info.needs_check},
+      {"volumes", VolumesJson(engine)},
+  };
+}
+
+json HandleRequest(cache::CacheEngine& engine, const DaemonInfo& info,
+                   const json& request, uid_t peer_uid) {
+  if (!request.is_object() || !request.contains("cmd") ||
+      !request["cmd"].is_string()) {
+    return Error("request must be a JSON object with a string \"cmd\"");
+  }
+  const std::string cmd = request["cmd"];
+  auto string_arg = [&](const char* name) -> std::optional<std::string> {
+    if (!request.contains(name) || !request[name].is_string()) {
+      return std::nullopt;
+    }
+    return request[name].get<std::string>();
+  };
+  if (cmd == "stats") {
+    return json{{"ok", true}, {"stats", StatsJson(engine, info)}};
+  }
+  if (cmd == "volumes") {
+    return json{{"ok", true}, {"volumes", VolumesJson(engine)}};
+  }
+  if (cmd == "get") {
+    std::optional<std::string> key = string_arg("key");
+    json list = json::array();
+    for (const cache::Tunable& t : cache::ListTunables(engine)) {
+      if (key && t.key != *key) continue;
+      list.push_back({{"key", t.key}, {"value", t.value}, {"help", t.help}});
+    }
+    if (key && list.empty()) {
+      return Error("unknown key '" + *key +
+                   "'; 'tierfs-ctl get' lists the keys");
+    }
+    return json{{"ok", true}, {"tunables", list}};
+  }
+  // Everything below changes the daemon.
+  if (cmd != "set" && cmd != "policy" && cmd != "flush" &&
+      cmd != "invalidate") {
+    return Error("unknown command '" + cmd + "'");
+  }
+  if (!MayChange(info, peer_uid)) {
+    return Error("permission denied: only root or the mounting user (uid " +
+                 std::to_string(info.owner) + ") may change settings");
+  }
+  if (cmd == "set") {
+    std::optional<std::string> key = string_arg("key");
+    std::optional<std::string> value = string_arg("value");
+    if (!key || !value) return Error("set needs string \"key\" and \"value\"");
+    std::string error;
+    if (!cache::SetTunable(engine, *key, *value, &error)) return Error(error);
+    return json{{"ok", true}};
+  }
+  if (cmd == "policy") {
+    std::optional<std::string> name = string_arg("name");
+    if (!name) return Error("policy needs a string \"name\"");
+    std::string error;
+    if (!engine.SwitchPolicy(*name, &error).ok()) return Error(error);
+    return json{{"ok", true}};
+  }
+  if (cmd == "flush") {
+    uint64_t timeout_ms = 24ull * 3600 * 1000;
+    if (request.contains("timeout_ms")) {
+      if (!request["timeout_ms"].is_number_unsigned()) {
+        return Error("flush: \"timeout_ms\" must be a non-negative integer");
+      }
+      timeout_ms = request["timeout_ms"];
+    }
+    Status st = engine.Flush(std::chrono::milliseconds(timeout_ms));
+    if (!st.ok()) {
+      return json{{"ok", false},
+                  {"error", st.error().value() == ETIMEDOUT
+                                ? "timed out with dirty blocks left"
+                                : st.error().message()},
+                  {"dirty_blocks", engine.Snapshot().dirty_blocks}};
+    }
+    return json{{"ok", true}};
+  }
+  // invalidate
+  std::optional<std::string> volume = string_arg("volume");
+  Result<uint64_t> dropped = engine.InvalidateClean(volume.value_or(""));
+  if (!dropped.ok()) {
+    return Error("no volume named '" + volume.value_or("") + "'");
+  }
+  return json{{"ok", true}, {"dropped", *dropped}};
+}
+
+namespace {
+
+std::string LabelEscape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '\\' || c == '"') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+struct Metric {
+  const char* json_key;
+  const char* name;
+  const char* type;
+  const char* help;
+};
+
+constexpr Metric kCounters[] = {
+    {"read_hits", "tierfs_read_hits_total", "counter", "Reads served from the cache."},
+    {"read_misses", "tierfs_read_misses_total", "counter", "Reads served from the origin."},
+    {"write_hits", "tierfs_write_hits_total", "counter", "Writes to cached blocks."},
+    {"write_misses", "tierfs_write_misses_total", "counter", "Writes to uncached blocks."},
+    {"promotions", "tierfs_promotions_total", "counter", "Blocks copied into the cache."},
+    {"demotions", "tierfs_demotions_total", "counter", "Clean blocks dropped from the cache."},
+    {"writebacks", "tierfs_writebacks_total", "counter", "Dirty blocks written to the origin."},
+    {"bypassed", "tierfs_bypassed_total", "counter", "Block IOs that skipped the cache."},
+    {"migration_failures", "tierfs_migration_failures_total", "counter", "Migrations that failed."},
+    {"block_size", "tierfs_block_size_bytes", "gauge", "Cache block size."},
+    {"cache_blocks", "tierfs_cache_blocks", "gauge", "Cache size in blocks."},
+    {"used_blocks", "tierfs_used_blocks", "gauge", "Cache blocks holding data."},
+    {"dirty_blocks", "tierfs_dirty_blocks", "gauge", "Cache blocks newer than the origin."},
+    {"migrations_in_flight", "tierfs_migrations_in_flight", "gauge", "Migrations running."},
+    {"migration_threshold", "tierfs_migration_threshold_bytes", "gauge", "Migration bytes allowed in flight."},
+    {"writeback_rate", "tierfs_writeback_rate_blocks_per_second", "gauge", "Recent writeback rate."},
+};
+
+}  // namespace
+
+std::string PrometheusText(const json& stats) {
+  std::ostringstream out;
+  for (const Metric& m : kCounters) {
+    out << "# HELP " << m.name << ' ' << m.help << '\n'
+        << "# TYPE " << m.name << ' ' << m.type << '\n'
+        << m.name << ' ' << stats.value(m.json_key, json(0)).dump() << '\n';
+  }
+  out << "# HELP tierfs_errors_total IO errors by store.\n"
+      << "# TYPE tierfs_errors_total counter\n";
+  for (const char* store : {"cache", "origin"}) {
+    out << "tierfs_errors_total{store=\"" << store << "\"} "
+        << stats["errors"][store].dump() << '\n';
+  }
+  out << "# HELP tierfs_latency_microseconds Foreground IO latency "
+         "percentiles.\n"
+      << "# TYPE tierfs_latency_microseconds gauge\n";
+  for (const char* dir : {"read", "write"}) {
+    for (const char* q : {"p50", "p99", "p999"}) {
+      const char* quantile = std::string(q) == "p50"   ? "0.5"
+                             : std::string(q) == "p99" ? "0.99"
+                                                       : "0.999";
+      out << "tierfs_latency_microseconds{op=\"" << dir << "\",quantile=\""
+          << quantile << "\"} " << stats["latency_us"][dir][q].dump() << '\n';
+    }
+  }
+  out << "# HELP tierfs_info Static facts about the mount.\n"
+      << "# TYPE tierfs_info gauge\n"
+      << "tierfs_info{mode=\"" << LabelEscape(stats["mode"]) << "\",policy=\""
+      << LabelEscape(stats["policy"]) << "\",read_only=\""
+      << (stats["read_only"].get<bool>() ? 1 : 0) << "\",needs_check=\""
+      << (stats["needs_check"].get<bool>() ? 1 : 0) << "\"} 1\n";
+  struct VolumeMetric {
+    const char* key;
+    const char* name;
+    const char* type;
+  };
+  constexpr VolumeMetric kVolume[] = {
+      {"read_hits", "tierfs_volume_read_hits_total", "counter"},
+      {"read_misses", "tierfs_volume_read_misses_total", "counter"},
+      {"write_hits", "tierfs_volume_write_hits_total", "counter"},
+      {"write_misses", "tierfs_volume_write_misses_total", "counter"},
+      {"cached_bytes", "tierfs_volume_cached_bytes", "gauge"},
+      {"dirty_bytes", "tierfs_volume_dirty_bytes", "gauge"},
+      {"size", "tierfs_volume_size_bytes", "gauge"},
+  };
+  for (const VolumeMetric& m : kVolume) {
+    out << "# HELP " << m.name << " Per-volume " << m.key << ".\n"
+        << "# TYPE " << m.name << ' ' << m.type << '\n';
+    for (const json& v : stats["volumes"]) {
+      out << m.name << "{volume=\""
+          << LabelEscape(v["name"].get<std::string>()) << "\"} "
+          << v[m.key].dump() << '\n';
+    }
+  }
+  return out.str();
+}
+
+}  // namespace tierfs::control

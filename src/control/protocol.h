@@ -1,0 +1,43 @@
+// The control protocol: one JSON object per line each way over a unix
+// socket. Requests are {"cmd": NAME, ...}; replies are {"ok": true, ...} or
+// {"ok": false, "error": MESSAGE}. Commands:
+//   stats                          -> "stats": {...}     (read-only)
+//   volumes                        -> "volumes": [...]   (read-only)
+//   get [key]                      -> "tunables": [{key, value, help}]
+//   set key value                  -> changes one tunable
+//   policy name                    -> switches policy, keeping mappings
+//   flush [timeout_ms]             -> writes back every dirty block
+//   invalidate [volume]            -> drops clean mappings ("dropped": N)
+// Stable stats keys are documented in tierfs-ctl(8).
+#ifndef TIERFS_SRC_CONTROL_PROTOCOL_H_
+#define TIERFS_SRC_CONTROL_PROTOCOL_H_
+
+#include <sys/types.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "src/cache/engine.h"
+
+namespace tierfs::control {
+
+struct DaemonInfo {
+  std::string mountpoint, fast_dir, slow_dir;
+  uid_t owner = 0;  // the mounting user: may change settings (and root)
+  bool read_only = false;
+  bool needs_check = false;
+};
+
+// Answers one request. `peer_uid` is the caller's uid (SO_PEERCRED).
+nlohmann::json HandleRequest(cache::CacheEngine& engine, const DaemonInfo& info,
+                             const nlohmann::json& request, uid_t peer_uid);
+
+// The "stats" object (also used by the Prometheus output).
+nlohmann::json StatsJson(cache::CacheEngine& engine, const DaemonInfo& info);
+
+// Prometheus text exposition format (version 0.0.4) of StatsJson's output.
+std::string PrometheusText(const nlohmann::json& stats);
+
+}  // namespace tierfs::control
+
+#endif  // TIERFS_SRC_CONTROL_PROTOCOL_H_
