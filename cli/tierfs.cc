@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "src/control/client.h"
 #include "src/control/server.h"
 #include "src/fuse/daemon.h"
 #include "src/util/log.h"
@@ -40,8 +41,9 @@ constexpr const char* kUsage =
     "      --no-cache             pass files through uncached\n"
     "      --max-threads N        FUSE worker threads (default 16)\n"
     "      --log-level LEVEL      debug, info, warning, error (default info)\n"
-    "  umount MOUNTPOINT [--lazy] [--timeout SECS]\n"
-    "      unmount and wait for the daemon's clean shutdown (default 300 s)\n"
+    "  umount MOUNTPOINT [--flush] [--lazy] [--timeout SECS]\n"
+    "      unmount and wait for the daemon's clean shutdown (default 300 s);\n"
+    "      --flush first writes every dirty block back to the slow dir\n"
     "\n"
     "  -h, --help     show this help\n"
     "  -V, --version  show the version\n"
@@ -219,11 +221,12 @@ int Mount(int argc, char** argv) {
 }
 
 int Umount(int argc, char** argv) {
-  bool lazy = false;
+  bool lazy = false, flush = false;
   double timeout = 300;
-  enum { kTimeout = 256 };
+  enum { kTimeout = 256, kFlush };
   static const option kOptions[] = {
       {"lazy", no_argument, nullptr, 'l'},
+      {"flush", no_argument, nullptr, kFlush},
       {"timeout", required_argument, nullptr, kTimeout},
       {"help", no_argument, nullptr, 'h'},
       {nullptr, 0, nullptr, 0},
@@ -235,6 +238,9 @@ int Umount(int argc, char** argv) {
     switch (c) {
       case 'l':
         lazy = true;
+        break;
+      case kFlush:
+        flush = true;
         break;
       case kTimeout: {
         char* end = nullptr;
@@ -257,6 +263,21 @@ int Umount(int argc, char** argv) {
   if (optind >= argc) return UsageError("umount: missing MOUNTPOINT");
   if (optind + 1 < argc) {
     return UsageError(std::string("unexpected argument ") + argv[optind + 1]);
+  }
+  if (flush) {
+    // Write back through the running daemon, so the slow dir is complete
+    // before the unmount even starts.
+    std::string error;
+    std::optional<std::string> socket =
+        tierfs::control::FindSocket(argv[optind], &error);
+    tierfs::control::Client client;
+    if (!socket || !client.Connect(*socket, &error) ||
+        !client.CallOk({{"cmd", "flush"},
+                        {"timeout_ms", static_cast<uint64_t>(timeout * 1000)}},
+                       &error)) {
+      std::fprintf(stderr, "tierfs: umount --flush: %s\n", error.c_str());
+      return kExitFailure;
+    }
   }
   return tierfs::fusefs::Unmount(argv[optind], lazy, timeout);
 }

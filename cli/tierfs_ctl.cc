@@ -2,26 +2,20 @@
 // Thin: parse, call, print.
 
 #include <getopt.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <dirent.h>
-#include <fstream>
-#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "src/control/client.h"
 #include "src/control/protocol.h"
-#include "src/fuse/daemon.h"
 #include "src/util/size.h"
 #include "tierfs_config.h"
 
@@ -61,115 +55,6 @@ int Fail(const std::string& message) {
   std::fprintf(stderr, "tierfs-ctl: %s\n", message.c_str());
   return kExitFailure;
 }
-
-std::map<std::string, std::string> ReadState(const std::string& path) {
-  std::map<std::string, std::string> out;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    size_t eq = line.find('=');
-    if (eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 1);
-  }
-  return out;
-}
-
-// Finds the socket of `mountpoint`, or of the only mount when empty.
-std::optional<std::string> FindSocket(const std::string& mountpoint,
-                                      std::string* error) {
-  std::string state;
-  if (!mountpoint.empty()) {
-    char buf[PATH_MAX];
-    std::string path = ::realpath(mountpoint.c_str(), buf) ? buf : mountpoint;
-    state = tierfs::fusefs::MountStatePath(path);
-    if (::access(state.c_str(), R_OK) != 0) {
-      *error = "no tierfs mount on " + path;
-      return std::nullopt;
-    }
-  } else {
-    std::vector<std::string> found;
-    const std::string dir = tierfs::fusefs::RuntimeDir();
-    if (DIR* d = ::opendir(dir.c_str())) {
-      while (dirent* e = ::readdir(d)) {
-        std::string name = e->d_name;
-        if (name.size() > 6 && name.substr(name.size() - 6) == ".mount") {
-          found.push_back(dir + "/" + name);
-        }
-      }
-      ::closedir(d);
-    }
-    if (found.empty()) {
-      *error = "no tierfs mount found (looked in " + dir + ")";
-      return std::nullopt;
-    }
-    if (found.size() > 1) {
-      *error = "several tierfs mounts; pick one with -m:";
-      for (const std::string& f : found) {
-        *error += " " + ReadState(f)["mountpoint"];
-      }
-      return std::nullopt;
-    }
-    state = found[0];
-  }
-  auto values = ReadState(state);
-  if (values["socket"].empty()) {
-    *error = "the mount on " + values["mountpoint"] + " has no control socket";
-    return std::nullopt;
-  }
-  return values["socket"];
-}
-
-class Connection {
- public:
-  ~Connection() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  bool Open(const std::string& path, std::string* error) {
-    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-      if (errno == EACCES || errno == EPERM) {
-        *error = "permission denied: only root or the user who mounted the "
-                 "tier may use its control socket (" + path + ")";
-      } else {
-        *error = "cannot reach the daemon at " + path + ": " +
-                 std::strerror(errno);
-      }
-      return false;
-    }
-    return true;
-  }
-  std::optional<json> Call(const json& request, std::string* error) {
-    std::string line = request.dump() + "\n";
-    if (::send(fd_, line.data(), line.size(), MSG_NOSIGNAL) !=
-        static_cast<ssize_t>(line.size())) {
-      *error = "lost the connection to the daemon";
-      return std::nullopt;
-    }
-    std::string reply;
-    char c;
-    while (true) {
-      ssize_t n = ::recv(fd_, &c, 1, 0);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        *error = "the daemon closed the connection";
-        return std::nullopt;
-      }
-      if (c == '\n') break;
-      reply.push_back(c);
-    }
-    json parsed = json::parse(reply, nullptr, false);
-    if (parsed.is_discarded()) {
-      *error = "malformed reply from the daemon";
-      return std::nullopt;
-    }
-    return parsed;
-  }
-
- private:
-  int fd_ = -1;
-};
 
 std::string Percent(double r) {
   char buf[16];
@@ -252,18 +137,13 @@ struct Args {
 int Run(const Args& a) {
   const std::string& cmd = a.positional[0];
   std::string error;
-  std::optional<std::string> socket = FindSocket(a.mountpoint, &error);
+  std::optional<std::string> socket =
+      tierfs::control::FindSocket(a.mountpoint, &error);
   if (!socket) return Fail(error);
-  Connection conn;
-  if (!conn.Open(*socket, &error)) return Fail(error);
+  tierfs::control::Client conn;
+  if (!conn.Connect(*socket, &error)) return Fail(error);
   auto call = [&](const json& request) -> std::optional<json> {
-    std::optional<json> reply = conn.Call(request, &error);
-    if (!reply) return std::nullopt;
-    if (!(*reply)["ok"].get<bool>()) {
-      error = (*reply).value("error", std::string("failed"));
-      return std::nullopt;
-    }
-    return reply;
+    return conn.CallOk(request, &error);
   };
   const size_t nargs = a.positional.size() - 1;
   if (cmd == "stats") {
@@ -375,8 +255,8 @@ int Run(const Args& a) {
     std::optional<json> result;
     std::string flush_error;
     std::thread flusher([&] {
-      Connection c2;
-      if (!c2.Open(*socket, &flush_error)) return;
+      tierfs::control::Client c2;
+      if (!c2.Connect(*socket, &flush_error)) return;
       result = c2.Call({{"cmd", "flush"}, {"timeout_ms", timeout_ms}},
                        &flush_error);
     });

@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "src/fuse/filesystem.h"
+#include "src/util/runtime_paths.h"
 #include "src/util/size.h"
 
 namespace tierfs::fusefs {
@@ -288,24 +289,6 @@ void DetachFromTerminal() {
   LogToSyslog();
 }
 
-std::string EscapeMountpoint(const std::string& mountpoint) {
-  // systemd-escape style: "/mnt/tier" -> "mnt-tier".
-  std::string out;
-  for (size_t i = mountpoint[0] == '/' ? 1 : 0; i < mountpoint.size(); ++i) {
-    unsigned char c = static_cast<unsigned char>(mountpoint[i]);
-    if (c == '/') {
-      out.push_back('-');
-    } else if (std::isalnum(c) || c == '_' || c == '.') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      char hex[8];
-      std::snprintf(hex, sizeof(hex), "\\x%02x", c);
-      out += hex;
-    }
-  }
-  return out.empty() ? "-" : out;
-}
-
 // Creates the cache store (preallocated, so a full fast dir fails here and
 // not later) and the engine. Prints why on failure.
 std::unique_ptr<cache::CacheEngine> OpenCache(const DaemonConfig& config,
@@ -430,8 +413,7 @@ int Serve(const DaemonConfig& config, const ResolvedDirs& dirs,
   std::shared_ptr<void> services;
   std::string socket_path;
   if (engine && config.services) {
-    socket_path = state.substr(0, state.size() - std::strlen(".mount")) +
-                  ".sock";
+    socket_path = ControlSocketPath(dirs.mountpoint);
     services = config.services(
         *engine, MountFacts{dirs.mountpoint, dirs.fast, dirs.slow, socket_path});
   }
@@ -441,12 +423,12 @@ int Serve(const DaemonConfig& config, const ResolvedDirs& dirs,
         << "\nfast=" << dirs.fast << "\nslow=" << dirs.slow
         << "\nsocket=" << socket_path << "\n";
   }
-  TIERFS_LOG_INFO("mounted %s (fast %s, slow %s)", dirs.mountpoint.c_str(),
-                  dirs.fast.c_str(), dirs.slow.c_str());
   if (ready != nullptr) {
     ready->Ready();
     DetachFromTerminal();
   }
+  TIERFS_LOG_INFO("mounted %s (fast %s, slow %s)", dirs.mountpoint.c_str(),
+                  dirs.fast.c_str(), dirs.slow.c_str());
 
   fuse_loop_config* loop = fuse_loop_cfg_create();
   fuse_loop_cfg_set_max_threads(loop, config.max_threads);
@@ -479,18 +461,6 @@ int Serve(const DaemonConfig& config, const ResolvedDirs& dirs,
 }
 
 }  // namespace
-
-std::string RuntimeDir() {
-  if (::geteuid() == 0) return "/run/tierfs";
-  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg && *xdg) {
-    return std::string(xdg) + "/tierfs";
-  }
-  return "/tmp/tierfs-" + std::to_string(::geteuid());
-}
-
-std::string MountStatePath(const std::string& mountpoint) {
-  return RuntimeDir() + "/" + EscapeMountpoint(mountpoint) + ".mount";
-}
 
 int RunDaemon(const DaemonConfig& config) {
   SetLogLevel(config.log_level);

@@ -58,10 +58,6 @@ int RunDaemon(const DaemonConfig& config);
 // to finish its clean shutdown. Returns an exit code.
 int Unmount(const std::string& mountpoint, bool lazy, double timeout_seconds);
 
-// Where runtime state (one file per mount: pid, dirs, control socket) lives.
-std::string RuntimeDir();
-// Path of the state file for `mountpoint` (an absolute, resolved path).
-std::string MountStatePath(const std::string& mountpoint);
 
 }  // namespace tierfs::fusefs
 
