@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <csignal>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -437,6 +438,14 @@ int Serve(const DaemonConfig& config, const ResolvedDirs& dirs,
   fuse_loop_cfg_destroy(loop);
 
   fuse_remove_signal_handlers(se);
+  // From here on a second SIGTERM (systemd stopping a mount unit, an
+  // impatient user) must not kill the daemon while it writes back.
+  ::signal(SIGTERM, SIG_IGN);
+  ::signal(SIGINT, SIG_IGN);
+  ::signal(SIGHUP, SIG_IGN);
+  // The loop returns the number of the signal that ended it: SIGTERM,
+  // SIGINT and SIGHUP ask for a clean shutdown, which is a success.
+  if (rc == SIGTERM || rc == SIGINT || rc == SIGHUP) rc = 0;
   fuse_session_unmount(se);
   services.reset();
   ::unlink(state.c_str());
