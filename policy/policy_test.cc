@@ -1,0 +1,344 @@
+#include <gtest/gtest.h>
+
+#include <random>
+#include <set>
+
+#include "policy/background_tracker.h"
+#include "policy/queue_policy.h"
+#include "policy/registry.h"
+
+namespace tierfs::policy {
+namespace {
+
+OBlock O(uint64_t index, uint32_t volume = 1) {
+  return OBlock{VolumeId(volume), index};
+}
+
+std::unique_ptr<Policy> Make(std::string_view name, uint64_t blocks,
+                             ConfigValues config = {}) {
+  std::string error;
+  auto p = CreatePolicy(name, PolicyParams{blocks, 64 * 1024}, config, &error);
+  EXPECT_TRUE(p.ok()) << error;
+  return std::move(p).value();
+}
+
+// Executes all queued work as the engine would (every copy succeeds).
+int Drain(Policy& p, bool idle = false) {
+  int n = 0;
+  Work w;
+  while (p.GetBackgroundWork(idle, &w)) {
+    p.CompleteBackgroundWork(w, true);
+    ++n;
+  }
+  return n;
+}
+
+bool Read(Policy& p, OBlock o) {
+  CBlock c;
+  bool queued;
+  return p.Lookup(o, &c, IoDir::kRead, true, &queued);
+}
+
+TEST(BackgroundTrackerTest, DedupesBoundsAndKeepsOrder) {
+  BackgroundTracker t(3);
+  EXPECT_TRUE(t.Queue({WorkOp::kPromote, O(1), CBlock(0)}));
+  EXPECT_FALSE(t.Queue({WorkOp::kDemote, O(1), CBlock(0)}));  // same oblock
+  EXPECT_TRUE(t.Queue({WorkOp::kDemote, O(2), CBlock(1)}));
+  EXPECT_TRUE(t.Queue({WorkOp::kWriteback, O(3), CBlock(2)}));
+  EXPECT_FALSE(t.Queue({WorkOp::kPromote, O(4), CBlock(3)}));  // full
+  EXPECT_EQ(t.Count(WorkOp::kPromote), 1u);
+  EXPECT_EQ(t.Count(WorkOp::kDemote), 1u);
+  Work w;
+  ASSERT_TRUE(t.Pop(&w));
+  EXPECT_EQ(w.oblock, O(1));  // FIFO
+  EXPECT_EQ(t.issued(), 1u);
+  EXPECT_EQ(t.queued(), 2u);
+  EXPECT_TRUE(t.Has(O(1)));  // issued still blocks new work for it
+  EXPECT_TRUE(t.Cancel(O(2)));
+  EXPECT_FALSE(t.Cancel(O(1)));  // issued work cannot be cancelled
+  EXPECT_TRUE(t.Complete(w));
+  EXPECT_FALSE(t.Has(O(1)));
+  ASSERT_TRUE(t.Pop(&w));
+  EXPECT_EQ(w.oblock, O(3));
+  EXPECT_FALSE(t.Pop(&w));
+}
+
+TEST(PolicyTest, LruPromotesOnMissThenHits) {
+  auto p = Make("lru", 4);
+  EXPECT_FALSE(Read(*p, O(1)));
+  EXPECT_EQ(Drain(*p), 1);
+  EXPECT_TRUE(Read(*p, O(1)));
+  EXPECT_EQ(p->Residency(), 1u);
+}
+
+TEST(PolicyTest, SmqNeedsHotspotHeatBeforePromoting) {
+  auto p = Make("smq", 64);
+  EXPECT_FALSE(Read(*p, O(100)));
+  EXPECT_EQ(Drain(*p), 0);  // one miss is not enough
+  EXPECT_FALSE(Read(*p, O(101)));  // same hotspot (16 blocks)
+  EXPECT_EQ(Drain(*p), 1);
+  EXPECT_TRUE(Read(*p, O(101)));
+}
+
+TEST(PolicyTest, DemotesWhenFullAndNeverDemotesDirty) {
+  // A dirty target of 100% keeps writeback from cleaning block 1 first.
+  auto p = Make("lru", 2, {{"dirty_target_percent", "100"}});
+  for (uint64_t i : {1, 2}) {
+    Read(*p, O(i));
+    Drain(*p);
+  }
+  ASSERT_EQ(p->Residency(), 2u);
+  CBlock c;
+  bool q;
+  ASSERT_TRUE(p->Lookup(O(1), &c, IoDir::kWrite, true, &q));
+  p->SetDirty(c);
+  // A miss on a full cache queues the demotion of the clean block 2.
+  Read(*p, O(3));
+  Work w;
+  ASSERT_TRUE(p->GetBackgroundWork(false, &w));
+  EXPECT_EQ(w.op, WorkOp::kDemote);
+  EXPECT_EQ(w.oblock, O(2));
+  p->CompleteBackgroundWork(w, true);
+  EXPECT_EQ(p->Residency(), 1u);
+  EXPECT_TRUE(p->Peek(O(1)).has_value());
+  // The only mapped block is dirty: nothing can be demoted for block 4.
+  Read(*p, O(4));
+  Drain(*p);
+  Read(*p, O(5));
+  while (p->GetBackgroundWork(false, &w)) {
+    EXPECT_FALSE(w.op == WorkOp::kDemote && w.oblock == O(1));
+    p->CompleteBackgroundWork(w, true);
+  }
+  EXPECT_TRUE(p->IsDirty(*p->Peek(O(1))));
+}
+
+TEST(PolicyTest, DirtyTargetDrivesWritebackUnderLoadAndIdleCleansAll) {
+  auto p = Make("lru", 100, {{"dirty_target_percent", "10"}});
+  for (uint64_t i = 0; i < 30; ++i) {
+    Read(*p, O(i));
+    Drain(*p);
+  }
+  for (uint64_t i = 0; i < 30; ++i) p->SetDirty(*p->Peek(O(i)));
+  ASSERT_EQ(p->DirtyCount(), 30u);
+  Drain(*p, /*idle=*/false);
+  EXPECT_LE(p->DirtyCount(), 10u);  // down to the target under load
+  EXPECT_GT(p->DirtyCount(), 0u);
+  Drain(*p, /*idle=*/true);
+  EXPECT_EQ(p->DirtyCount(), 0u);  // all of it when idle
+}
+
+TEST(PolicyTest, FailedWorkChangesNothing) {
+  auto p = Make("lru", 4);
+  Read(*p, O(1));
+  Work w;
+  ASSERT_TRUE(p->GetBackgroundWork(false, &w));
+  p->CompleteBackgroundWork(w, false);
+  EXPECT_EQ(p->Residency(), 0u);
+  Read(*p, O(1));
+  Drain(*p);
+  CBlock c = *p->Peek(O(1));
+  p->SetDirty(c);
+  ASSERT_TRUE(p->GetBackgroundWork(true, &w));
+  ASSERT_EQ(w.op, WorkOp::kWriteback);
+  p->CompleteBackgroundWork(w, false);
+  EXPECT_TRUE(p->IsDirty(c));  // a failed writeback keeps the block dirty
+}
+
+TEST(PolicyTest, AllowMigrationsFalseStopsWork) {
+  auto p = Make("lru", 4);
+  p->AllowMigrations(false);
+  Read(*p, O(1));
+  Work w;
+  EXPECT_FALSE(p->GetBackgroundWork(true, &w));
+  p->AllowMigrations(true);
+  Read(*p, O(1));
+  EXPECT_EQ(Drain(*p), 1);
+}
+
+TEST(PolicyTest, CleanerNeverPromotesAndWritesBackEverything) {
+  auto smq = Make("lru", 16);
+  for (uint64_t i = 0; i < 8; ++i) {
+    Read(*smq, O(i));
+    Drain(*smq);
+  }
+  auto cleaner = Make("cleaner", 16);
+  smq->ForEachMapping([&](OBlock o, CBlock c, bool) {
+    ASSERT_TRUE(cleaner->LoadMapping(o, c, true, smq->GetHint(c), false).ok());
+  });
+  EXPECT_EQ(cleaner->DirtyCount(), 8u);
+  EXPECT_FALSE(Read(*cleaner, O(100)));
+  EXPECT_FALSE(Read(*cleaner, O(100)));
+  int writebacks = 0;
+  Work w;
+  while (cleaner->GetBackgroundWork(false, &w)) {
+    EXPECT_EQ(w.op, WorkOp::kWriteback);
+    cleaner->CompleteBackgroundWork(w, true);
+    ++writebacks;
+  }
+  EXPECT_EQ(writebacks, 8);
+  EXPECT_EQ(cleaner->DirtyCount(), 0u);
+  EXPECT_FALSE(cleaner->Peek(O(100)).has_value());
+}
+
+TEST(PolicyTest, HintsRoundTripThroughLoadMapping) {
+  auto a = Make("smq", 16);
+  for (int r = 0; r < 4; ++r) Read(*a, O(5)), Drain(*a);
+  ASSERT_TRUE(a->Peek(O(5)).has_value());
+  for (int r = 0; r < 10; ++r) Read(*a, O(5));
+  const CBlock c = *a->Peek(O(5));
+  const uint32_t hint = a->GetHint(c);
+  EXPECT_GT(hint, 0u);
+  auto b = Make("smq", 16);
+  ASSERT_TRUE(b->LoadMapping(O(5), c, false, hint, true).ok());
+  EXPECT_EQ(b->GetHint(c), hint);
+  auto d = Make("smq", 16);
+  ASSERT_TRUE(d->LoadMapping(O(5), c, false, hint, false).ok());
+  EXPECT_EQ(d->GetHint(c), 0u);
+  // Bad input is refused, not trusted.
+  EXPECT_FALSE(b->LoadMapping(O(6), c, false, 0, false).ok());   // slot taken
+  EXPECT_FALSE(b->LoadMapping(O(5), CBlock(3), false, 0, false).ok());  // dup
+  EXPECT_FALSE(b->LoadMapping(O(7), CBlock(99), false, 0, false).ok());  // range
+}
+
+TEST(PolicyTest, SequentialStreamsDoNotPromote) {
+  auto p = Make("lru", 1024, {{"sequential_cutoff", "1048576"}});  // 16 blocks
+  for (uint64_t i = 0; i < 200; ++i) Read(*p, O(1000 + i));
+  Drain(*p);
+  EXPECT_LE(p->Residency(), 16u);  // only the head of the stream
+  // The same blocks in random order are promoted.
+  auto q = Make("lru", 1024, {{"sequential_cutoff", "1048576"}});
+  std::mt19937 rng(1);
+  for (int i = 0; i < 200; ++i) Read(*q, O(rng() % 100000));
+  Drain(*q);
+  EXPECT_GT(q->Residency(), 150u);
+}
+
+TEST(PolicyTest, InvalidateFreesTheSlotAndCancelsWork) {
+  auto p = Make("lru", 2);
+  Read(*p, O(1));
+  Drain(*p);
+  CBlock c = *p->Peek(O(1));
+  p->SetDirty(c);
+  p->InvalidateMapping(c);
+  EXPECT_EQ(p->Residency(), 0u);
+  EXPECT_EQ(p->DirtyCount(), 0u);
+  Work w;
+  EXPECT_FALSE(p->GetBackgroundWork(false, &w));
+  // A stale completion for the dropped mapping is harmless.
+  p->CompleteBackgroundWork(Work{WorkOp::kWriteback, O(1), c}, true);
+  EXPECT_EQ(p->Residency(), 0u);
+}
+
+TEST(PolicyTest, OverwriteWorkReservesAFreeBlock) {
+  auto p = Make("smq", 4);
+  CBlock c;
+  std::optional<Work> w;
+  EXPECT_FALSE(p->LookupWithWork(O(9), &c, IoDir::kWrite, true, &w));
+  ASSERT_TRUE(w.has_value());
+  EXPECT_EQ(w->op, WorkOp::kPromote);
+  // No second promotion for the same oblock while the first is out.
+  bool queued;
+  p->Lookup(O(9), &c, IoDir::kRead, true, &queued);
+  p->Lookup(O(9), &c, IoDir::kRead, true, &queued);
+  EXPECT_FALSE(queued);
+  p->CompleteBackgroundWork(*w, true);
+  p->SetDirty(w->cblock);
+  EXPECT_TRUE(Read(*p, O(9)));
+  EXPECT_EQ(p->DirtyCount(), 1u);
+}
+
+TEST(PolicyTest, ConfigErrorsChangeNothing) {
+  auto p = Make("smq", 16);
+  EXPECT_FALSE(p->SetConfigValue("no_such_key", "1").ok());
+  EXPECT_FALSE(p->SetConfigValue("dirty_target_percent", "101").ok());
+  EXPECT_FALSE(p->SetConfigValue("dirty_target_percent", "ten").ok());
+  EXPECT_FALSE(p->SetConfigValue("sequential_cutoff", "-1").ok());
+  EXPECT_TRUE(p->SetConfigValue("dirty_target_percent", "20").ok());
+  bool found = false;
+  for (const auto& [k, v] : p->EmitConfigValues()) {
+    if (k == "dirty_target_percent") {
+      EXPECT_EQ(v, "20");
+      found = true;
+    }
+  }
+  EXPECT_TRUE(found);
+  std::string error;
+  EXPECT_FALSE(CreatePolicy("bogus", {16, 65536}, {}, &error).ok());
+  EXPECT_NE(error.find("unknown policy"), std::string::npos);
+  EXPECT_FALSE(CreatePolicy("smq", {16, 65536}, {{"x", "1"}}, &error).ok());
+  EXPECT_NE(error.find("no config key"), std::string::npos);
+}
+
+// Randomized consistency check: mappings, dirty counts and free slots stay
+// coherent whatever the mix of lookups, work outcomes and invalidations.
+TEST(PolicyTest, RandomOperationsKeepInvariants) {
+  for (const char* name : {"smq", "lru", "cleaner"}) {
+    auto p = Make(name, 64);
+    std::mt19937 rng(7);
+    std::vector<Work> issued;
+    for (int op = 0; op < 20000; ++op) {
+      OBlock o = O(rng() % 300);
+      CBlock c;
+      switch (rng() % 6) {
+        case 0:
+        case 1:
+          Read(*p, o);
+          break;
+        case 2: {
+          std::optional<Work> w;
+          if (!p->LookupWithWork(o, &c, IoDir::kWrite, true, &w) && w) {
+            issued.push_back(*w);
+          } else if (p->Peek(o)) {
+            p->SetDirty(*p->Peek(o));
+          }
+          break;
+        }
+        case 3: {
+          Work w;
+          if (p->GetBackgroundWork(rng() % 2, &w)) issued.push_back(w);
+          break;
+        }
+        case 4:
+          if (!issued.empty()) {
+            size_t k = rng() % issued.size();
+            p->CompleteBackgroundWork(issued[k], rng() % 4 != 0);
+            issued.erase(issued.begin() + static_cast<long>(k));
+          }
+          break;
+        case 5:
+          if (auto m = p->Peek(o); m && rng() % 8 == 0) {
+            p->InvalidateMapping(*m);
+          }
+          break;
+      }
+      uint64_t mapped = 0, dirty = 0;
+      std::set<uint32_t> slots;
+      p->ForEachMapping([&](OBlock ob, CBlock cb, bool d) {
+        ++mapped;
+        dirty += d;
+        EXPECT_TRUE(slots.insert(cb.value()).second);
+        EXPECT_EQ(p->Peek(ob), cb);
+      });
+      ASSERT_EQ(mapped, p->Residency()) << name;
+      ASSERT_EQ(dirty, p->DirtyCount()) << name;
+    }
+  }
+}
+
+TEST(PolicyTest, MemoryPerCacheBlockIsReported) {
+  const uint64_t blocks = 1 << 16;
+  auto p = Make("smq", blocks);
+  for (uint64_t i = 0; i < blocks; ++i) {
+    ASSERT_TRUE(p->LoadMapping(O(i), CBlock(static_cast<uint32_t>(i)), i % 3 == 0,
+                               0, false)
+                    .ok());
+  }
+  const double per_block =
+      static_cast<double>(p->MemoryBytes()) / static_cast<double>(blocks);
+  std::printf("policy memory: %.1f bytes per cache block (fully mapped)\n",
+              per_block);
+  EXPECT_LT(per_block, 128.0);
+}
+
+}  // namespace
+}  // namespace tierfs::policy
