@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstring>
 #include <mutex>
+#include <shared_mutex>
 
 #include "src/io/aligned_buffer.h"
 #include "src/io/file.h"
@@ -56,14 +57,17 @@ class PosixFile final : public File {
     const uint64_t end = offset + buf.size();
     const bool aligned = offset % kDirectIoAlignment == 0 &&
                          end % kDirectIoAlignment == 0;
-    // A write reaching past EOF may leave the file too long (sector padding)
-    // and could race another extender's padding; extensions are serialised
-    // and the size fixed up while holding extend_mu_.
+    // A write reaching past EOF pads the file to a sector boundary until it
+    // fixes the size up. Every write holds extend_mu_ shared, extensions
+    // exclusively, so no write ever judges "past EOF" against a padded
+    // size, and no fix-up truncates a neighbour's bytes.
+    std::shared_lock<std::shared_mutex> shared(extend_mu_);
+    std::unique_lock<std::shared_mutex> exclusive(extend_mu_, std::defer_lock);
     Result<uint64_t> size = Size();
     if (!size.ok()) return size.error();
-    std::unique_lock<std::mutex> extend_lock(extend_mu_, std::defer_lock);
     if (AlignUp(end, kDirectIoAlignment) > *size) {
-      extend_lock.lock();
+      shared.unlock();
+      exclusive.lock();
       size = Size();
       if (!size.ok()) return size.error();
     }
@@ -78,7 +82,7 @@ class PosixFile final : public File {
     Status st = ReadModifyWrite(offset, buf);
     if (!st.ok()) return st;
     const uint64_t want = std::max(*size, end);
-    if (extend_lock.owns_lock() && AlignUp(end, kDirectIoAlignment) > want) {
+    if (exclusive.owns_lock() && AlignUp(end, kDirectIoAlignment) > want) {
       if (::ftruncate(fd_, static_cast<off_t>(want)) != 0) return LastError();
     }
     return OkStatus();
@@ -107,7 +111,7 @@ class PosixFile final : public File {
   }
 
   Status Truncate(uint64_t size) override {
-    std::lock_guard<std::mutex> lock(extend_mu_);
+    std::unique_lock<std::shared_mutex> lock(extend_mu_);
     if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) return LastError();
     return OkStatus();
   }
@@ -220,7 +224,7 @@ class PosixFile final : public File {
 
   const int fd_;
   const bool direct_;
-  std::mutex extend_mu_;  // serialises writes that extend the file
+  std::shared_mutex extend_mu_;  // exclusive: writes that extend the file
   std::array<std::mutex, kStripes> stripes_;
 };
 
