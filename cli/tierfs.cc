@@ -37,7 +37,8 @@ constexpr const char* kUsage =
     "      --mode MODE            writeback, writethrough, passthrough\n"
     "                             (default writeback)\n"
     "      --policy NAME          smq, cleaner, lru (default smq)\n"
-    "      --migration-threshold SIZE  migration bytes in flight (default 16M)\n"
+    "      --migration-threshold SIZE  migration bytes in flight (default "
+    "16M)\n"
     "      --no-cache             pass files through uncached\n"
     "      --max-threads N        FUSE worker threads (default 16)\n"
     "      --log-level LEVEL      debug, info, warning, error (default info)\n"
@@ -204,11 +205,13 @@ int Mount(int argc, char** argv) {
   if (optind < argc) {
     return UsageError(std::string("unexpected argument ") + argv[optind]);
   }
-  if (config.fast_dir.empty()) return UsageError("mount: --fast DIR is required");
-  if (config.slow_dir.empty()) return UsageError("mount: --slow DIR is required");
-  config.services = [](tierfs::cache::CacheEngine& engine,
-                        const tierfs::fusefs::MountFacts& facts)
-      -> std::shared_ptr<void> {
+  if (config.fast_dir.empty())
+    return UsageError("mount: --fast DIR is required");
+  if (config.slow_dir.empty())
+    return UsageError("mount: --slow DIR is required");
+  config.services =
+      [](tierfs::cache::CacheEngine& engine,
+         const tierfs::fusefs::MountFacts& facts) -> std::shared_ptr<void> {
     tierfs::control::DaemonInfo info{facts.mountpoint, facts.fast_dir,
                                      facts.slow_dir, ::geteuid()};
     std::string error;

@@ -88,34 +88,35 @@ void PrintStats(const json& s) {
   std::printf("writes      %llu hits, %llu misses\n",
               static_cast<unsigned long long>(u("write_hits")),
               static_cast<unsigned long long>(u("write_misses")));
-  std::printf("migrations  %llu promotions, %llu demotions, %llu writebacks "
-              "(%.1f/s), %llu in flight, %llu failed\n",
-              static_cast<unsigned long long>(u("promotions")),
-              static_cast<unsigned long long>(u("demotions")),
-              static_cast<unsigned long long>(u("writebacks")),
-              s["writeback_rate"].get<double>(),
-              static_cast<unsigned long long>(u("migrations_in_flight")),
-              static_cast<unsigned long long>(u("migration_failures")));
-  std::printf("bypassed    %llu block IOs   errors: cache %llu, origin %llu\n",
-              static_cast<unsigned long long>(u("bypassed")),
-              static_cast<unsigned long long>(
-                  s["errors"]["cache"].get<uint64_t>()),
-              static_cast<unsigned long long>(
-                  s["errors"]["origin"].get<uint64_t>()));
+  std::printf(
+      "migrations  %llu promotions, %llu demotions, %llu writebacks "
+      "(%.1f/s), %llu in flight, %llu failed\n",
+      static_cast<unsigned long long>(u("promotions")),
+      static_cast<unsigned long long>(u("demotions")),
+      static_cast<unsigned long long>(u("writebacks")),
+      s["writeback_rate"].get<double>(),
+      static_cast<unsigned long long>(u("migrations_in_flight")),
+      static_cast<unsigned long long>(u("migration_failures")));
+  std::printf(
+      "bypassed    %llu block IOs   errors: cache %llu, origin %llu\n",
+      static_cast<unsigned long long>(u("bypassed")),
+      static_cast<unsigned long long>(s["errors"]["cache"].get<uint64_t>()),
+      static_cast<unsigned long long>(s["errors"]["origin"].get<uint64_t>()));
   const json& lat = s["latency_us"];
-  std::printf("latency     read p50 %llu us p99 %llu us p999 %llu us; write "
-              "p50 %llu us p99 %llu us p999 %llu us\n",
-              static_cast<unsigned long long>(lat["read"]["p50"].get<uint64_t>()),
-              static_cast<unsigned long long>(lat["read"]["p99"].get<uint64_t>()),
-              static_cast<unsigned long long>(lat["read"]["p999"].get<uint64_t>()),
-              static_cast<unsigned long long>(lat["write"]["p50"].get<uint64_t>()),
-              static_cast<unsigned long long>(lat["write"]["p99"].get<uint64_t>()),
-              static_cast<unsigned long long>(lat["write"]["p999"].get<uint64_t>()));
+  std::printf(
+      "latency     read p50 %llu us p99 %llu us p999 %llu us; write "
+      "p50 %llu us p99 %llu us p999 %llu us\n",
+      static_cast<unsigned long long>(lat["read"]["p50"].get<uint64_t>()),
+      static_cast<unsigned long long>(lat["read"]["p99"].get<uint64_t>()),
+      static_cast<unsigned long long>(lat["read"]["p999"].get<uint64_t>()),
+      static_cast<unsigned long long>(lat["write"]["p50"].get<uint64_t>()),
+      static_cast<unsigned long long>(lat["write"]["p99"].get<uint64_t>()),
+      static_cast<unsigned long long>(lat["write"]["p999"].get<uint64_t>()));
 }
 
 void PrintVolumes(const json& volumes) {
-  std::printf("%-32s %10s %10s %10s %7s\n", "VOLUME", "SIZE", "CACHED",
-              "DIRTY", "HIT");
+  std::printf("%-32s %10s %10s %10s %7s\n", "VOLUME", "SIZE", "CACHED", "DIRTY",
+              "HIT");
   for (const json& v : volumes) {
     std::printf("%-32s %10s %10s %10s %7s\n",
                 v["name"].get<std::string>().c_str(),
@@ -208,7 +209,8 @@ int Run(const Args& a) {
   }
   if (cmd == "set") {
     if (nargs != 2) return UsageError("usage: set KEY VALUE");
-    if (!call({{"cmd", "set"}, {"key", a.positional[1]},
+    if (!call({{"cmd", "set"},
+               {"key", a.positional[1]},
                {"value", a.positional[2]}})) {
       return Fail(error);
     }
@@ -229,16 +231,16 @@ int Run(const Args& a) {
     if (nargs == 1) request["volume"] = a.positional[1];
     auto reply = call(request);
     if (!reply) return Fail(error);
-    std::printf("dropped %llu clean blocks\n",
-                static_cast<unsigned long long>(
-                    (*reply)["dropped"].get<uint64_t>()));
+    std::printf(
+        "dropped %llu clean blocks\n",
+        static_cast<unsigned long long>((*reply)["dropped"].get<uint64_t>()));
     return kExitOk;
   }
   if (cmd == "flush") {
     if (nargs != 0) return UsageError("flush takes no arguments");
     const uint64_t timeout_ms =
-        a.wait ? static_cast<uint64_t>(
-                     (a.timeout > 0 ? a.timeout : 24 * 3600) * 1000)
+        a.wait ? static_cast<uint64_t>((a.timeout > 0 ? a.timeout : 24 * 3600) *
+                                       1000)
                : 0;
     auto first = call({{"cmd", "stats"}});
     if (!first) return Fail(error);
@@ -257,8 +259,8 @@ int Run(const Args& a) {
     std::thread flusher([&] {
       tierfs::control::Client c2;
       if (!c2.Connect(*socket, &flush_error)) return;
-      result = c2.Call({{"cmd", "flush"}, {"timeout_ms", timeout_ms}},
-                       &flush_error);
+      result =
+          c2.Call({{"cmd", "flush"}, {"timeout_ms", timeout_ms}}, &flush_error);
     });
     const auto start = std::chrono::steady_clock::now();
     const bool tty = ::isatty(STDERR_FILENO);
@@ -274,16 +276,15 @@ int Run(const Args& a) {
       const int width = 30;
       const int filled =
           total == 0 ? width : static_cast<int>(width * done / total);
-      std::fprintf(stderr,
-                   "%s[%-*s] %llu/%llu blocks, %s/%s, %s/s, ETA %.0fs%s",
-                   tty ? "\r" : "", width, std::string(filled, '#').c_str(),
-                   static_cast<unsigned long long>(done),
-                   static_cast<unsigned long long>(total),
-                   tierfs::FormatSize(done * bs).c_str(),
-                   tierfs::FormatSize(total * bs).c_str(),
-                   tierfs::FormatSize(static_cast<uint64_t>(rate * bs)).c_str(),
-                   rate > 0 ? static_cast<double>(dirty) / rate : 0.0,
-                   tty ? "" : "\n");
+      std::fprintf(
+          stderr, "%s[%-*s] %llu/%llu blocks, %s/%s, %s/s, ETA %.0fs%s",
+          tty ? "\r" : "", width, std::string(filled, '#').c_str(),
+          static_cast<unsigned long long>(done),
+          static_cast<unsigned long long>(total),
+          tierfs::FormatSize(done * bs).c_str(),
+          tierfs::FormatSize(total * bs).c_str(),
+          tierfs::FormatSize(static_cast<uint64_t>(rate * bs)).c_str(),
+          rate > 0 ? static_cast<double>(dirty) / rate : 0.0, tty ? "" : "\n");
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
     }
     flusher.join();

@@ -74,7 +74,7 @@ TEST(PolicyTest, LruPromotesOnMissThenHits) {
 TEST(PolicyTest, SmqNeedsHotspotHeatBeforePromoting) {
   auto p = Make("smq", 64);
   EXPECT_FALSE(Read(*p, O(100)));
-  EXPECT_EQ(Drain(*p), 0);  // one miss is not enough
+  EXPECT_EQ(Drain(*p), 0);         // one miss is not enough
   EXPECT_FALSE(Read(*p, O(101)));  // same hotspot (16 blocks)
   EXPECT_EQ(Drain(*p), 1);
   EXPECT_TRUE(Read(*p, O(101)));
@@ -195,9 +195,10 @@ TEST(PolicyTest, HintsRoundTripThroughLoadMapping) {
   ASSERT_TRUE(d->LoadMapping(O(5), c, false, hint, false).ok());
   EXPECT_EQ(d->GetHint(c), 0u);
   // Bad input is refused, not trusted.
-  EXPECT_FALSE(b->LoadMapping(O(6), c, false, 0, false).ok());   // slot taken
+  EXPECT_FALSE(b->LoadMapping(O(6), c, false, 0, false).ok());  // slot taken
   EXPECT_FALSE(b->LoadMapping(O(5), CBlock(3), false, 0, false).ok());  // dup
-  EXPECT_FALSE(b->LoadMapping(O(7), CBlock(99), false, 0, false).ok());  // range
+  EXPECT_FALSE(
+      b->LoadMapping(O(7), CBlock(99), false, 0, false).ok());  // range
 }
 
 TEST(PolicyTest, SequentialStreamsDoNotPromote) {
@@ -329,8 +330,8 @@ TEST(PolicyTest, MemoryPerCacheBlockIsReported) {
   const uint64_t blocks = 1 << 16;
   auto p = Make("smq", blocks);
   for (uint64_t i = 0; i < blocks; ++i) {
-    ASSERT_TRUE(p->LoadMapping(O(i), CBlock(static_cast<uint32_t>(i)), i % 3 == 0,
-                               0, false)
+    ASSERT_TRUE(p->LoadMapping(O(i), CBlock(static_cast<uint32_t>(i)),
+                               i % 3 == 0, 0, false)
                     .ok());
   }
   const double per_block =

@@ -12,7 +12,8 @@ constexpr int kVictimScan = 16;
 
 bool ParseU64(std::string_view text, uint64_t* out) {
   if (text.empty()) return false;
-  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), *out);
+  auto [ptr, ec] =
+      std::from_chars(text.data(), text.data() + text.size(), *out);
   return ec == std::errc() && ptr == text.data() + text.size();
 }
 
@@ -267,13 +268,14 @@ bool QueuePolicy::GetBackgroundWork(bool idle, Work* work) {
     // Queue writebacks of the oldest dirty blocks.
     int scanned = 0;
     for (uint32_t i = dirty_.head;
-         i != kNil && tracker_.Count(WorkOp::kWriteback) < kMaxQueuedWritebacks &&
+         i != kNil &&
+         tracker_.Count(WorkOp::kWriteback) < kMaxQueuedWritebacks &&
          scanned < 4 * static_cast<int>(kMaxQueuedWritebacks);
          i = entries_[i].next, ++scanned) {
       Entry& e = entries_[i];
       if (e.flags & kBusy) continue;
-      if (!clean_all && dirty_count_ - tracker_.Count(WorkOp::kWriteback) <=
-                            DirtyTarget()) {
+      if (!clean_all &&
+          dirty_count_ - tracker_.Count(WorkOp::kWriteback) <= DirtyTarget()) {
         break;
       }
       if (!tracker_.Queue(Work{WorkOp::kWriteback, e.oblock, CBlock(i)})) {

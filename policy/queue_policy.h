@@ -72,10 +72,10 @@ class QueuePolicy final : public Policy {
   static constexpr int kStreams = 8;
 
   enum Flag : uint8_t {
-    kMapped = 1,      // in index_ and in a queue
+    kMapped = 1,  // in index_ and in a queue
     kDirty = 2,
-    kReserved = 4,    // slot reserved for a pending promotion
-    kBusy = 8,        // demotion or writeback issued/queued
+    kReserved = 4,  // slot reserved for a pending promotion
+    kBusy = 8,      // demotion or writeback issued/queued
   };
   struct Entry {
     OBlock oblock;

@@ -93,7 +93,8 @@ Result<std::unique_ptr<CacheEngine>> CacheEngine::Create(
   Result<uint64_t> size = cache_store->Size();
   if (!size.ok()) return fail(size.error().value(), "cannot stat cache store");
   if (*size < options.cache_blocks * bs) {
-    return fail(EINVAL, "cache store is smaller than cache_blocks * block_size");
+    return fail(EINVAL,
+                "cache store is smaller than cache_blocks * block_size");
   }
   std::string policy_error;
   Result<std::unique_ptr<policy::Policy>> policy = policy::CreatePolicy(
@@ -113,8 +114,8 @@ CacheEngine::CacheEngine(const EngineOptions& options,
       prison_(std::make_unique<prison::Prison>()),
       mode_(options.mode),
       policy_(std::move(policy)),
-      migration_threshold_(std::max(options.migration_threshold,
-                                    options.block_size)) {
+      migration_threshold_(
+          std::max(options.migration_threshold, options.block_size)) {
   pool_ = std::make_unique<WorkerPool>(options.migration_threads, options.tick,
                                        [this] { OnTick(); });
   pool_->StartTicking();
@@ -305,8 +306,8 @@ void CacheEngine::Finish(Request* req, std::error_code ec) {
       req->read_done(ec);
     } else {
       Bump(req->volume->counters_.bytes_read, req->progress);
-      req->read_done(std::span<const std::byte>(req->out.data(),
-                                                req->progress));
+      req->read_done(
+          std::span<const std::byte>(req->out.data(), req->progress));
     }
   }
 }
@@ -350,9 +351,8 @@ CacheEngine::Step CacheEngine::ReadBlock(Request* req, uint64_t index,
     Bump(counters_.io.read_misses);
   }
   if (!hit && !ec) {
-    Result<size_t> n = volume.origin_->ReadAt(index * options_.block_size +
-                                                  in_block,
-                                              dest);
+    Result<size_t> n =
+        volume.origin_->ReadAt(index * options_.block_size + in_block, dest);
     if (!n.ok()) {
       Bump(counters_.origin_errors);
       ec = n.error();
@@ -431,8 +431,8 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
     Bump(volume.counters_.write_hits);
     Bump(counters_.io.write_hits);
     if (mode != Mode::kWriteback) {
-      Status st = volume.origin_->WriteAt(
-          index * options_.block_size + in_block, src);
+      Status st =
+          volume.origin_->WriteAt(index * options_.block_size + in_block, src);
       if (!st.ok()) {
         Bump(counters_.origin_errors);
         ec = st.error();
@@ -548,7 +548,8 @@ Status CacheEngine::SwitchPolicy(std::string_view name,
     if (!st.ok()) {
       lock.unlock();
       AllowMigrations(true);
-      if (error_message) *error_message = "cannot move mappings to the new policy";
+      if (error_message)
+        *error_message = "cannot move mappings to the new policy";
       return st;
     }
     policy_ = std::move(fresh).value();
@@ -647,8 +648,8 @@ Status CacheEngine::Truncate(Volume& volume, uint64_t new_size) {
       // new end by writing them to the origin before dropping the mapping.
       const size_t keep = static_cast<size_t>(new_size % bs);
       io::AlignedBuffer buf(keep, false);
-      Result<size_t> n = cache_->ReadAt(CacheOffset(*cblock),
-                                        buf.span(0, keep));
+      Result<size_t> n =
+          cache_->ReadAt(CacheOffset(*cblock), buf.span(0, keep));
       Status st = n.ok() && *n == keep
                       ? volume.origin_->WriteAt(index * bs, buf.span(0, keep))
                       : Status(n.ok() ? ErrnoCode(EIO) : n.error());
@@ -709,13 +710,13 @@ Status CacheEngine::Discard(const std::shared_ptr<Volume>& volume,
       }
     }
   }
-  st = volume->origin_->PunchHole(first_full * bs, (end_full - first_full) * bs);
+  st =
+      volume->origin_->PunchHole(first_full * bs, (end_full - first_full) * bs);
   UnlockBlocks(std::move(cells));
   return st;
 }
 
-Result<uint64_t> CacheEngine::Seek(Volume& volume, uint64_t offset,
-                                  bool data) {
+Result<uint64_t> CacheEngine::Seek(Volume& volume, uint64_t offset, bool data) {
   const uint64_t bs = options_.block_size;
   if (data) {
     Result<uint64_t> origin = volume.origin_->SeekData(offset);

@@ -77,7 +77,10 @@ class Volume {
  public:
   Volume(VolumeId id, uint64_t dev, uint64_t ino,
          std::shared_ptr<io::File> origin, uint64_t size)
-      : id_(id), dev_(dev), ino_(ino), origin_(std::move(origin)),
+      : id_(id),
+        dev_(dev),
+        ino_(ino),
+        origin_(std::move(origin)),
         size_(size) {}
 
   VolumeId id() const { return id_; }
@@ -110,8 +113,7 @@ struct VolumeInfo {
 };
 
 struct EngineSnapshot {
-  uint64_t block_size = 0, cache_blocks = 0, used_blocks = 0,
-           dirty_blocks = 0;
+  uint64_t block_size = 0, cache_blocks = 0, used_blocks = 0, dirty_blocks = 0;
   uint64_t read_hits = 0, read_misses = 0, write_hits = 0, write_misses = 0;
   uint64_t promotions = 0, demotions = 0, writebacks = 0, overwrites = 0;
   uint64_t bypassed = 0, migration_failures = 0, cache_errors = 0,
@@ -158,8 +160,8 @@ class CacheEngine {
 
   // Reads `size` bytes at `offset` (short at end of file). `done` runs
   // exactly once, possibly before Read returns.
-  void Read(const std::shared_ptr<Volume>& volume, uint64_t offset,
-            size_t size, ReadDone done);
+  void Read(const std::shared_ptr<Volume>& volume, uint64_t offset, size_t size,
+            ReadDone done);
   // Writes `data` at `offset`. `data` need only stay valid until Write
   // returns. `done` runs exactly once, possibly before Write returns.
   void Write(const std::shared_ptr<Volume>& volume, uint64_t offset,
@@ -256,9 +258,9 @@ class CacheEngine {
 
   std::mutex volumes_mu_;
   std::map<std::pair<uint64_t, uint64_t>, std::shared_ptr<Volume>>
-      volumes_;                                      // guarded by volumes_mu_
+      volumes_;                                        // guarded by volumes_mu_
   std::map<uint32_t, std::shared_ptr<Volume>> by_id_;  // guarded by volumes_mu_
-  uint32_t next_volume_id_ = 1;                      // guarded by volumes_mu_
+  uint32_t next_volume_id_ = 1;                        // guarded by volumes_mu_
 
   SyncTracker cache_sync_;
   std::atomic<uint64_t> last_io_ms_{0};
@@ -273,7 +275,7 @@ class CacheEngine {
   std::condition_variable drain_cv_;
 
   EngineCounters counters_;
-  int overwrites_pending_ = 0;          // guarded by policy_mu_
+  int overwrites_pending_ = 0;         // guarded by policy_mu_
   std::condition_variable policy_cv_;  // overwrites_pending_ reached 0
   // Writeback rate, updated each tick.
   std::atomic<double> writeback_rate_{0};

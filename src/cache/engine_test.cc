@@ -2,8 +2,9 @@
 // concurrent IO with migrations, checked byte-for-byte against a shadow.
 //
 // Sanitizers:
-//   meson setup build-tsan -Db_sanitize=thread && meson test -C build-tsan cache
-//   meson setup build-asan -Db_sanitize=address,undefined && meson test -C build-asan cache
+//   meson setup build-tsan -Db_sanitize=thread && meson test -C build-tsan
+//   cache meson setup build-asan -Db_sanitize=address,undefined && meson test
+//   -C build-asan cache
 
 #include "src/cache/engine.h"
 
@@ -90,14 +91,13 @@ struct Fixture {
   Result<std::vector<std::byte>> ReadSync(const std::shared_ptr<Volume>& v,
                                           uint64_t off, size_t size) {
     std::promise<Result<std::vector<std::byte>>> p;
-    engine->Read(v, off, size,
-                 [&p](Result<std::span<const std::byte>> r) {
-                   if (!r.ok()) {
-                     p.set_value(r.error());
-                   } else {
-                     p.set_value(std::vector<std::byte>(r->begin(), r->end()));
-                   }
-                 });
+    engine->Read(v, off, size, [&p](Result<std::span<const std::byte>> r) {
+      if (!r.ok()) {
+        p.set_value(r.error());
+      } else {
+        p.set_value(std::vector<std::byte>(r->begin(), r->end()));
+      }
+    });
     return p.get_future().get();
   }
 
@@ -191,7 +191,8 @@ TEST(EngineTest, WholeBlockWriteMissUsesOverwrite) {
   Fixture f(64);
   auto v = f.NewVolume("vol", 32 * kBlock);
   auto data = Pattern(kBlock, 3);
-  for (uint64_t b = 0; b < 8; ++b) ASSERT_TRUE(f.WriteSync(v, b * kBlock, data).ok());
+  for (uint64_t b = 0; b < 8; ++b)
+    ASSERT_TRUE(f.WriteSync(v, b * kBlock, data).ok());
   EngineSnapshot s = f.engine->Snapshot();
   EXPECT_GT(s.overwrites, 0u);
   EXPECT_GT(s.dirty_blocks, 0u);
@@ -208,7 +209,8 @@ TEST(EngineTest, WholeBlockWriteMissUsesOverwrite) {
 
 TEST(EngineTest, TailBlockIsNeverCached) {
   Fixture f(64);
-  auto v = f.NewVolume("vol", 2 * kBlock + 1000, Pattern(2 * kBlock + 1000, 21));
+  auto v =
+      f.NewVolume("vol", 2 * kBlock + 1000, Pattern(2 * kBlock + 1000, 21));
   Warm(f, v, 3);
   ASSERT_TRUE(f.engine->Flush(std::chrono::seconds(5)).ok());
   uint64_t used = f.engine->Snapshot().used_blocks;
@@ -361,20 +363,26 @@ void RandomizedStress(const std::string& policy, Mode mode, uint32_t seed) {
                               kThreads * kRegion) == shadow[i])
         << "origin of volume " << i;
   }
-  std::printf("%s seed %u: promotions %llu demotions %llu writebacks %llu "
-              "overwrites %llu read hits %llu misses %llu\n",
-              policy.c_str(), seed,
-              static_cast<unsigned long long>(s.promotions),
-              static_cast<unsigned long long>(s.demotions),
-              static_cast<unsigned long long>(s.writebacks),
-              static_cast<unsigned long long>(s.overwrites),
-              static_cast<unsigned long long>(s.read_hits),
-              static_cast<unsigned long long>(s.read_misses));
+  std::printf(
+      "%s seed %u: promotions %llu demotions %llu writebacks %llu "
+      "overwrites %llu read hits %llu misses %llu\n",
+      policy.c_str(), seed, static_cast<unsigned long long>(s.promotions),
+      static_cast<unsigned long long>(s.demotions),
+      static_cast<unsigned long long>(s.writebacks),
+      static_cast<unsigned long long>(s.overwrites),
+      static_cast<unsigned long long>(s.read_hits),
+      static_cast<unsigned long long>(s.read_misses));
 }
 
-TEST(EngineStressTest, SmqWriteback) { RandomizedStress("smq", Mode::kWriteback, 1); }
-TEST(EngineStressTest, SmqWriteback2) { RandomizedStress("smq", Mode::kWriteback, 2); }
-TEST(EngineStressTest, LruWriteback) { RandomizedStress("lru", Mode::kWriteback, 3); }
+TEST(EngineStressTest, SmqWriteback) {
+  RandomizedStress("smq", Mode::kWriteback, 1);
+}
+TEST(EngineStressTest, SmqWriteback2) {
+  RandomizedStress("smq", Mode::kWriteback, 2);
+}
+TEST(EngineStressTest, LruWriteback) {
+  RandomizedStress("lru", Mode::kWriteback, 3);
+}
 TEST(EngineStressTest, SmqWritethrough) {
   RandomizedStress("smq", Mode::kWritethrough, 4);
 }

@@ -48,10 +48,9 @@ void CacheEngine::PullWork() {
   const uint64_t bs = options_.block_size;
   while (!shut_down_.load() &&
          in_flight_bytes_.load() + bs <= migration_threshold_.load()) {
-    const bool idle =
-        flushing_.load() ||
-        NowMs() - last_io_ms_.load(std::memory_order_relaxed) >
-            2 * static_cast<uint64_t>(options_.tick.count());
+    const bool idle = flushing_.load() ||
+                      NowMs() - last_io_ms_.load(std::memory_order_relaxed) >
+                          2 * static_cast<uint64_t>(options_.tick.count());
     policy::Work work;
     {
       std::lock_guard<std::mutex> lock(policy_mu_);
@@ -186,8 +185,8 @@ void CacheEngine::RunWriteback(std::shared_ptr<Migration> m) {
       Bump(counters_.cache_errors);
       return FinishMigration(std::move(m), false);
     }
-    Status st = volume.origin_->WriteAt(m->work.oblock.index * bs,
-                                        m->buffer.span());
+    Status st =
+        volume.origin_->WriteAt(m->work.oblock.index * bs, m->buffer.span());
     // The block is clean only once the origin copy is durable.
     if (st.ok()) st = volume.origin_->Sync();
     if (!st.ok()) {
@@ -233,9 +232,7 @@ void CacheEngine::FinishMigration(std::shared_ptr<Migration> m, bool success) {
   if (m->cell != nullptr) Dispatch(prison_->Unlock(m->cell));
   in_flight_bytes_.fetch_sub(options_.block_size);
   in_flight_.fetch_sub(1);
-  {
-    std::lock_guard<std::mutex> lock(drain_mu_);
-  }
+  { std::lock_guard<std::mutex> lock(drain_mu_); }
   drain_cv_.notify_all();
   KickMigrations();
 }
@@ -249,9 +246,9 @@ void CacheEngine::OnTick() {
   // Writeback rate: an exponential average over about a second.
   const uint64_t writebacks = counters_.writebacks.load();
   if (rate_last_ms_ != 0 && now > rate_last_ms_) {
-    const double instant = 1000.0 *
-                           static_cast<double>(writebacks - rate_last_writebacks_) /
-                           static_cast<double>(now - rate_last_ms_);
+    const double instant =
+        1000.0 * static_cast<double>(writebacks - rate_last_writebacks_) /
+        static_cast<double>(now - rate_last_ms_);
     const double old = writeback_rate_.load();
     writeback_rate_.store(old + 0.2 * (instant - old));
   }

@@ -45,8 +45,8 @@ bool SetTunable(CacheEngine& engine, std::string_view key,
   }
   if (key == "migrations") {
     if (value != "on" && value != "off") {
-      *error = "migrations: expected on or off, not '" + std::string(value) +
-               "'";
+      *error =
+          "migrations: expected on or off, not '" + std::string(value) + "'";
       return false;
     }
     engine.AllowMigrations(value == "on");
@@ -70,8 +70,8 @@ bool SetTunable(CacheEngine& engine, std::string_view key,
     }
     return true;
   }
-  *error = "unknown key '" + std::string(key) +
-           "'; 'tierfs-ctl get' lists the keys";
+  *error =
+      "unknown key '" + std::string(key) + "'; 'tierfs-ctl get' lists the keys";
   return false;
 }
 

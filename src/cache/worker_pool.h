@@ -19,7 +19,10 @@ class WorkerPool {
  public:
   WorkerPool(unsigned threads, std::chrono::milliseconds tick,
              std::function<void()> on_tick)
-      : pool_(threads), timer_(pool_), tick_(tick), on_tick_(std::move(on_tick)) {}
+      : pool_(threads),
+        timer_(pool_),
+        tick_(tick),
+        on_tick_(std::move(on_tick)) {}
   ~WorkerPool() { Stop(); }
 
   // Starts the periodic tick; call once the tick's target is ready.
@@ -50,7 +53,6 @@ class WorkerPool {
   }
 
  public:
-
   // Cancels the tick and waits for queued work to finish.
   void Stop() {
     {

@@ -89,11 +89,13 @@ bool Client::Connect(const std::string& path, std::string* error) {
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
   if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     if (errno == EACCES || errno == EPERM) {
-      *error = "permission denied: only root or the user who mounted the "
-               "tier may use its control socket (" + path + ")";
+      *error =
+          "permission denied: only root or the user who mounted the "
+          "tier may use its control socket (" +
+          path + ")";
     } else {
-      *error = "cannot reach the daemon at " + path + ": " +
-               std::strerror(errno);
+      *error =
+          "cannot reach the daemon at " + path + ": " + std::strerror(errno);
     }
     return false;
   }
@@ -105,8 +107,8 @@ std::optional<nlohmann::json> Client::Call(const nlohmann::json& request,
   std::string line = request.dump() + "\n";
   size_t sent = 0;
   while (sent < line.size()) {
-    ssize_t n = ::send(fd_, line.data() + sent, line.size() - sent,
-                       MSG_NOSIGNAL);
+    ssize_t n =
+        ::send(fd_, line.data() + sent, line.size() - sent, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       *error = "lost the connection to the daemon";

@@ -15,9 +15,9 @@ json Error(const std::string& message) {
 }
 
 double Ratio(uint64_t hits, uint64_t misses) {
-  return hits + misses == 0 ? 0.0
-                            : static_cast<double>(hits) /
-                                  static_cast<double>(hits + misses);
+  return hits + misses == 0
+             ? 0.0
+             : static_cast<double>(hits) / static_cast<double>(hits + misses);
 }
 
 json VolumesJson(cache::CacheEngine& engine) {
@@ -67,8 +67,8 @@ json StatsJson(cache::CacheEngine& engine, const DaemonInfo& info) {
       {"read_misses", s.read_misses},
       {"write_hits", s.write_hits},
       {"write_misses", s.write_misses},
-      {"hit_ratio", Ratio(s.read_hits + s.write_hits,
-                          s.read_misses + s.write_misses)},
+      {"hit_ratio",
+       Ratio(s.read_hits + s.write_hits, s.read_misses + s.write_misses)},
       {"read_hit_ratio", Ratio(s.read_hits, s.read_misses)},
       {"promotions", s.promotions},
       {"demotions", s.demotions},
@@ -82,10 +82,14 @@ json StatsJson(cache::CacheEngine& engine, const DaemonInfo& info) {
       {"migration_failures", s.migration_failures},
       {"errors", {{"cache", s.cache_errors}, {"origin", s.origin_errors}}},
       {"latency_us",
-       {{"read", {{"p50", s.read_p50_us}, {"p99", s.read_p99_us},
-                  {"p999", s.read_p999_us}}},
-        {"write", {{"p50", s.write_p50_us}, {"p99", s.write_p99_us},
-                   {"p999", s.write_p999_us}}}}},
+       {{"read",
+         {{"p50", s.read_p50_us},
+          {"p99", s.read_p99_us},
+          {"p999", s.read_p999_us}}},
+        {"write",
+         {{"p50", s.write_p50_us},
+          {"p99", s.write_p99_us},
+          {"p999", s.write_p999_us}}}}},
       {"mode", cache::ModeName(s.mode)},
       {"features", {cache::ModeName(s.mode)}},
       {"policy", s.policy},
@@ -208,22 +212,36 @@ struct Metric {
 };
 
 constexpr Metric kCounters[] = {
-    {"read_hits", "tierfs_read_hits_total", "counter", "Reads served from the cache."},
-    {"read_misses", "tierfs_read_misses_total", "counter", "Reads served from the origin."},
-    {"write_hits", "tierfs_write_hits_total", "counter", "Writes to cached blocks."},
-    {"write_misses", "tierfs_write_misses_total", "counter", "Writes to uncached blocks."},
-    {"promotions", "tierfs_promotions_total", "counter", "Blocks copied into the cache."},
-    {"demotions", "tierfs_demotions_total", "counter", "Clean blocks dropped from the cache."},
-    {"writebacks", "tierfs_writebacks_total", "counter", "Dirty blocks written to the origin."},
-    {"bypassed", "tierfs_bypassed_total", "counter", "Block IOs that skipped the cache."},
-    {"migration_failures", "tierfs_migration_failures_total", "counter", "Migrations that failed."},
+    {"read_hits", "tierfs_read_hits_total", "counter",
+     "Reads served from the cache."},
+    {"read_misses", "tierfs_read_misses_total", "counter",
+     "Reads served from the origin."},
+    {"write_hits", "tierfs_write_hits_total", "counter",
+     "Writes to cached blocks."},
+    {"write_misses", "tierfs_write_misses_total", "counter",
+     "Writes to uncached blocks."},
+    {"promotions", "tierfs_promotions_total", "counter",
+     "Blocks copied into the cache."},
+    {"demotions", "tierfs_demotions_total", "counter",
+     "Clean blocks dropped from the cache."},
+    {"writebacks", "tierfs_writebacks_total", "counter",
+     "Dirty blocks written to the origin."},
+    {"bypassed", "tierfs_bypassed_total", "counter",
+     "Block IOs that skipped the cache."},
+    {"migration_failures", "tierfs_migration_failures_total", "counter",
+     "Migrations that failed."},
     {"block_size", "tierfs_block_size_bytes", "gauge", "Cache block size."},
     {"cache_blocks", "tierfs_cache_blocks", "gauge", "Cache size in blocks."},
-    {"used_blocks", "tierfs_used_blocks", "gauge", "Cache blocks holding data."},
-    {"dirty_blocks", "tierfs_dirty_blocks", "gauge", "Cache blocks newer than the origin."},
-    {"migrations_in_flight", "tierfs_migrations_in_flight", "gauge", "Migrations running."},
-    {"migration_threshold", "tierfs_migration_threshold_bytes", "gauge", "Migration bytes allowed in flight."},
-    {"writeback_rate", "tierfs_writeback_rate_blocks_per_second", "gauge", "Recent writeback rate."},
+    {"used_blocks", "tierfs_used_blocks", "gauge",
+     "Cache blocks holding data."},
+    {"dirty_blocks", "tierfs_dirty_blocks", "gauge",
+     "Cache blocks newer than the origin."},
+    {"migrations_in_flight", "tierfs_migrations_in_flight", "gauge",
+     "Migrations running."},
+    {"migration_threshold", "tierfs_migration_threshold_bytes", "gauge",
+     "Migration bytes allowed in flight."},
+    {"writeback_rate", "tierfs_writeback_rate_blocks_per_second", "gauge",
+     "Recent writeback rate."},
 };
 
 }  // namespace
@@ -277,9 +295,8 @@ std::string PrometheusText(const json& stats) {
     out << "# HELP " << m.name << " Per-volume " << m.key << ".\n"
         << "# TYPE " << m.name << ' ' << m.type << '\n';
     for (const json& v : stats["volumes"]) {
-      out << m.name << "{volume=\""
-          << LabelEscape(v["name"].get<std::string>()) << "\"} "
-          << v[m.key].dump() << '\n';
+      out << m.name << "{volume=\"" << LabelEscape(v["name"].get<std::string>())
+          << "\"} " << v[m.key].dump() << '\n';
     }
   }
   return out.str();

@@ -61,7 +61,9 @@ std::unique_ptr<ControlServer> ControlServer::Start(const std::string& path,
 
 ControlServer::ControlServer(int fd, std::string path,
                              cache::CacheEngine* engine, DaemonInfo info)
-    : listen_fd_(fd), path_(std::move(path)), engine_(engine),
+    : listen_fd_(fd),
+      path_(std::move(path)),
+      engine_(engine),
       info_(std::move(info)) {
   acceptor_ = std::thread([this] { AcceptLoop(); });
 }

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
-#include <csignal>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -11,6 +10,7 @@
 
 #include <chrono>
 #include <climits>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -219,8 +219,8 @@ class FastDirLock {
       return false;
     }
     path_ = dir + "/" + kLockName;
-    fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
-                 0600);
+    fd_ =
+        ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd_ < 0) {
       PrintError("cannot open " + path_ + ": " + ErrnoText(errno));
       return false;
@@ -319,8 +319,8 @@ std::unique_ptr<cache::CacheEngine> OpenCache(const DaemonConfig& config,
       struct statvfs vfs;
       std::string free_text = "unknown";
       if (::statvfs(fast.c_str(), &vfs) == 0) {
-        free_text = FormatSize(static_cast<uint64_t>(vfs.f_bavail) *
-                               vfs.f_frsize);
+        free_text =
+            FormatSize(static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize);
       }
       PrintError("not enough space in fast dir " + fast + " for a " +
                  FormatSize(blocks * bs) + " cache (" + free_text +
@@ -333,9 +333,10 @@ std::unique_ptr<cache::CacheEngine> OpenCache(const DaemonConfig& config,
     return nullptr;
   }
   if (!(*store)->direct()) {
-    TIERFS_LOG_WARNING("fast dir %s does not support O_DIRECT; cache IO is "
-                       "buffered + fdatasync",
-                       fast.c_str());
+    TIERFS_LOG_WARNING(
+        "fast dir %s does not support O_DIRECT; cache IO is "
+        "buffered + fdatasync",
+        fast.c_str());
   }
   cache::EngineOptions engine_options = config.engine;
   engine_options.cache_blocks = blocks;
@@ -378,8 +379,8 @@ int Serve(const DaemonConfig& config, const ResolvedDirs& dirs,
   Filesystem fs(slow_fd, fs_options);
 
   std::vector<std::string> args = {"tierfs"};
-  std::string opts = "default_permissions,fsname=tierfs:" + dirs.slow +
-                     ",subtype=tierfs";
+  std::string opts =
+      "default_permissions,fsname=tierfs:" + dirs.slow + ",subtype=tierfs";
   if (config.allow_other) opts += ",allow_other";
   for (const std::string& o : config.fuse_options) opts += "," + o;
   args.push_back("-o");
@@ -396,7 +397,6 @@ int Serve(const DaemonConfig& config, const ResolvedDirs& dirs,
   }
   std::unique_ptr<fuse_session, void (*)(fuse_session*)> session(
       se, fuse_session_destroy);
-
 
   if (fuse_session_mount(se, dirs.mountpoint.c_str()) != 0) {
     PrintError("cannot mount on " + dirs.mountpoint);
@@ -415,8 +415,8 @@ int Serve(const DaemonConfig& config, const ResolvedDirs& dirs,
   std::string socket_path;
   if (engine && config.services) {
     socket_path = ControlSocketPath(dirs.mountpoint);
-    services = config.services(
-        *engine, MountFacts{dirs.mountpoint, dirs.fast, dirs.slow, socket_path});
+    services = config.services(*engine, MountFacts{dirs.mountpoint, dirs.fast,
+                                                   dirs.slow, socket_path});
   }
   {
     std::ofstream out(state, std::ios::trunc);
@@ -520,7 +520,8 @@ int Unmount(const std::string& mountpoint, bool lazy, double timeout_seconds) {
   if (::geteuid() == 0) {
     if (::umount2(path.c_str(), lazy ? MNT_DETACH : 0) != 0) {
       if (errno == EBUSY) {
-        PrintError(path + " is busy (files are open); close them or use --lazy");
+        PrintError(path +
+                   " is busy (files are open); close them or use --lazy");
       } else {
         PrintError("umount " + path + ": " + ErrnoText(errno));
       }
@@ -555,7 +556,8 @@ int Unmount(const std::string& mountpoint, bool lazy, double timeout_seconds) {
   while (::flock(fd, LOCK_SH | LOCK_NB) != 0) {
     if (std::chrono::steady_clock::now() > deadline) {
       ::close(fd);
-      PrintError("daemon (pid " + state["pid"] + ") still shutting down after " +
+      PrintError("daemon (pid " + state["pid"] +
+                 ") still shutting down after " +
                  std::to_string(static_cast<int>(timeout_seconds)) + "s");
       return kExitFailure;
     }

@@ -58,7 +58,6 @@ int RunDaemon(const DaemonConfig& config);
 // to finish its clean shutdown. Returns an exit code.
 int Unmount(const std::string& mountpoint, bool lazy, double timeout_seconds);
 
-
 }  // namespace tierfs::fusefs
 
 #endif  // TIERFS_SRC_FUSE_DAEMON_H_

@@ -94,7 +94,6 @@ class Filesystem {
   struct DirHandle;
 
  private:
-
   Inode* Get(fuse_ino_t ino) { return inodes_.Get(ino); }
   // Finishes a create-like op: gives the new object the caller's owner when
   // the daemon runs as root, then looks it up.

@@ -24,8 +24,8 @@ bool IsSafeName(const char* name) {
   return std::strchr(name, '/') == nullptr;
 }
 
-int InodeTable::Lookup(Inode* parent, const char* name,
-                       fuse_entry_param* entry, double timeout) {
+int InodeTable::Lookup(Inode* parent, const char* name, fuse_entry_param* entry,
+                       double timeout) {
   if (!IsSafeName(name)) return EINVAL;
   std::memset(entry, 0, sizeof(*entry));
   int fd = ::openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
@@ -59,7 +59,8 @@ void InodeTable::Forget(Inode* inode, uint64_t count) {
   if (inode == root_.get()) return;
   std::lock_guard<std::mutex> lock(mu_);
   inode->nlookup -= std::min(count, inode->nlookup);
-  if (inode->nlookup == 0) inodes_.erase(std::make_pair(inode->dev, inode->ino));
+  if (inode->nlookup == 0)
+    inodes_.erase(std::make_pair(inode->dev, inode->ino));
 }
 
 size_t InodeTable::size() {

@@ -39,8 +39,8 @@ struct Inode {
   // The cache engine's view of this file while it is open (null without an
   // engine).
   std::shared_ptr<cache::Volume> volume;  // guarded by mu
-  bool data_writable = false;      // guarded by mu
-  int open_count = 0;              // guarded by mu
+  bool data_writable = false;             // guarded by mu
+  int open_count = 0;                     // guarded by mu
 };
 
 class InodeTable {
@@ -69,7 +69,8 @@ class InodeTable {
  private:
   std::unique_ptr<Inode> root_;
   std::mutex mu_;
-  std::map<std::pair<dev_t, ino_t>, std::unique_ptr<Inode>> inodes_;  // guarded by mu_
+  std::map<std::pair<dev_t, ino_t>, std::unique_ptr<Inode>>
+      inodes_;  // guarded by mu_
 };
 
 // True if `name` is a single path component that cannot escape its parent.

@@ -65,13 +65,17 @@ const fuse_lowlevel_ops& Filesystem::Operations() {
       Fs(req)->Mknod(Reply(req), parent, name, mode, rdev);
     };
     o.mkdir = [](fuse_req_t req, fuse_ino_t parent, const char* name,
-                 mode_t mode) { Fs(req)->Mkdir(Reply(req), parent, name, mode); };
+                 mode_t mode) {
+      Fs(req)->Mkdir(Reply(req), parent, name, mode);
+    };
     o.symlink = [](fuse_req_t req, const char* target, fuse_ino_t parent,
                    const char* name) {
       Fs(req)->Symlink(Reply(req), target, parent, name);
     };
     o.link = [](fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent,
-                const char* name) { Fs(req)->Link(Reply(req), ino, parent, name); };
+                const char* name) {
+      Fs(req)->Link(Reply(req), ino, parent, name);
+    };
     o.unlink = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
       Fs(req)->Unlink(Reply(req), parent, name);
     };

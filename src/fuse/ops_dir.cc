@@ -43,8 +43,8 @@ void Filesystem::Opendir(Reply reply, fuse_ino_t ino, fuse_file_info* fi) {
   reply.Open(*fi);
 }
 
-void Filesystem::Readdir(Reply reply, fuse_ino_t ino, size_t size,
-                         off_t offset, fuse_file_info* fi, bool plus) {
+void Filesystem::Readdir(Reply reply, fuse_ino_t ino, size_t size, off_t offset,
+                         fuse_file_info* fi, bool plus) {
   DirHandle* d = DirOf(fi);
   std::lock_guard<std::mutex> lock(d->mu);
   Inode* dir = Get(ino);
@@ -87,8 +87,8 @@ void Filesystem::Readdir(Reply reply, fuse_ino_t ino, size_t size,
           break;
         }
       }
-      len = fuse_add_direntry_plus(reply.raw(), buf.data() + used,
-                                   size - used, name, &entry, next);
+      len = fuse_add_direntry_plus(reply.raw(), buf.data() + used, size - used,
+                                   name, &entry, next);
       if (len > size - used) {
         // Does not fit: undo the lookup reference the kernel will not get.
         if (!dot) inodes_.Forget(Get(entry.ino), 1);
@@ -99,8 +99,8 @@ void Filesystem::Readdir(Reply reply, fuse_ino_t ino, size_t size,
       std::memset(&st, 0, sizeof(st));
       st.st_ino = d->entry->d_ino;
       st.st_mode = static_cast<mode_t>(d->entry->d_type) << 12;
-      len = fuse_add_direntry(reply.raw(), buf.data() + used,
-                              size - used, name, &st, next);
+      len = fuse_add_direntry(reply.raw(), buf.data() + used, size - used, name,
+                              &st, next);
       if (len > size - used) break;
     }
     used += len;

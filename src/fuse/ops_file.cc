@@ -59,8 +59,7 @@ bool Unlinked(int fd) {
 
 }  // namespace
 
-Result<Filesystem::OpenData> Filesystem::AcquireData(Inode* inode,
-                                                     bool write) {
+Result<Filesystem::OpenData> Filesystem::AcquireData(Inode* inode, bool write) {
   cache::CacheEngine* engine = options_.engine;
   std::lock_guard<std::mutex> lock(inode->mu);
   if (!inode->data && engine != nullptr) {
@@ -132,8 +131,8 @@ void Filesystem::Open(Reply reply, fuse_ino_t ino, fuse_file_info* fi) {
       return reply.Error(st.error());
     }
   }
-  auto handle = std::make_unique<FileHandle>(
-      FileHandle{inode, data->file, data->volume});
+  auto handle =
+      std::make_unique<FileHandle>(FileHandle{inode, data->file, data->volume});
   const auto fh = reinterpret_cast<uint64_t>(handle.get());
   if (reply.OpenDirect(fh)) {
     handle.release();  // owned by the kernel's open file until Release
@@ -179,8 +178,8 @@ void Filesystem::Create(Reply reply, fuse_ino_t parent, const char* name,
     }
     entry.attr.st_size = 0;
   }
-  auto handle = std::make_unique<FileHandle>(
-      FileHandle{inode, data->file, data->volume});
+  auto handle =
+      std::make_unique<FileHandle>(FileHandle{inode, data->file, data->volume});
   const auto fh = reinterpret_cast<uint64_t>(handle.get());
   if (reply.CreateDirect(entry, fh)) {
     handle.release();
@@ -195,13 +194,12 @@ void Filesystem::Read(Reply reply, fuse_ino_t, size_t size, off_t offset,
                       fuse_file_info* fi) {
   FileHandle* h = Handle(fi);
   if (h->volume) {
-    options_.engine->Read(
-        h->volume, static_cast<uint64_t>(offset), size,
-        [reply = std::move(reply)](
-            Result<std::span<const std::byte>> data) mutable {
-          if (!data.ok()) return reply.Error(data.error());
-          reply.Buffer(*data);
-        });
+    options_.engine->Read(h->volume, static_cast<uint64_t>(offset), size,
+                          [reply = std::move(reply)](
+                              Result<std::span<const std::byte>> data) mutable {
+                            if (!data.ok()) return reply.Error(data.error());
+                            reply.Buffer(*data);
+                          });
     return;
   }
   std::span<std::byte> buf = ReadBuffer(size);

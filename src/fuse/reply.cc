@@ -33,7 +33,9 @@ void Reply::Entry(const fuse_entry_param& entry) {
 void Reply::Attr(const struct stat& attr, double timeout) {
   fuse_reply_attr(Take(), &attr, timeout);
 }
-void Reply::Readlink(const char* target) { fuse_reply_readlink(Take(), target); }
+void Reply::Readlink(const char* target) {
+  fuse_reply_readlink(Take(), target);
+}
 void Reply::Buffer(std::span<const std::byte> data) {
   fuse_reply_buf(Take(), reinterpret_cast<const char*>(data.data()),
                  data.size());

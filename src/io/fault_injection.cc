@@ -35,9 +35,8 @@ FaultInjector::Action FaultInjector::Decide(FaultOp op,
       delay += r.rule.latency;
       if (r.rule.error == 0 && !r.rule.short_io) continue;
       if (r.seen++ < r.rule.skip || r.injected >= r.rule.count) continue;
-      if (r.rule.probability < 1.0 &&
-          std::uniform_real_distribution<double>(0, 1)(rng_) >=
-              r.rule.probability) {
+      if (r.rule.probability < 1.0 && std::uniform_real_distribution<double>(
+                                          0, 1)(rng_) >= r.rule.probability) {
         continue;
       }
       if (action.error == 0 && !action.short_io) {
@@ -58,7 +57,8 @@ class FaultInjectingFile final : public File {
  public:
   FaultInjectingFile(std::unique_ptr<File> base,
                      std::shared_ptr<FaultInjector> injector, std::string path)
-      : base_(std::move(base)), injector_(std::move(injector)),
+      : base_(std::move(base)),
+        injector_(std::move(injector)),
         path_(std::move(path)) {}
 
   Result<size_t> ReadAt(uint64_t offset, std::span<std::byte> buf) override {
@@ -77,7 +77,9 @@ class FaultInjectingFile final : public File {
     if (a.error) return ErrnoCode(a.error);
     return base_->WriteAt(offset, buf);
   }
-  Status Sync() override { return Simple(kFaultSync, [&] { return base_->Sync(); }); }
+  Status Sync() override {
+    return Simple(kFaultSync, [&] { return base_->Sync(); });
+  }
   Status Allocate(uint64_t o, uint64_t l) override {
     return Simple(kFaultAllocate, [&] { return base_->Allocate(o, l); });
   }
@@ -129,9 +131,8 @@ Result<std::unique_ptr<File>> FaultInjectingEnv::OpenAt(
 std::unique_ptr<File> WrapFile(std::unique_ptr<File> file,
                                std::shared_ptr<FaultInjector> injector,
                                std::string path) {
-  return std::make_unique<FaultInjectingFile>(std::move(file),
-                                              std::move(injector),
-                                              std::move(path));
+  return std::make_unique<FaultInjectingFile>(
+      std::move(file), std::move(injector), std::move(path));
 }
 
 }  // namespace tierfs::io

@@ -31,13 +31,13 @@ enum FaultOp : uint32_t {
 };
 
 struct FaultRule {
-  uint32_t ops = kFaultAll;       // FaultOp bits this rule applies to
-  std::string path_contains;      // only files whose path contains this
-  int error = EIO;                // errno to fail with; 0 = latency only
-  bool short_io = false;          // read: half the data; write: torn
-  double probability = 1.0;       // of injecting on a matching op
-  uint64_t skip = 0;              // matching ops to let through first
-  uint64_t count = UINT64_MAX;    // then inject at most this many times
+  uint32_t ops = kFaultAll;              // FaultOp bits this rule applies to
+  std::string path_contains;             // only files whose path contains this
+  int error = EIO;                       // errno to fail with; 0 = latency only
+  bool short_io = false;                 // read: half the data; write: torn
+  double probability = 1.0;              // of injecting on a matching op
+  uint64_t skip = 0;                     // matching ops to let through first
+  uint64_t count = UINT64_MAX;           // then inject at most this many times
   std::chrono::microseconds latency{0};  // added to every matching op
 };
 
@@ -64,8 +64,8 @@ class FaultInjector {
     uint64_t seen = 0, injected = 0;
   };
   mutable std::mutex mu_;
-  std::vector<Rule> rules_;        // guarded by mu_
-  std::mt19937_64 rng_;            // guarded by mu_
+  std::vector<Rule> rules_;           // guarded by mu_
+  std::mt19937_64 rng_;               // guarded by mu_
   std::array<uint64_t, 8> counts_{};  // guarded by mu_
 };
 

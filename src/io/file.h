@@ -68,7 +68,8 @@ class Env {
   // Opens `path` relative to directory fd `dirfd` (AT_FDCWD allowed), never
   // following a symlink in the last component unless options.nofollow is
   // false.
-  virtual Result<std::unique_ptr<File>> OpenAt(int dirfd, const std::string& path,
+  virtual Result<std::unique_ptr<File>> OpenAt(int dirfd,
+                                               const std::string& path,
                                                const OpenOptions& options) = 0;
   // Process-wide real environment.
   static Env* Default();

@@ -29,8 +29,8 @@ class IoTest : public ::testing::Test {
   std::unique_ptr<File> Open(const std::string& name, Env* env = nullptr) {
     OpenOptions o;
     o.create = true;
-    auto f = (env ? env : Env::Default())->OpenAt(AT_FDCWD, dir_ + "/" + name,
-                                                   o);
+    auto f =
+        (env ? env : Env::Default())->OpenAt(AT_FDCWD, dir_ + "/" + name, o);
     EXPECT_TRUE(f.ok()) << f.error().message();
     return std::move(f).value();
   }
@@ -143,12 +143,14 @@ TEST_F(IoTest, FallsBackToBufferedWhereODirectIsRefused) {
   if (::access("/dev/shm", W_OK) != 0) GTEST_SKIP() << "no /dev/shm";
   OpenOptions o;
   o.create = true;
-  const std::string path = "/dev/shm/tierfs-io-test-" + std::to_string(getpid());
+  const std::string path =
+      "/dev/shm/tierfs-io-test-" + std::to_string(getpid());
   auto f = Env::Default()->OpenAt(AT_FDCWD, path, o);
   ASSERT_TRUE(f.ok());
   if ((*f)->direct()) {
     ::unlink(path.c_str());
-    GTEST_SKIP() << "tmpfs on this kernel supports O_DIRECT; no fallback to test";
+    GTEST_SKIP()
+        << "tmpfs on this kernel supports O_DIRECT; no fallback to test";
   }
   auto data = Bytes(5000, 5);
   ASSERT_TRUE((*f)->WriteAt(3, data).ok());
@@ -175,8 +177,8 @@ TEST_F(IoTest, InjectsErrorsByOpAndPath) {
   FaultInjectingEnv env(Env::Default(), injector);
   auto cache = Open("cache.data", &env);
   auto origin = Open("origin.img", &env);
-  injector->AddRule({.ops = kFaultWrite, .path_contains = "cache",
-                     .error = ENOSPC});
+  injector->AddRule(
+      {.ops = kFaultWrite, .path_contains = "cache", .error = ENOSPC});
   std::vector<std::byte> data(4096, std::byte{7});
   EXPECT_EQ(cache->WriteAt(0, data).error().value(), ENOSPC);
   EXPECT_TRUE(origin->WriteAt(0, data).ok());  // other path unaffected
@@ -192,7 +194,8 @@ TEST_F(IoTest, SkipAndCountTriggers) {
   injector->AddRule({.ops = kFaultSync, .error = EIO, .skip = 2, .count = 3});
   std::vector<bool> ok;
   for (int i = 0; i < 7; ++i) ok.push_back(f->Sync().ok());
-  EXPECT_EQ(ok, (std::vector<bool>{true, true, false, false, false, true, true}));
+  EXPECT_EQ(ok,
+            (std::vector<bool>{true, true, false, false, false, true, true}));
 }
 
 TEST_F(IoTest, ProbabilityIsSeededAndDeterministic) {
@@ -231,7 +234,8 @@ TEST_F(IoTest, TornWriteLeavesExactlyThePrefix) {
 TEST_F(IoTest, LatencyIsAdded) {
   auto injector = std::make_shared<FaultInjector>();
   auto f = WrapFile(Open("slow"), injector, "slow");
-  injector->AddRule({.ops = kFaultRead, .error = 0,
+  injector->AddRule({.ops = kFaultRead,
+                     .error = 0,
                      .latency = std::chrono::milliseconds(20)});
   std::vector<std::byte> buf(512);
   const auto start = std::chrono::steady_clock::now();

@@ -55,8 +55,8 @@ class PosixFile final : public File {
     if (buf.empty()) return OkStatus();
     if (!direct_) return PwriteFull(offset, buf);
     const uint64_t end = offset + buf.size();
-    const bool aligned = offset % kDirectIoAlignment == 0 &&
-                         end % kDirectIoAlignment == 0;
+    const bool aligned =
+        offset % kDirectIoAlignment == 0 && end % kDirectIoAlignment == 0;
     // A write reaching past EOF pads the file to a sector boundary until it
     // fixes the size up. Every write holds extend_mu_ shared, extensions
     // exclusively, so no write ever judges "past EOF" against a padded

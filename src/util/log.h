@@ -22,10 +22,13 @@ void Log(LogLevel level, const char* format, ...)
 
 }  // namespace tierfs
 
-#define TIERFS_LOG_DEBUG(...) ::tierfs::Log(::tierfs::LogLevel::kDebug, __VA_ARGS__)
-#define TIERFS_LOG_INFO(...) ::tierfs::Log(::tierfs::LogLevel::kInfo, __VA_ARGS__)
+#define TIERFS_LOG_DEBUG(...) \
+  ::tierfs::Log(::tierfs::LogLevel::kDebug, __VA_ARGS__)
+#define TIERFS_LOG_INFO(...) \
+  ::tierfs::Log(::tierfs::LogLevel::kInfo, __VA_ARGS__)
 #define TIERFS_LOG_WARNING(...) \
   ::tierfs::Log(::tierfs::LogLevel::kWarning, __VA_ARGS__)
-#define TIERFS_LOG_ERROR(...) ::tierfs::Log(::tierfs::LogLevel::kError, __VA_ARGS__)
+#define TIERFS_LOG_ERROR(...) \
+  ::tierfs::Log(::tierfs::LogLevel::kError, __VA_ARGS__)
 
 #endif  // TIERFS_SRC_UTIL_LOG_H_

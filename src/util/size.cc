@@ -12,8 +12,9 @@ std::optional<uint64_t> ParseSize(std::string_view text) {
     return std::nullopt;
   }
   size_t i = 0;
-  while (i < text.size() &&
-         (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) {
+  while (
+      i < text.size() &&
+      (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) {
     ++i;
   }
   std::string number(text.substr(0, i));

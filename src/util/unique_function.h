@@ -18,10 +18,9 @@ class UniqueFunction<R(Args...)> {
   UniqueFunction() = default;
   UniqueFunction(std::nullptr_t) {}  // NOLINT(google-explicit-constructor)
 
-  template <typename F,
-            typename = std::enable_if_t<
-                !std::is_same_v<std::decay_t<F>, UniqueFunction> &&
-                std::is_invocable_r_v<R, F&, Args...>>>
+  template <typename F, typename = std::enable_if_t<
+                            !std::is_same_v<std::decay_t<F>, UniqueFunction> &&
+                            std::is_invocable_r_v<R, F&, Args...>>>
   UniqueFunction(F&& f)  // NOLINT(google-explicit-constructor)
       : impl_(std::make_unique<Model<std::decay_t<F>>>(std::forward<F>(f))) {}
 
@@ -31,7 +30,9 @@ class UniqueFunction<R(Args...)> {
   explicit operator bool() const { return impl_ != nullptr; }
 
   // REQUIRES: *this holds a callable.
-  R operator()(Args... args) { return impl_->Call(std::forward<Args>(args)...); }
+  R operator()(Args... args) {
+    return impl_->Call(std::forward<Args>(args)...);
+  }
 
  private:
   struct Concept {
