@@ -25,10 +25,6 @@ uint64_t NowMs() {
           .count());
 }
 
-prison::Key BlockKey(VolumeId volume, uint64_t index) {
-  return prison::Key{volume, index, index + 1};
-}
-
 }  // namespace
 
 std::optional<Mode> ParseMode(std::string_view name) {
@@ -317,7 +313,7 @@ CacheEngine::Step CacheEngine::ReadBlock(Request* req, uint64_t index,
   Volume& volume = *req->volume;
   prison::Continuation retry = [this, req] { Resume(req); };
   prison::Cell* cell =
-      prison_->Get(BlockKey(volume.id(), index), kReadLevel, retry);
+      prison_->Get(prison::BlockKey(volume.id(), index), kReadLevel, retry);
   if (cell == nullptr) {
     Park(req);
     return Step::kParked;
@@ -377,7 +373,7 @@ CacheEngine::Step CacheEngine::ReadBlock(Request* req, uint64_t index,
 CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
                                           uint64_t in_block, size_t len) {
   Volume& volume = *req->volume;
-  const prison::Key key = BlockKey(volume.id(), index);
+  const prison::Key key = prison::BlockKey(volume.id(), index);
   prison::Continuation retry = [this, req] { Resume(req); };
   prison::Cell* cell = prison_->Get(key, kWriteLevel, retry);
   if (cell == nullptr) {
@@ -431,14 +427,7 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
     Bump(volume.counters_.write_hits);
     Bump(counters_.io.write_hits);
     if (mode != Mode::kWriteback) {
-      Status st =
-          volume.origin_->WriteAt(index * options_.block_size + in_block, src);
-      if (!st.ok()) {
-        Bump(counters_.origin_errors);
-        ec = st.error();
-      } else {
-        volume.origin_sync_.Wrote();
-      }
+      ec = WriteOrigin(volume, index * options_.block_size + in_block, src);
     }
     if (!ec) {
       Status st = cache_->WriteAt(CacheOffset(cblock) + in_block, src);
@@ -458,14 +447,7 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
   } else {
     Bump(volume.counters_.write_misses);
     Bump(counters_.io.write_misses);
-    Status st =
-        volume.origin_->WriteAt(index * options_.block_size + in_block, src);
-    if (!st.ok()) {
-      Bump(counters_.origin_errors);
-      ec = st.error();
-    } else {
-      volume.origin_sync_.Wrote();
-    }
+    ec = WriteOrigin(volume, index * options_.block_size + in_block, src);
   }
   prison_->Put(cell);
   if (queued) KickMigrations();
@@ -484,7 +466,8 @@ Result<bool> CacheEngine::TryOverwrite(Request* req, uint64_t index,
   // data straight there instead of copying the origin block first. Needs
   // the block to ourselves; if anyone else holds it, give the work back.
   Volume& volume = *req->volume;
-  prison::LockResult lock = prison_->Lock(BlockKey(volume.id(), index), 1);
+  prison::LockResult lock =
+      prison_->Lock(prison::BlockKey(volume.id(), index), 1);
   if (lock.cell == nullptr || lock.status != prison::LockStatus::kLocked) {
     if (lock.cell != nullptr) Dispatch(prison_->Unlock(lock.cell));
     CompleteOverwrite(work, false);
@@ -500,13 +483,11 @@ Result<bool> CacheEngine::TryOverwrite(Request* req, uint64_t index,
     Bump(counters_.cache_errors);
     CompleteOverwrite(work, false);
     // Keep the data: it goes to the origin like any write miss.
-    st = volume.origin_->WriteAt(index * options_.block_size, src);
-    if (!st.ok()) {
-      Bump(counters_.origin_errors);
+    if (std::error_code ec =
+            WriteOrigin(volume, index * options_.block_size, src)) {
       Dispatch(prison_->Unlock(lock.cell));
-      return st.error();
+      return ec;
     }
-    volume.origin_sync_.Wrote();
   }
   Bump(counters_.overwrites);
   Bump(volume.counters_.write_misses);
@@ -514,6 +495,17 @@ Result<bool> CacheEngine::TryOverwrite(Request* req, uint64_t index,
   Dispatch(prison_->Unlock(lock.cell));
   GrowTo(volume, (index + 1) * options_.block_size);
   return true;
+}
+
+std::error_code CacheEngine::WriteOrigin(Volume& volume, uint64_t offset,
+                                         std::span<const std::byte> data) {
+  Status st = volume.origin_->WriteAt(offset, data);
+  if (!st.ok()) {
+    Bump(counters_.origin_errors);
+    return st.error();
+  }
+  volume.origin_sync_.Wrote();
+  return {};
 }
 
 void CacheEngine::CompleteOverwrite(const policy::Work& work, bool success) {
@@ -587,7 +579,7 @@ std::vector<void*> CacheEngine::LockBlocksForResize(
     VolumeId volume, const std::vector<uint64_t>& indices) {
   std::vector<void*> cells;
   for (uint64_t index : indices) {
-    const prison::Key key = BlockKey(volume, index);
+    const prison::Key key = prison::BlockKey(volume, index);
     for (;;) {
       prison::LockResult lock = prison_->Lock(key, kReadLevel);
       if (lock.cell != nullptr) {

@@ -220,6 +220,9 @@ class CacheEngine {
   Result<bool> TryOverwrite(Request* req, uint64_t index,
                             const policy::Work& work);
   void CompleteOverwrite(const policy::Work& work, bool success);
+  // Writes foreground data to the origin, counting errors and syncs.
+  std::error_code WriteOrigin(Volume& volume, uint64_t offset,
+                              std::span<const std::byte> data);
   void Park(Request* req);
   void Resume(Request* req);
   void Finish(Request* req, std::error_code ec);

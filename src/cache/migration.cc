@@ -109,8 +109,8 @@ bool LockThen(prison::Prison& prison, WorkerPool& pool, const prison::Key& key,
 }  // namespace
 
 void CacheEngine::RunPromotion(std::shared_ptr<Migration> m) {
-  const prison::Key key{m->work.oblock.volume, m->work.oblock.index,
-                        m->work.oblock.index + 1};
+  const prison::Key key =
+      prison::BlockKey(m->work.oblock.volume, m->work.oblock.index);
   auto copy = [this, m]() mutable {
     const uint64_t bs = options_.block_size;
     Volume& volume = *m->volume;
@@ -155,8 +155,8 @@ void CacheEngine::RunPromotion(std::shared_ptr<Migration> m) {
 }
 
 void CacheEngine::RunDemotion(std::shared_ptr<Migration> m) {
-  const prison::Key key{m->work.oblock.volume, m->work.oblock.index,
-                        m->work.oblock.index + 1};
+  const prison::Key key =
+      prison::BlockKey(m->work.oblock.volume, m->work.oblock.index);
   auto commit = [this, m]() mutable {
     bool ok;
     {
@@ -172,8 +172,8 @@ void CacheEngine::RunDemotion(std::shared_ptr<Migration> m) {
 }
 
 void CacheEngine::RunWriteback(std::shared_ptr<Migration> m) {
-  const prison::Key key{m->work.oblock.volume, m->work.oblock.index,
-                        m->work.oblock.index + 1};
+  const prison::Key key =
+      prison::BlockKey(m->work.oblock.volume, m->work.oblock.index);
   auto copy = [this, m]() mutable {
     const uint64_t bs = options_.block_size;
     Volume& volume = *m->volume;

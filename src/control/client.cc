@@ -15,20 +15,6 @@
 #include "src/util/runtime_paths.h"
 
 namespace tierfs::control {
-namespace {
-
-std::map<std::string, std::string> ReadState(const std::string& path) {
-  std::map<std::string, std::string> out;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    size_t eq = line.find('=');
-    if (eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 1);
-  }
-  return out;
-}
-
-}  // namespace
 
 std::optional<std::string> FindSocket(const std::string& mountpoint,
                                       std::string* error) {
@@ -60,13 +46,13 @@ std::optional<std::string> FindSocket(const std::string& mountpoint,
     if (found.size() > 1) {
       *error = "several tierfs mounts; pick one with -m:";
       for (const std::string& f : found) {
-        *error += " " + ReadState(f)["mountpoint"];
+        *error += " " + ReadKeyValues(f)["mountpoint"];
       }
       return std::nullopt;
     }
     state = found[0];
   }
-  auto values = ReadState(state);
+  auto values = ReadKeyValues(state);
   if (values["socket"].empty()) {
     *error = "the mount on " + values["mountpoint"] + " has no control socket";
     return std::nullopt;

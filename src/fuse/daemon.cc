@@ -190,17 +190,6 @@ std::optional<ResolvedDirs> Validate(const DaemonConfig& config) {
   return ResolvedDirs{*mnt, *fast, *slow};
 }
 
-std::map<std::string, std::string> ReadKeyValues(const std::string& path) {
-  std::map<std::string, std::string> out;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    size_t eq = line.find('=');
-    if (eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 1);
-  }
-  return out;
-}
-
 // The fast dir's lock: held (flock) for the daemon's whole life, so a second
 // daemon on the same cache is refused and `umount` can wait for exit.
 class FastDirLock {

@@ -54,6 +54,11 @@ struct Key {
   friend constexpr bool operator==(const Key&, const Key&) = default;
 };
 
+// The key of one block, the engine's unit of locking.
+inline Key BlockKey(VolumeId volume, uint64_t index) {
+  return Key{volume, index, index + 1};
+}
+
 // Levels are small integers in [0, kLevelCount). The engine uses 0 for
 // writes and 1 for reads.
 inline constexpr int kLevelCount = 4;

@@ -5,6 +5,7 @@
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 
 namespace tierfs {
 namespace {
@@ -40,6 +41,17 @@ std::string RuntimeDir() {
 
 std::string MountStatePath(const std::string& mountpoint) {
   return RuntimeDir() + "/" + EscapeMountpoint(mountpoint) + ".mount";
+}
+
+std::map<std::string, std::string> ReadKeyValues(const std::string& path) {
+  std::map<std::string, std::string> out;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    size_t eq = line.find('=');
+    if (eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 1);
+  }
+  return out;
 }
 
 std::string ControlSocketPath(const std::string& mountpoint) {

@@ -4,6 +4,7 @@
 #ifndef TIERFS_SRC_UTIL_RUNTIME_PATHS_H_
 #define TIERFS_SRC_UTIL_RUNTIME_PATHS_H_
 
+#include <map>
 #include <string>
 
 namespace tierfs {
@@ -15,6 +16,9 @@ std::string RuntimeDir();
 std::string MountStatePath(const std::string& mountpoint);
 // The control socket beside it (<...>.sock).
 std::string ControlSocketPath(const std::string& mountpoint);
+
+// Reads a state or lock file of `key=value` lines (empty if unreadable).
+std::map<std::string, std::string> ReadKeyValues(const std::string& path);
 
 }  // namespace tierfs
 
