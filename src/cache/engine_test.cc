@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "src/io/fault_injection.h"
 #include "src/io/file.h"
 
 namespace tierfs::cache {
@@ -385,6 +386,171 @@ TEST(EngineStressTest, LruWriteback) {
 }
 TEST(EngineStressTest, SmqWritethrough) {
   RandomizedStress("smq", Mode::kWritethrough, 4);
+}
+
+}  // namespace
+}  // namespace tierfs::cache
+
+namespace tierfs::cache {
+namespace {
+
+// Fault injection on each store: data stays correct, errors are counted,
+// dirty blocks are never lost.
+struct FaultFixture {
+  FaultFixture() : injector(std::make_shared<io::FaultInjector>(5)) {
+    EngineOptions o;
+    o.block_size = kBlock;
+    o.cache_blocks = 32;
+    o.policy = "lru";
+    o.tick = std::chrono::milliseconds(10);
+    io::FaultInjectingEnv env(io::Env::Default(), injector);
+    io::OpenOptions create;
+    create.create = true;
+    auto cache = env.OpenAt(AT_FDCWD, dir.path() + "/cache", create);
+    EXPECT_TRUE(cache.ok());
+    EXPECT_TRUE((*cache)->Truncate(32 * kBlock).ok());
+    std::string error;
+    auto e = CacheEngine::Create(o, std::move(cache).value(), &error);
+    EXPECT_TRUE(e.ok()) << error;
+    engine = std::move(e).value();
+    data = Pattern(16 * kBlock, 99);
+    auto origin = env.OpenAt(AT_FDCWD, dir.path() + "/origin", create);
+    EXPECT_TRUE(origin.ok());
+    EXPECT_TRUE((*origin)->WriteAt(0, data).ok());
+    struct stat st;
+    ::stat((dir.path() + "/origin").c_str(), &st);
+    volume = engine->OpenVolume(st.st_dev, st.st_ino,
+                                std::shared_ptr<io::File>(std::move(*origin)));
+  }
+  Result<std::vector<std::byte>> Read(uint64_t off, size_t size) {
+    std::promise<Result<std::vector<std::byte>>> p;
+    engine->Read(volume, off, size, [&p](Result<std::span<const std::byte>> r) {
+      if (!r.ok()) {
+        p.set_value(r.error());
+      } else {
+        p.set_value(std::vector<std::byte>(r->begin(), r->end()));
+      }
+    });
+    return p.get_future().get();
+  }
+  Status Write(uint64_t off, const std::vector<std::byte>& d) {
+    std::promise<Status> p;
+    engine->Write(volume, off, d, [&p](Status st) { p.set_value(st); });
+    return p.get_future().get();
+  }
+  void WarmAll() {
+    for (int r = 0; r < 4; ++r) {
+      for (uint64_t b = 0; b < 16; ++b) ASSERT_TRUE(Read(b * kBlock, 512).ok());
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  TempDir dir;
+  std::shared_ptr<io::FaultInjector> injector;
+  std::unique_ptr<CacheEngine> engine;
+  std::shared_ptr<Volume> volume;
+  std::vector<std::byte> data;
+};
+
+TEST(EngineFaultTest, CacheReadErrorsFallBackToOriginForCleanBlocks) {
+  FaultFixture f;
+  f.WarmAll();
+  ASSERT_GT(f.engine->Snapshot().used_blocks, 0u);
+  f.injector->AddRule(
+      {.ops = io::kFaultRead, .path_contains = "cache", .error = EIO});
+  auto back = f.Read(0, 16 * kBlock);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, f.data);
+  EXPECT_GT(f.engine->Snapshot().cache_errors, 0u);
+}
+
+TEST(EngineFaultTest, FullCacheStoreFailsPromotionsNotIo) {
+  FaultFixture f;
+  f.injector->AddRule(
+      {.ops = io::kFaultWrite, .path_contains = "cache", .error = ENOSPC});
+  f.WarmAll();
+  EngineSnapshot s = f.engine->Snapshot();
+  EXPECT_EQ(s.used_blocks, 0u);
+  EXPECT_GT(s.migration_failures, 0u);
+  auto back = f.Read(0, 16 * kBlock);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, f.data);
+  // Writes still land (on the origin for uncached blocks).
+  auto d = Pattern(kBlock, 7);
+  ASSERT_TRUE(f.Write(3 * kBlock, d).ok());
+  back = f.Read(3 * kBlock, kBlock);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, d);
+}
+
+TEST(EngineFaultTest, OriginWriteErrorsKeepDirtyBlocksUntilTheyHeal) {
+  FaultFixture f;
+  f.WarmAll();
+  ASSERT_GT(f.engine->Snapshot().used_blocks, 0u);
+  auto d = Pattern(16 * kBlock, 8);
+  f.injector->AddRule(
+      {.ops = io::kFaultWrite, .path_contains = "origin", .error = EIO});
+  // Writes to cached blocks succeed (cache only); the rest fail with EIO.
+  std::vector<bool> landed(16);
+  for (uint64_t b = 0; b < 16; ++b) {
+    std::vector<std::byte> piece(d.begin() + b * kBlock,
+                                 d.begin() + (b + 1) * kBlock);
+    landed[b] = f.Write(b * kBlock, piece).ok();
+  }
+  const uint64_t dirty = f.engine->Snapshot().dirty_blocks;
+  ASSERT_GT(dirty, 0u);
+  // Writeback cannot make progress; nothing dirty is dropped.
+  EXPECT_FALSE(f.engine->Flush(std::chrono::milliseconds(500)).ok());
+  EXPECT_EQ(f.engine->Snapshot().dirty_blocks, dirty);
+  EXPECT_GT(f.engine->Snapshot().origin_errors, 0u);
+  for (uint64_t b = 0; b < 16; ++b) {
+    auto back = f.Read(b * kBlock, kBlock);
+    ASSERT_TRUE(back.ok());
+    const auto& want = landed[b] ? d : f.data;
+    EXPECT_TRUE(
+        std::equal(back->begin(), back->end(), want.begin() + b * kBlock))
+        << "block " << b;
+  }
+  f.injector->ClearRules();
+  ASSERT_TRUE(f.engine->Flush(std::chrono::seconds(30)).ok());
+  EXPECT_EQ(f.engine->Snapshot().dirty_blocks, 0u);
+  std::vector<std::byte> origin(16 * kBlock);
+  int fd = ::open((f.dir.path() + "/origin").c_str(), O_RDONLY);
+  ASSERT_EQ(::pread(fd, origin.data(), origin.size(), 0),
+            static_cast<ssize_t>(origin.size()));
+  ::close(fd);
+  for (uint64_t b = 0; b < 16; ++b) {
+    const auto& want = landed[b] ? d : f.data;
+    EXPECT_TRUE(std::equal(origin.begin() + b * kBlock,
+                           origin.begin() + (b + 1) * kBlock,
+                           want.begin() + b * kBlock))
+        << "origin block " << b;
+  }
+}
+
+TEST(EngineFaultTest, SlowOriginStillReadsCorrectlyDuringMigrations) {
+  FaultFixture f;
+  f.injector->AddRule({.ops = io::kFaultRead | io::kFaultWrite,
+                       .path_contains = "origin",
+                       .error = 0,
+                       .latency = std::chrono::microseconds(300)});
+  std::vector<std::thread> threads;
+  std::atomic<int> bad{0};
+  for (int t = 0; t < 3; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(t);
+      for (int i = 0; i < 150; ++i) {
+        const uint64_t off = rng() % (16 * kBlock - 9000);
+        auto back = f.Read(off, 1 + rng() % 9000);
+        if (!back.ok() ||
+            !std::equal(back->begin(), back->end(), f.data.begin() + off)) {
+          bad++;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_GT(f.engine->Snapshot().promotions, 0u);
 }
 
 }  // namespace
