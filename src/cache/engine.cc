@@ -60,7 +60,8 @@ struct CacheEngine::Request {
   // memory until the request parks; then into `owned`.
   std::span<std::byte> out;
   std::span<const std::byte> in;
-  size_t in_skip = 0;  // bytes of the write before in[0]
+  size_t in_skip = 0;           // bytes of the write before in[0]
+  bool skip_overwrite = false;  // this block lost an overwrite race
   io::AlignedBuffer owned;
   ReadDone read_done;
   Done write_done;
@@ -389,7 +390,7 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
   if (Cacheable(volume, index)) {
     std::lock_guard<std::mutex> lock(policy_mu_);
     const OBlock oblock{volume.id(), index};
-    if (mode == Mode::kWriteback && in_block == 0 &&
+    if (mode == Mode::kWriteback && in_block == 0 && !req->skip_overwrite &&
         len == options_.block_size) {
       hit = policy_->LookupWithWork(oblock, &cblock, policy::IoDir::kWrite,
                                     true, &work);
@@ -419,7 +420,9 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
       req->progress += len;
       return Step::kDone;
     }
-    // Contended: fall back to the ordinary path for this block.
+    // Contended: take the ordinary path for this block (once, not again
+    // through the overwrite path, which could keep losing the race).
+    req->skip_overwrite = true;
     return WriteBlock(req, index, in_block, len);
   }
   std::error_code ec;
@@ -456,6 +459,7 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
     return Step::kFailed;
   }
   GrowTo(volume, index * options_.block_size + in_block + len);
+  req->skip_overwrite = false;
   req->progress += len;
   return Step::kDone;
 }
