@@ -3,12 +3,14 @@
 #include <getopt.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 #include <string_view>
 
+#include "policy/registry.h"
 #include "src/control/client.h"
 #include "src/control/server.h"
 #include "src/fuse/daemon.h"
@@ -178,9 +180,15 @@ int Mount(int argc, char** argv) {
         config.engine.mode = *mode;
         break;
       }
-      case kPolicy:
+      case kPolicy: {
+        const auto names = tierfs::policy::PolicyNames();
+        if (std::find(names.begin(), names.end(), optarg) == names.end()) {
+          return UsageError(std::string("--policy: unknown policy '") + optarg +
+                            "' (smq, cleaner, lru)");
+        }
         config.engine.policy = optarg;
         break;
+      }
       case kMigrationThreshold:
         if (!size_arg("--migration-threshold", optarg,
                       &config.engine.migration_threshold)) {

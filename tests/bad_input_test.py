@@ -87,6 +87,7 @@ def main():
         expect_fail([*base, "--block-size", "3000"], "power of two", 2, fast,
                     mnt)
         expect_fail([*base, "--mode", "fast"], "unknown mode", 2, fast, mnt)
+        expect_fail([*base, "--policy", "mru"], "unknown policy", 2, fast, mnt)
         expect_fail(["umount", mnt], "not mounted", 1)
         expect_fail(["frobnicate"], "unknown command", 2)
         # Non-writable fast dir, for a user root's bypass does not hide.
