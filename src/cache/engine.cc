@@ -18,13 +18,6 @@ namespace {
 constexpr int kWriteLevel = 0;
 constexpr int kReadLevel = 1;
 
-uint64_t NowMs() {
-  return static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(
-          std::chrono::steady_clock::now().time_since_epoch())
-          .count());
-}
-
 }  // namespace
 
 std::optional<Mode> ParseMode(std::string_view name) {

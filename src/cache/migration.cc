@@ -17,17 +17,6 @@
 #include "src/util/log.h"
 
 namespace tierfs::cache {
-namespace {
-
-uint64_t NowMs() {
-  return static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(
-          std::chrono::steady_clock::now().time_since_epoch())
-          .count());
-}
-
-}  // namespace
-
 struct CacheEngine::Migration {
   policy::Work work;
   std::shared_ptr<Volume> volume;

@@ -15,6 +15,14 @@
 
 namespace tierfs::cache {
 
+// Monotonic milliseconds: the policy's clock and the idle check.
+inline uint64_t NowMs() {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::steady_clock::now().time_since_epoch())
+          .count());
+}
+
 class WorkerPool {
  public:
   WorkerPool(unsigned threads, std::chrono::milliseconds tick,
