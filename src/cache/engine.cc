@@ -104,8 +104,22 @@ CacheEngine::CacheEngine(const EngineOptions& options,
       prison_(std::make_unique<prison::Prison>()),
       mode_(options.mode),
       policy_(std::move(policy)),
+      meta_(options.metadata.get()),
+      read_only_(options.read_only),
       migration_threshold_(
           std::max(options.migration_threshold, options.block_size)) {
+  if (options.read_only) {
+    read_only_reason_ = "started read-only";
+    migrations_allowed_.store(false);
+    policy_->AllowMigrations(false);
+  }
+  if (meta_ != nullptr) {
+    meta_->SetCacheStore(cache_.get());
+    meta_->SetSnapshot(
+        [this](meta::Checkpoint* cp, const std::function<void()>& capture) {
+          TakeCheckpoint(cp, capture);
+        });
+  }
   pool_ = std::make_unique<WorkerPool>(options.migration_threads, options.tick,
                                        [this] { OnTick(); });
   pool_->StartTicking();
@@ -114,26 +128,96 @@ CacheEngine::CacheEngine(const EngineOptions& options,
 CacheEngine::~CacheEngine() {
   Shutdown();
   pool_.reset();
+  if (meta_ != nullptr) meta_->SetSnapshot({});
+}
+
+void CacheEngine::TakeCheckpoint(meta::Checkpoint* cp,
+                                 const std::function<void()>& capture) {
+  std::lock_guard<std::mutex> lock(policy_mu_);
+  cp->policy = std::string(policy_->Name());
+  cp->mappings.reserve(policy_->Residency());
+  policy_->ForEachMapping([&](OBlock oblock, CBlock cblock, bool dirty) {
+    cp->mappings.push_back(
+        meta::MappingRecord{cblock, oblock, dirty, policy_->GetHint(cblock)});
+  });
+  capture();
+}
+
+void CacheEngine::Unmap(CBlock cblock) {
+  policy_->InvalidateMapping(cblock);
+  if (meta_ != nullptr) meta_->AppendUnmap(cblock);
+}
+
+uint64_t CacheEngine::MarkDirty(CBlock cblock) {
+  policy_->SetDirty(cblock);
+  return meta_ != nullptr ? meta_->AppendDirty(cblock) : 0;
+}
+
+std::error_code CacheEngine::Durable(uint64_t seq) {
+  if (meta_ == nullptr || seq == 0) return {};
+  Status st = meta_->WaitDurable(seq);
+  if (st.ok()) return {};
+  EnterReadOnly("metadata write failed: " + st.error().message());
+  return st.error();
+}
+
+std::error_code CacheEngine::FreedSlotsDurable() {
+  return meta_ != nullptr ? Durable(meta_->last_unmap_seq())
+                          : std::error_code();
+}
+
+void CacheEngine::EnterReadOnly(const std::string& reason) {
+  if (read_only_.exchange(true)) return;
+  TIERFS_LOG_ERROR("cache is read-only from now on: %s", reason.c_str());
+  {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    read_only_reason_ = reason;
+  }
+  migrations_allowed_.store(false);
+  {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    policy_->AllowMigrations(false);
+  }
+  if (meta_ != nullptr) meta_->MarkNeedsCheck(reason);
+}
+
+meta::VolumeRecord CacheEngine::VolumeRecordOf(const Volume& volume) {
+  Result<io::FileStat> st = volume.origin_->Stat();
+  io::FileStat stat = st.ok() ? *st : io::FileStat{};
+  return meta::RecordFor(volume.id(), stat, volume.name_);
 }
 
 std::shared_ptr<Volume> CacheEngine::OpenVolume(
     uint64_t dev, uint64_t ino, std::shared_ptr<io::File> origin,
     std::string name) {
-  Result<uint64_t> size = origin->Size();
+  Result<io::FileStat> stat = origin->Stat();
   std::lock_guard<std::mutex> lock(volumes_mu_);
   auto& slot = volumes_[{dev, ino}];
+  bool record = false;
   if (!slot) {
-    const VolumeId id(next_volume_id_++);
+    const VolumeId id =
+        meta_ != nullptr ? meta_->NewVolumeId() : VolumeId(next_volume_id_++);
     slot = std::make_shared<Volume>(id, dev, ino, std::move(origin),
-                                    size.ok() ? *size : 0);
+                                    stat.ok() ? stat->size : 0);
     by_id_[id.value()] = slot;
+    record = true;
   } else if (slot->opens_.load() == 0) {
     // Reopened: keep the volume's own origin handle (migrations use it);
     // the file's size is whatever the origin says now.
     Result<uint64_t> now = slot->origin_->Size();
     if (now.ok()) slot->size_.store(*now, std::memory_order_release);
   }
-  if (!name.empty()) slot->name_ = std::move(name);
+  if (!name.empty() && name != slot->name_) {
+    slot->name_ = std::move(name);
+    record = true;  // renamed: the next mount looks for it there first
+  }
+  if (record && meta_ != nullptr && stat.ok()) {
+    // Before any mapping of the volume can be recorded (the policy lock
+    // orders the records).
+    meta::VolumeRecord r = meta::RecordFor(slot->id(), *stat, slot->name_);
+    std::lock_guard<std::mutex> policy_lock(policy_mu_);
+    meta_->AppendVolume(r);
+  }
   slot->opens_.fetch_add(1);
   return slot;
 }
@@ -176,7 +260,8 @@ void CacheEngine::ForgetVolume(uint64_t dev, uint64_t ino) {
   policy_->ForEachMapping([&](OBlock oblock, CBlock cblock, bool) {
     if (oblock.volume == volume->id()) drop.push_back(cblock);
   });
-  for (CBlock cblock : drop) policy_->InvalidateMapping(cblock);
+  for (CBlock cblock : drop) Unmap(cblock);
+  if (meta_ != nullptr) meta_->AppendVolumeGone(volume->id());
 }
 
 void CacheEngine::GrowTo(Volume& volume, uint64_t size) {
@@ -220,6 +305,10 @@ void CacheEngine::Read(const std::shared_ptr<Volume>& volume, uint64_t offset,
 void CacheEngine::Write(const std::shared_ptr<Volume>& volume, uint64_t offset,
                         std::span<const std::byte> data, Done done) {
   MarkIo();
+  if (read_only_.load()) {
+    done(ErrnoCode(EROFS));
+    return;
+  }
   auto* req = new Request;
   req->volume = volume;
   req->write = true;
@@ -378,6 +467,7 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
       req->in.subspan(req->progress - req->in_skip, len);
   const Mode mode = this->mode();
   bool hit = false, queued = false, was_dirty = false;
+  uint64_t dirty_seq = 0;  // the dirty record to wait for
   CBlock cblock;
   std::optional<policy::Work> work;
   if (Cacheable(volume, index)) {
@@ -396,7 +486,14 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
       was_dirty = policy_->IsDirty(cblock);
       // The clean->dirty transition is recorded before the cache copy
       // changes, so a crash never leaves newer data in a "clean" block.
-      if (mode == Mode::kWriteback && !was_dirty) policy_->SetDirty(cblock);
+      if (mode == Mode::kWriteback) {
+        if (!was_dirty) {
+          dirty_seq = MarkDirty(cblock);
+        } else if (meta_ != nullptr) {
+          // Dirtied by a concurrent write whose record is still on its way.
+          dirty_seq = meta_->PendingDirty(cblock).value_or(0);
+        }
+      }
     }
   } else {
     Bump(volume.counters_.bypassed);
@@ -422,7 +519,10 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
   if (hit) {
     Bump(volume.counters_.write_hits);
     Bump(counters_.io.write_hits);
-    if (mode != Mode::kWriteback) {
+    // The clean->dirty record must be durable before the cache copy
+    // changes (DESIGN.md "Durability contract" 3).
+    ec = Durable(dirty_seq);
+    if (!ec && mode != Mode::kWriteback) {
       ec = WriteOrigin(volume, index * options_.block_size + in_block, src);
     }
     if (!ec) {
@@ -434,7 +534,7 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
         } else {
           // The origin has the data; the stale cache copy must go.
           std::lock_guard<std::mutex> lock(policy_mu_);
-          policy_->InvalidateMapping(cblock);
+          Unmap(cblock);
         }
       } else {
         cache_sync_.Wrote();
@@ -472,10 +572,16 @@ Result<bool> CacheEngine::TryOverwrite(Request* req, uint64_t index,
   }
   std::span<const std::byte> src =
       req->in.subspan(req->progress - req->in_skip, options_.block_size);
-  Status st = cache_->WriteAt(CacheOffset(work.cblock), src);
+  Status st = FreedSlotsDurable();
+  if (st.ok()) st = cache_->WriteAt(CacheOffset(work.cblock), src);
   if (st.ok()) {
     cache_sync_.Wrote();
-    CompleteOverwrite(work, true);
+    // The new mapping is durable before anyone can read the block through
+    // it: data read newer never reverts after a crash.
+    if (std::error_code ec = Durable(CompleteOverwrite(work, true))) {
+      Dispatch(prison_->Unlock(lock.cell));
+      return ec;
+    }
   } else {
     Bump(counters_.cache_errors);
     CompleteOverwrite(work, false);
@@ -505,11 +611,19 @@ std::error_code CacheEngine::WriteOrigin(Volume& volume, uint64_t offset,
   return {};
 }
 
-void CacheEngine::CompleteOverwrite(const policy::Work& work, bool success) {
+uint64_t CacheEngine::CompleteOverwrite(const policy::Work& work,
+                                        bool success) {
   std::lock_guard<std::mutex> guard(policy_mu_);
   policy_->CompleteBackgroundWork(work, success);
-  if (success) policy_->SetDirty(work.cblock);
+  uint64_t seq = 0;
+  if (success) {
+    policy_->SetDirty(work.cblock);
+    // Its commit syncs the cache data written before it.
+    if (meta_ != nullptr)
+      seq = meta_->AppendMap(work.cblock, work.oblock, true);
+  }
   if (--overwrites_pending_ == 0) policy_cv_.notify_all();
+  return seq;
 }
 
 Status CacheEngine::SwitchPolicy(std::string_view name,
@@ -567,6 +681,10 @@ Status CacheEngine::Fsync(Volume& volume) {
     Bump(counters_.cache_errors);
     return st;
   }
+  // The mappings the data depends on (DESIGN.md "Durability contract" 1).
+  if (meta_ != nullptr) {
+    if (std::error_code ec = Durable(meta_->last_seq())) return ec;
+  }
   st = volume.origin_sync_.Sync(*volume.origin_);
   if (!st.ok()) Bump(counters_.origin_errors);
   return st;
@@ -609,6 +727,7 @@ void CacheEngine::UnlockBlocks(std::vector<void*> cells) {
 }
 
 Status CacheEngine::Truncate(Volume& volume, uint64_t new_size) {
+  if (read_only_.load()) return ErrnoCode(EROFS);
   const uint64_t bs = options_.block_size;
   const uint64_t first = new_size / bs;  // first block not wholly kept
   std::vector<uint64_t> indices;
@@ -650,8 +769,11 @@ Status CacheEngine::Truncate(Volume& volume, uint64_t new_size) {
       }
     }
     std::lock_guard<std::mutex> lock(policy_mu_);
-    policy_->InvalidateMapping(*cblock);
+    Unmap(*cblock);
   }
+  // Dropped mappings are durable before the origin changes: a crash never
+  // brings back blocks of the old tail.
+  if (result.ok() && meta_ != nullptr) result = Durable(meta_->last_seq());
   if (result.ok()) {
     result = volume.origin_->Truncate(new_size);
     if (result.ok()) volume.size_.store(new_size, std::memory_order_release);
@@ -662,6 +784,7 @@ Status CacheEngine::Truncate(Volume& volume, uint64_t new_size) {
 
 Status CacheEngine::Discard(const std::shared_ptr<Volume>& volume,
                             uint64_t offset, uint64_t length) {
+  if (read_only_.load()) return ErrnoCode(EROFS);
   const uint64_t bs = options_.block_size;
   const uint64_t end = offset + length;
   const uint64_t first_full = (offset + bs - 1) / bs;
@@ -695,12 +818,15 @@ Status CacheEngine::Discard(const std::shared_ptr<Volume>& volume,
     std::lock_guard<std::mutex> lock(policy_mu_);
     for (uint64_t index : indices) {
       if (auto cblock = policy_->Peek(OBlock{volume->id(), index})) {
-        policy_->InvalidateMapping(*cblock);
+        Unmap(*cblock);
       }
     }
   }
-  st =
-      volume->origin_->PunchHole(first_full * bs, (end_full - first_full) * bs);
+  if (meta_ != nullptr) st = Durable(meta_->last_seq());
+  if (st.ok()) {
+    st = volume->origin_->PunchHole(first_full * bs,
+                                    (end_full - first_full) * bs);
+  }
   UnlockBlocks(std::move(cells));
   return st;
 }
@@ -749,7 +875,7 @@ Status CacheEngine::SetMode(Mode mode) {
     std::vector<CBlock> all;
     policy_->ForEachMapping(
         [&](OBlock, CBlock cblock, bool) { all.push_back(cblock); });
-    for (CBlock cblock : all) policy_->InvalidateMapping(cblock);
+    for (CBlock cblock : all) Unmap(cblock);
   }
   return OkStatus();
 }
@@ -834,7 +960,7 @@ Result<uint64_t> CacheEngine::InvalidateClean(std::string_view name) {
       std::lock_guard<std::mutex> lock(policy_mu_);
       std::optional<CBlock> cblock = policy_->Peek(OBlock{volume, index});
       if (cblock && !policy_->IsDirty(*cblock)) {
-        policy_->InvalidateMapping(*cblock);
+        Unmap(*cblock);
         ++dropped;
       }
     }
@@ -853,7 +979,11 @@ EngineSnapshot CacheEngine::Snapshot() const {
     s.dirty_blocks = policy_->DirtyCount();
     s.policy = std::string(policy_->Name());
     s.policy_config = policy_->EmitConfigValues();
+    s.read_only_reason = read_only_reason_;
   }
+  s.read_only = read_only_.load();
+  s.persistent = meta_ != nullptr;
+  if (meta_ != nullptr) s.metadata = meta_->GetStats();
   auto get = [](const Counter& c) { return c.load(std::memory_order_relaxed); };
   s.read_hits = get(counters_.io.read_hits);
   s.read_misses = get(counters_.io.read_misses);
@@ -882,6 +1012,53 @@ EngineSnapshot CacheEngine::Snapshot() const {
   s.writeback_rate = writeback_rate_.load();
   s.migrations_allowed = migrations_allowed_.load();
   return s;
+}
+
+Status CacheEngine::Restore(std::vector<meta::ResolvedVolume> volumes,
+                            const std::vector<meta::MappingRecord>& mappings,
+                            bool hints_valid, std::string_view hints_policy) {
+  std::lock_guard<std::mutex> vlock(volumes_mu_);
+  for (meta::ResolvedVolume& rv : volumes) {
+    if (!rv.origin) continue;
+    const VolumeId id = rv.record.id;
+    auto volume = std::make_shared<Volume>(id, rv.stat.dev, rv.stat.ino,
+                                           std::move(rv.origin), rv.stat.size);
+    volume->name_ = rv.record.path;
+    volumes_[{rv.stat.dev, rv.stat.ino}] = volume;
+    by_id_[id.value()] = volume;
+    next_volume_id_ = std::max(next_volume_id_, id.value() + 1);
+  }
+  std::lock_guard<std::mutex> plock(policy_mu_);
+  const bool hints = hints_valid && hints_policy == policy_->Name();
+  for (const meta::MappingRecord& m : mappings) {
+    if (!by_id_.count(m.oblock.volume.value())) {
+      return ErrnoCode(EINVAL);  // the caller broke the contract
+    }
+    Status st =
+        policy_->LoadMapping(m.oblock, m.cblock, m.dirty, m.hint, hints);
+    if (!st.ok()) return st;
+  }
+  return OkStatus();
+}
+
+Status CacheEngine::CloseCleanly() {
+  Shutdown();
+  if (meta_ == nullptr) return OkStatus();
+  if (read_only_.load()) return ErrnoCode(EROFS);
+  {
+    // Each volume's size and mtime now, so the next mount can tell whether
+    // the file changed behind tierfs's back.
+    std::lock_guard<std::mutex> vlock(volumes_mu_);
+    std::lock_guard<std::mutex> plock(policy_mu_);
+    for (const auto& [id, volume] : by_id_) {
+      if (!volume->removed_.load())
+        meta_->AppendVolume(VolumeRecordOf(*volume));
+    }
+  }
+  Status st = meta_->Checkpoint(true);
+  if (!st.ok())
+    EnterReadOnly("final checkpoint failed: " + st.error().message());
+  return st;
 }
 
 }  // namespace tierfs::cache

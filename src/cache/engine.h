@@ -25,6 +25,8 @@
 #include <utility>
 #include <vector>
 
+#include "meta/store.h"
+#include "meta/volumes.h"
 #include "policy/policy.h"
 #include "src/cache/stats.h"
 #include "src/io/file.h"
@@ -55,6 +57,11 @@ struct EngineOptions {
   unsigned migration_threads = 2;
   // Period of the policy's clock and of the idle check.
   std::chrono::milliseconds tick{100};
+  // Persistent metadata (journal + checkpoints); none: the cache starts
+  // cold and forgets everything at exit (unit tests).
+  std::shared_ptr<meta::MetaStore> metadata;
+  // Serve reads only (damaged metadata): no writes, no migrations.
+  bool read_only = false;
 };
 
 // Makes writes to one file durable with as few fdatasyncs as possible:
@@ -118,6 +125,10 @@ struct EngineSnapshot {
   uint64_t promotions = 0, demotions = 0, writebacks = 0, overwrites = 0;
   uint64_t bypassed = 0, migration_failures = 0, cache_errors = 0,
            origin_errors = 0, hole_skips = 0;
+  bool read_only = false;
+  std::string read_only_reason;
+  bool persistent = false;
+  meta::MetaStore::Stats metadata;
   uint64_t migrations_in_flight = 0, migration_bytes_in_flight = 0;
   uint64_t read_p50_us = 0, read_p99_us = 0, read_p999_us = 0;
   uint64_t write_p50_us = 0, write_p99_us = 0, write_p999_us = 0;
@@ -196,6 +207,17 @@ class CacheEngine {
   Status Flush(std::chrono::milliseconds timeout);
   // Stops migrations and waits for those in flight; IO still works after.
   void Shutdown();
+  // Clean unmount: Shutdown, then records every volume's current size and
+  // mtime and writes the final checkpoint with hints and CLEAN_SHUTDOWN.
+  // Dirty blocks stay dirty (and cached) for the next mount.
+  Status CloseCleanly();
+
+  // Start-up from persistent metadata, before any IO: registers the
+  // volumes (with their recorded ids) and loads `mappings` into the policy.
+  // Mappings must name volumes in `volumes`.
+  Status Restore(std::vector<meta::ResolvedVolume> volumes,
+                 const std::vector<meta::MappingRecord>& mappings,
+                 bool hints_valid, std::string_view hints_policy);
 
   EngineSnapshot Snapshot() const;
   std::vector<VolumeInfo> Volumes();
@@ -219,7 +241,8 @@ class CacheEngine {
   // path), or an error (the request is not finished yet).
   Result<bool> TryOverwrite(Request* req, uint64_t index,
                             const policy::Work& work);
-  void CompleteOverwrite(const policy::Work& work, bool success);
+  // Returns the sequence of the new mapping's record (0: none).
+  uint64_t CompleteOverwrite(const policy::Work& work, bool success);
   // Writes foreground data to the origin, counting errors and syncs.
   std::error_code WriteOrigin(Volume& volume, uint64_t offset,
                               std::span<const std::byte> data);
@@ -228,6 +251,21 @@ class CacheEngine {
   void Finish(Request* req, std::error_code ec);
 
   bool Cacheable(const Volume& volume, uint64_t index) const;
+
+  // Metadata records; each REQUIRES policy_mu_ and returns the record's
+  // sequence (0 without persistent metadata).
+  void Unmap(CBlock cblock);
+  uint64_t MarkDirty(CBlock cblock);
+  // Waits until record `seq` is durable; on failure the engine goes
+  // read-only. REQUIRES: policy_mu_ not held.
+  std::error_code Durable(uint64_t seq);
+  // A cblock the policy handed out may still be named by a freeing record
+  // that is not durable yet; new data may go into it only after that.
+  std::error_code FreedSlotsDurable();
+  void EnterReadOnly(const std::string& reason);
+  void TakeCheckpoint(meta::Checkpoint* cp,
+                      const std::function<void()>& capture);
+  meta::VolumeRecord VolumeRecordOf(const Volume& volume);
   uint64_t CacheOffset(CBlock cblock) const {
     return static_cast<uint64_t>(cblock.value()) * options_.block_size;
   }
@@ -264,6 +302,11 @@ class CacheEngine {
       volumes_;                                        // guarded by volumes_mu_
   std::map<uint32_t, std::shared_ptr<Volume>> by_id_;  // guarded by volumes_mu_
   uint32_t next_volume_id_ = 1;                        // guarded by volumes_mu_
+
+  meta::MetaStore* const meta_;  // options_.metadata, may be null
+  std::atomic<bool> read_only_;
+  std::string read_only_reason_;  // guarded by policy_mu_
+  std::atomic<bool> meta_job_scheduled_{false};
 
   SyncTracker cache_sync_;
   std::atomic<uint64_t> last_io_ms_{0};

@@ -120,7 +120,11 @@ void CacheEngine::RunPromotion(std::shared_ptr<Migration> m) {
       if (!n.ok()) Bump(counters_.origin_errors);
       return FinishMigration(std::move(m), false);
     }
-    Status st = cache_->WriteAt(CacheOffset(m->work.cblock), m->buffer.span());
+    // The slot may have been freed by a record not yet durable; until it
+    // is, a crash would bring back the old mapping over our data.
+    Status st = FreedSlotsDurable();
+    if (!st.ok()) return FinishMigration(std::move(m), false);
+    st = cache_->WriteAt(CacheOffset(m->work.cblock), m->buffer.span());
     if (!st.ok()) {
       Bump(counters_.cache_errors);
       return FinishMigration(std::move(m), false);
@@ -191,6 +195,7 @@ void CacheEngine::RunWriteback(std::shared_ptr<Migration> m) {
 }
 
 void CacheEngine::FinishMigration(std::shared_ptr<Migration> m, bool success) {
+  uint64_t map_seq = 0;
   {
     std::lock_guard<std::mutex> lock(policy_mu_);
     // A volume forgotten or a switch to passthrough while the copy ran: the
@@ -202,7 +207,28 @@ void CacheEngine::FinishMigration(std::shared_ptr<Migration> m, bool success) {
       success = false;
     }
     policy_->CompleteBackgroundWork(m->work, success);
+    if (success && meta_ != nullptr) {
+      const CBlock cblock = m->work.cblock;
+      switch (m->work.op) {
+        case policy::WorkOp::kPromote:
+          map_seq = meta_->AppendMap(cblock, m->work.oblock, false);
+          break;
+        case policy::WorkOp::kDemote:
+          meta_->AppendUnmap(cblock);
+          break;
+        case policy::WorkOp::kWriteback:
+          // Lazy: a crash before it is durable only costs one more
+          // writeback of the same data.
+          if (policy_->MappedOBlock(cblock) == m->work.oblock &&
+              !policy_->IsDirty(cblock)) {
+            meta_->AppendClean(cblock);
+          }
+          break;
+      }
+    }
   }
+  // A new mapping is durable before the block is served from the cache.
+  if (map_seq != 0 && Durable(map_seq)) success = false;
   if (success) {
     switch (m->work.op) {
       case policy::WorkOp::kPromote:
@@ -243,6 +269,20 @@ void CacheEngine::OnTick() {
   }
   rate_last_ms_ = now;
   rate_last_writebacks_ = writebacks;
+  // Lazy records (clean bits, volumes) become durable within a tick or so;
+  // a journal past half full gets a checkpoint before it has to wait for one.
+  if (meta_ != nullptr && !read_only_.load() &&
+      (meta_->HasPending() || meta_->WantsCheckpoint()) &&
+      !meta_job_scheduled_.exchange(true)) {
+    pool_->Post([this] {
+      Status st =
+          meta_->WantsCheckpoint() ? meta_->Checkpoint(false) : meta_->Commit();
+      if (!st.ok()) {
+        EnterReadOnly("metadata write failed: " + st.error().message());
+      }
+      meta_job_scheduled_.store(false);
+    });
+  }
   KickMigrations();
 }
 

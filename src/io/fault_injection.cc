@@ -94,6 +94,11 @@ class FaultInjectingFile final : public File {
     if (a.error) return ErrnoCode(a.error);
     return base_->Size();
   }
+  Result<FileStat> Stat() override {
+    auto a = injector_->Decide(kFaultSize, path_);
+    if (a.error) return ErrnoCode(a.error);
+    return base_->Stat();
+  }
   Result<uint64_t> SeekData(uint64_t offset) override {
     auto a = injector_->Decide(kFaultSeek, path_);
     if (a.error) return ErrnoCode(a.error);

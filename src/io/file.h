@@ -29,6 +29,19 @@ struct OpenOptions {
   // O_NOFOLLOW on the last component. Off only to reopen an O_PATH fd through
   // its /proc/self/fd magic link (which is itself a symlink).
   bool nofollow = true;
+  // Resolve `path` strictly beneath `dirfd` with no symlink in any component
+  // (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS): for paths read from
+  // metadata, which must never lead out of the slow dir.
+  bool beneath = false;
+};
+
+// What identifies a file across restarts and what says it changed.
+struct FileStat {
+  uint64_t dev = 0, ino = 0, size = 0;
+  int64_t mtime_ns = 0;
+  int64_t btime_ns = 0;     // birth time; 0 where the filesystem has none
+  uint64_t generation = 0;  // inode generation (FS_IOC_GETVERSION); 0 if none
+  uint32_t nlink = 0;
 };
 
 // One open data file. Thread-safe: concurrent reads and writes at any offsets
@@ -51,6 +64,7 @@ class File {
   virtual Status PunchHole(uint64_t offset, uint64_t length) = 0;
   virtual Status Truncate(uint64_t size) = 0;
   virtual Result<uint64_t> Size() = 0;
+  virtual Result<FileStat> Stat() = 0;
   // First offset >= `offset` that holds data (SEEK_DATA); the file size if
   // the rest is a hole.
   virtual Result<uint64_t> SeekData(uint64_t offset) = 0;

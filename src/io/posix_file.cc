@@ -2,7 +2,12 @@
 
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <linux/fs.h>
+#include <linux/openat2.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -122,6 +127,30 @@ class PosixFile final : public File {
     return static_cast<uint64_t>(st.st_size);
   }
 
+  Result<FileStat> Stat() override {
+    struct statx stx;
+    if (::statx(fd_, "", AT_EMPTY_PATH, STATX_BASIC_STATS | STATX_BTIME,
+                &stx) != 0) {
+      return LastError();
+    }
+    FileStat st;
+    st.dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+    st.ino = stx.stx_ino;
+    st.size = stx.stx_size;
+    st.nlink = stx.stx_nlink;
+    auto ns = [](const statx_timestamp& t) {
+      return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
+    };
+    st.mtime_ns = ns(stx.stx_mtime);
+    if (stx.stx_mask & STATX_BTIME) st.btime_ns = ns(stx.stx_btime);
+    int generation = 0;
+    // Tells apart a file from a later one that reuses its inode number.
+    if (::ioctl(fd_, FS_IOC_GETVERSION, &generation) == 0) {
+      st.generation = static_cast<uint32_t>(generation);
+    }
+    return st;
+  }
+
   Result<uint64_t> SeekData(uint64_t offset) override {
     return Seek(offset, SEEK_DATA);
   }
@@ -238,10 +267,20 @@ class PosixEnv final : public Env {
     if (options.exclusive) flags |= O_EXCL;
     if (options.truncate) flags |= O_TRUNC;
     bool direct = options.direct;
-    int fd = ::openat(dirfd, path.c_str(), flags | (direct ? O_DIRECT : 0),
-                      options.mode);
+    auto open = [&](int f) {
+      if (!options.beneath)
+        return ::openat(dirfd, path.c_str(), f, options.mode);
+      struct open_how how = {};
+      how.flags = static_cast<uint64_t>(f);
+      how.mode = (f & O_CREAT) ? options.mode : 0;
+      how.resolve =
+          RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+      return static_cast<int>(
+          ::syscall(SYS_openat2, dirfd, path.c_str(), &how, sizeof(how)));
+    };
+    int fd = open(flags | (direct ? O_DIRECT : 0));
     if (fd < 0 && direct && errno == EINVAL) {
-      fd = ::openat(dirfd, path.c_str(), flags, options.mode);
+      fd = open(flags);
       direct = false;
       static std::once_flag once;
       std::call_once(once, [&] {

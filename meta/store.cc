@@ -1,0 +1,680 @@
+#include "meta/store.h"
+
+#include <fcntl.h>
+#include <sys/random.h>
+
+#include <algorithm>
+#include <unordered_set>
+
+#include "src/util/log.h"
+
+namespace tierfs::meta {
+namespace {
+
+Result<std::unique_ptr<io::File>> OpenFile(io::Env* env, const std::string& dir,
+                                           const char* name, bool write,
+                                           bool create) {
+  io::OpenOptions options;
+  options.write = write;
+  options.create = create;
+  options.mode = 0600;
+  return env->OpenAt(AT_FDCWD, dir + "/" + name, options);
+}
+
+Result<std::vector<std::byte>> ReadAll(io::File& file) {
+  Result<uint64_t> size = file.Size();
+  if (!size.ok()) return size.error();
+  if (*size > (1ull << 36)) return ErrnoCode(EFBIG);
+  std::vector<std::byte> data(*size);
+  Result<size_t> n = file.ReadAt(0, data);
+  if (!n.ok()) return n.error();
+  data.resize(*n);
+  return data;
+}
+
+// The transient mapping table used while loading.
+struct Slot {
+  uint32_t volume = 0;  // 0: unmapped
+  bool dirty = false;
+  uint32_t hint = 0;
+  uint64_t index = 0;
+};
+
+class Loader {
+ public:
+  Loader(LoadedState* state, uint64_t cache_blocks)
+      : state_(state), table_(cache_blocks) {}
+
+  void Start(const Checkpoint& cp) {
+    for (const VolumeRecord& v : cp.volumes) volumes_[v.id.value()] = v;
+    for (const MappingRecord& m : cp.mappings) {
+      Slot& s = table_[m.cblock.value()];
+      if (s.volume != 0) Damage("checkpoint maps a cache block twice");
+      s = Slot{m.oblock.volume.value(), m.dirty, m.hint, m.oblock.index};
+    }
+    state_->next_volume_id = cp.next_volume_id;
+  }
+
+  void Apply(const Record& r) {
+    if (r.type == RecordType::kVolume) {
+      volumes_[r.volume.id.value()] = r.volume;
+      state_->next_volume_id =
+          std::max(state_->next_volume_id, r.volume.id.value() + 1);
+      return;
+    }
+    if (r.type == RecordType::kVolumeGone) {
+      volumes_.erase(r.volume.id.value());
+      return;
+    }
+    if (r.cblock.value() >= table_.size()) {
+      return Damage("journal names cache block " +
+                    std::to_string(r.cblock.value()) + " beyond the cache");
+    }
+    Slot& s = table_[r.cblock.value()];
+    switch (r.type) {
+      case RecordType::kMap:
+        if (s.volume != 0) Warn("mapped cache block mapped again");
+        s = Slot{r.oblock.volume.value(), r.dirty, 0, r.oblock.index};
+        break;
+      case RecordType::kUnmap:
+        s = Slot{};
+        break;
+      case RecordType::kDirty:
+      case RecordType::kClean:
+        if (s.volume == 0) {
+          Warn("dirty bit change of an unmapped cache block");
+        } else {
+          s.dirty = r.type == RecordType::kDirty;
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  void Finish() {
+    std::unordered_set<OBlock> seen;
+    for (size_t i = 0; i < table_.size(); ++i) {
+      const Slot& s = table_[i];
+      if (s.volume == 0) continue;
+      const OBlock oblock{VolumeId(s.volume), s.index};
+      if (!volumes_.count(s.volume)) {
+        Damage("cache block " + std::to_string(i) + " maps unknown volume " +
+               std::to_string(s.volume));
+        continue;
+      }
+      if (!seen.insert(oblock).second) {
+        Damage("two cache blocks map block " + std::to_string(s.index) +
+               " of volume " + std::to_string(s.volume));
+        continue;
+      }
+      state_->mappings.push_back(MappingRecord{CBlock(static_cast<uint32_t>(i)),
+                                               oblock, s.dirty, s.hint});
+    }
+    for (auto& [id, v] : volumes_) state_->volumes.push_back(std::move(v));
+  }
+
+  void Damage(const std::string& why) {
+    if (state_->damage.empty()) state_->damage = why;
+  }
+  void Warn(const std::string& why) {
+    if (state_->warnings.size() < 100) state_->warnings.push_back(why);
+  }
+
+ private:
+  LoadedState* state_;
+  std::vector<Slot> table_;
+  std::map<uint32_t, VolumeRecord> volumes_;
+};
+
+// Replays the journal from the checkpoint; returns where it ends.
+void Replay(io::File& meta, const Superblock& sb, uint64_t replay_pos,
+            uint64_t next_seq, Loader* loader, LoadedState* state) {
+  const uint64_t ring = sb.journal_size;
+  uint64_t pos = BatchStart(replay_pos, ring);
+  uint64_t expected = next_seq;
+  std::vector<std::byte> head(kPage);
+  while (pos + kMaxBatchBytes <= replay_pos + ring) {
+    Result<size_t> n = meta.ReadAt(RingOffset(pos, ring), head);
+    if (!n.ok() || *n != kPage) break;
+    auto h = DecodeBatchHeader(head, sb.uuid);
+    if (!h || h->first_seq != expected) break;
+    std::vector<std::byte> batch(BatchBytes(h->payload_bytes));
+    n = meta.ReadAt(RingOffset(pos, ring), batch);
+    if (!n.ok() || *n != batch.size() || !CheckBatchPayload(batch)) break;
+    auto records = DecodeRecords(std::span<const std::byte>(batch).subspan(
+                                     kBatchHeaderBytes, h->payload_bytes),
+                                 h->count);
+    if (!records.ok()) {
+      loader->Damage("journal batch with valid checksum has bad records");
+      break;
+    }
+    for (const Record& r : *records) loader->Apply(r);
+    ++state->replayed_batches;
+    state->replayed_records += h->count;
+    expected += h->count;
+    pos = BatchStart(pos + batch.size(), ring);
+  }
+  state->journal_end = pos;
+  state->next_seq = expected;
+  // Only the last batch can be torn (one batch per fdatasync). A valid batch
+  // newer than where replay stopped means a batch in between is damaged.
+  std::vector<std::byte> chunk(1 << 20);
+  for (uint64_t at = pos; at < replay_pos + ring;) {
+    const uint64_t ring_off = at % ring;
+    const size_t len =
+        static_cast<size_t>(std::min<uint64_t>(chunk.size(), ring - ring_off));
+    Result<size_t> n =
+        meta.ReadAt(kJournalOffset + ring_off, std::span(chunk).first(len));
+    if (!n.ok()) break;
+    for (size_t off = 0; off + kPage <= *n; off += kPage) {
+      auto h = DecodeBatchHeader(std::span(chunk).subspan(off, kPage), sb.uuid);
+      if (h && h->first_seq > expected) {
+        loader->Damage("journal damaged: replay stopped at record " +
+                       std::to_string(expected) + " but record " +
+                       std::to_string(h->first_seq) + " follows");
+        return;
+      }
+    }
+    at += len;
+  }
+}
+
+Status SyncDir(io::Env* env, const std::string& dir) {
+  io::OpenOptions options;
+  options.write = false;
+  options.direct = false;
+  Result<std::unique_ptr<io::File>> d = env->OpenAt(AT_FDCWD, dir, options);
+  if (!d.ok()) return d.error();
+  return (*d)->Sync();
+}
+
+}  // namespace
+
+Result<LoadedState> Load(io::Env* env, const std::string& dir,
+                         std::string* error_message) {
+  auto fail = [&](std::error_code ec, std::string why) {
+    if (error_message) *error_message = std::move(why);
+    return ec;
+  };
+  Result<std::unique_ptr<io::File>> meta =
+      OpenFile(env, dir, kMetaFileName, false, false);
+  if (!meta.ok()) {
+    return fail(meta.error(), "cannot open " + dir + "/" + kMetaFileName +
+                                  ": " + meta.error().message());
+  }
+  std::vector<std::byte> pages(kSuperblockCopies * kPage);
+  Result<size_t> n = (*meta)->ReadAt(0, pages);
+  if (!n.ok()) {
+    return fail(n.error(),
+                "cannot read the superblock: " + n.error().message());
+  }
+  LoadedState state;
+  std::optional<Superblock> best;
+  std::string why[2];
+  for (uint64_t i = 0; i < kSuperblockCopies; ++i) {
+    if (*n < (i + 1) * kPage) {
+      why[i] = "file too short";
+      continue;
+    }
+    auto sb =
+        DecodeSuperblock(std::span(pages).subspan(i * kPage, kPage), &why[i]);
+    if (sb && (!best || sb->generation > best->generation)) best = sb;
+  }
+  if (!best) {
+    return fail(ErrnoCode(EUCLEAN), "no valid superblock in " + dir + "/" +
+                                        kMetaFileName + " (" + why[0] + "; " +
+                                        why[1] + ")");
+  }
+  state.super = *best;
+  state.clean_shutdown = best->flags & kCleanShutdown;
+  if (best->flags & kNeedsCheck) {
+    state.damage = "marked as needing a check: " + best->reason;
+  }
+
+  std::optional<Checkpoint> cp;
+  std::string cp_why;
+  for (const char* name : kCheckpointNames) {
+    Result<std::unique_ptr<io::File>> file =
+        OpenFile(env, dir, name, false, false);
+    if (!file.ok()) {
+      cp_why += std::string(name) + ": " + file.error().message() + "; ";
+      continue;
+    }
+    Result<std::vector<std::byte>> data = ReadAll(**file);
+    if (!data.ok()) {
+      cp_why += std::string(name) + ": " + data.error().message() + "; ";
+      continue;
+    }
+    std::string w;
+    auto c = DecodeCheckpoint(*data, best->uuid, best->cache_blocks, &w);
+    if (!c) {
+      // One bad slot is normal (a crash while writing it); both are not.
+      cp_why += std::string(name) + ": " + w + "; ";
+      continue;
+    }
+    if (!cp || c->sequence > cp->sequence) cp = std::move(c);
+  }
+  Loader loader(&state, best->cache_blocks);
+  if (!cp) {
+    loader.Damage("no valid checkpoint (" + cp_why + ")");
+    loader.Finish();
+    return state;
+  }
+  state.checkpoint_sequence = cp->sequence;
+  state.replay_pos = cp->replay_pos;
+  state.hints_valid = cp->hints_valid && state.clean_shutdown;
+  state.hints_policy = cp->policy;
+  loader.Start(*cp);
+  Replay(**meta, *best, cp->replay_pos, cp->next_seq, &loader, &state);
+  if (state.replayed_records != 0) state.hints_valid = false;
+  loader.Finish();
+  return state;
+}
+
+MetaStore::MetaStore(io::Env* env, std::string dir, Superblock super,
+                     std::unique_ptr<io::File> meta_file)
+    : env_(env),
+      dir_(std::move(dir)),
+      meta_file_(std::move(meta_file)),
+      super_(std::move(super)) {}
+
+MetaStore::~MetaStore() = default;
+
+Result<std::unique_ptr<MetaStore>> MetaStore::Format(
+    io::Env* env, const std::string& dir, const FormatOptions& options,
+    std::string* error_message) {
+  auto fail = [&](std::error_code ec, const std::string& what) {
+    if (error_message) *error_message = what + ": " + ec.message();
+    return ec;
+  };
+  Superblock sb;
+  if (::getrandom(sb.uuid.data(), sb.uuid.size(), 0) !=
+      static_cast<ssize_t>(sb.uuid.size())) {
+    return fail(ErrnoCode(errno), "getrandom");
+  }
+  sb.block_size = options.block_size;
+  sb.cache_blocks = options.cache_blocks;
+  sb.policy = options.policy;
+  // About 64 bytes of ring per cache block: a checkpoint every few
+  // thousand commits at most, one every ~1M mapping changes at 1M blocks.
+  uint64_t journal = options.journal_size;
+  if (journal == 0) {
+    journal = std::clamp<uint64_t>(options.cache_blocks * 64, 8ull << 20,
+                                   256ull << 20);
+  }
+  sb.journal_size = (journal + kPage - 1) / kPage * kPage;
+  std::string why;
+  if (!DecodeSuperblock(EncodeSuperblock(sb), &why)) {
+    if (error_message) *error_message = "invalid cache geometry: " + why;
+    return ErrnoCode(EINVAL);
+  }
+
+  // The checkpoints first and the superblock last: a format cut short
+  // leaves no valid superblock, never a half-made cache that looks whole.
+  auto store = std::unique_ptr<MetaStore>(new MetaStore(env, dir, sb, nullptr));
+  for (int i = 0; i < 2; ++i) {
+    auto file = OpenFile(env, dir, kCheckpointNames[i], true, true);
+    if (!file.ok()) return fail(file.error(), kCheckpointNames[i]);
+    store->checkpoint_files_[i] = std::move(file).value();
+  }
+  meta::Checkpoint cp;
+  cp.uuid = sb.uuid;
+  cp.sequence = 1;
+  cp.policy = sb.policy;
+  std::vector<std::byte> data = EncodeCheckpoint(cp);
+  Status st = store->checkpoint_files_[1]->Truncate(0);
+  if (st.ok()) st = store->checkpoint_files_[1]->Sync();
+  if (st.ok()) st = store->checkpoint_files_[0]->Truncate(0);
+  if (st.ok()) st = store->checkpoint_files_[0]->WriteAt(0, data);
+  if (st.ok()) st = store->checkpoint_files_[0]->Sync();
+  if (!st.ok()) return fail(st.error(), "writing the first checkpoint");
+
+  auto meta = OpenFile(env, dir, kMetaFileName, true, true);
+  if (!meta.ok()) return fail(meta.error(), kMetaFileName);
+  store->meta_file_ = std::move(meta).value();
+  io::File& mf = *store->meta_file_;
+  st = mf.Truncate(0);
+  if (st.ok()) st = mf.Allocate(0, kJournalOffset + sb.journal_size);
+  if (!st.ok()) return fail(st.error(), "allocating the journal");
+  std::unique_lock<std::mutex> lock(store->mu_);
+  store->checkpoint_sequence_ = 1;
+  st = store->WriteSuperblock(lock);
+  if (st.ok()) st = store->WriteSuperblock(lock);  // both copies valid
+  if (st.ok()) st = SyncDir(env, dir);
+  if (!st.ok()) return fail(st.error(), "writing the superblock");
+  return store;
+}
+
+Result<std::unique_ptr<MetaStore>> MetaStore::Open(io::Env* env,
+                                                   const std::string& dir,
+                                                   const LoadedState& state,
+                                                   std::string* error_message) {
+  auto fail = [&](std::error_code ec, const std::string& what) {
+    if (error_message) *error_message = what + ": " + ec.message();
+    return ec;
+  };
+  if (!state.damage.empty()) {
+    if (error_message) *error_message = "metadata damaged: " + state.damage;
+    return ErrnoCode(EUCLEAN);
+  }
+  auto meta = OpenFile(env, dir, kMetaFileName, true, false);
+  if (!meta.ok()) return fail(meta.error(), kMetaFileName);
+  auto store = std::unique_ptr<MetaStore>(
+      new MetaStore(env, dir, state.super, std::move(meta).value()));
+  for (int i = 0; i < 2; ++i) {
+    auto file = OpenFile(env, dir, kCheckpointNames[i], true, true);
+    if (!file.ok()) return fail(file.error(), kCheckpointNames[i]);
+    store->checkpoint_files_[i] = std::move(file).value();
+  }
+  std::unique_lock<std::mutex> lock(store->mu_);
+  store->next_seq_ = state.next_seq;
+  store->durable_seq_ = state.next_seq;
+  store->journal_end_ = state.journal_end;
+  store->replay_pos_ = state.replay_pos;
+  store->checkpoint_sequence_ = state.checkpoint_sequence;
+  store->next_volume_id_ = state.next_volume_id;
+  for (const VolumeRecord& v : state.volumes) store->volumes_[v.id.value()] = v;
+  store->super_.flags &= ~kCleanShutdown;
+  Status st = store->WriteSuperblock(lock);
+  if (!st.ok()) return fail(st.error(), "writing the superblock");
+  return store;
+}
+
+void MetaStore::SetSnapshot(Snapshot snapshot) {
+  std::lock_guard<std::mutex> lock(mu_);
+  snapshot_ = std::move(snapshot);
+}
+
+void MetaStore::SetCacheStore(io::File* cache_store) {
+  std::lock_guard<std::mutex> lock(mu_);
+  cache_store_ = cache_store;
+}
+
+uint64_t MetaStore::AppendLocked(const Record& r) {
+  EncodeRecord(r, &pending_);
+  pending_ends_.push_back(pending_.size());
+  const uint64_t seq = next_seq_++;
+  switch (r.type) {
+    case RecordType::kMap:
+      pending_maps_ = true;
+      break;
+    case RecordType::kUnmap:
+      last_unmap_seq_ = seq;
+      pending_dirty_.erase(r.cblock.value());
+      break;
+    case RecordType::kDirty:
+      pending_dirty_[r.cblock.value()] = seq;
+      break;
+    case RecordType::kVolume:
+      volumes_[r.volume.id.value()] = r.volume;
+      break;
+    case RecordType::kVolumeGone:
+      volumes_.erase(r.volume.id.value());
+      break;
+    default:
+      break;
+  }
+  return seq;
+}
+
+uint64_t MetaStore::AppendMap(CBlock cblock, OBlock oblock, bool dirty) {
+  Record r;
+  r.type = RecordType::kMap;
+  r.cblock = cblock;
+  r.oblock = oblock;
+  r.dirty = dirty;
+  std::lock_guard<std::mutex> lock(mu_);
+  return AppendLocked(r);
+}
+
+uint64_t MetaStore::AppendUnmap(CBlock cblock) {
+  Record r;
+  r.type = RecordType::kUnmap;
+  r.cblock = cblock;
+  std::lock_guard<std::mutex> lock(mu_);
+  return AppendLocked(r);
+}
+
+uint64_t MetaStore::AppendDirty(CBlock cblock) {
+  Record r;
+  r.type = RecordType::kDirty;
+  r.cblock = cblock;
+  std::lock_guard<std::mutex> lock(mu_);
+  return AppendLocked(r);
+}
+
+uint64_t MetaStore::AppendClean(CBlock cblock) {
+  Record r;
+  r.type = RecordType::kClean;
+  r.cblock = cblock;
+  std::lock_guard<std::mutex> lock(mu_);
+  return AppendLocked(r);
+}
+
+uint64_t MetaStore::AppendVolume(const VolumeRecord& volume) {
+  Record r;
+  r.type = RecordType::kVolume;
+  r.volume = volume;
+  std::lock_guard<std::mutex> lock(mu_);
+  return AppendLocked(r);
+}
+
+uint64_t MetaStore::AppendVolumeGone(VolumeId volume) {
+  Record r;
+  r.type = RecordType::kVolumeGone;
+  r.volume.id = volume;
+  std::lock_guard<std::mutex> lock(mu_);
+  return AppendLocked(r);
+}
+
+VolumeId MetaStore::NewVolumeId() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return VolumeId(next_volume_id_++);
+}
+
+uint64_t MetaStore::last_seq() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return next_seq_ - 1;
+}
+
+uint64_t MetaStore::last_unmap_seq() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return last_unmap_seq_;
+}
+
+std::optional<uint64_t> MetaStore::PendingDirty(CBlock cblock) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = pending_dirty_.find(cblock.value());
+  if (it == pending_dirty_.end() || it->second < durable_seq_) {
+    return std::nullopt;
+  }
+  return it->second;
+}
+
+bool MetaStore::HasPending() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return durable_seq_ < next_seq_;
+}
+
+Status MetaStore::failure() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return failure_;
+}
+
+template <typename Fn>
+Status MetaStore::AsLeader(std::unique_lock<std::mutex>& lock, Fn fn) {
+  while (leader_) cv_.wait(lock);
+  if (!failure_.ok()) return failure_;
+  leader_ = true;
+  Status st = fn();
+  leader_ = false;
+  if (!st.ok() && failure_.ok()) {
+    failure_ = st;
+    TIERFS_LOG_ERROR("metadata write failed: %s; the cache is now read-only",
+                     st.error().message().c_str());
+  }
+  cv_.notify_all();
+  return st;
+}
+
+Status MetaStore::WaitDurable(uint64_t seq) {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    if (!failure_.ok()) return failure_;
+    if (seq < durable_seq_) return OkStatus();
+    if (leader_) {
+      cv_.wait(lock);
+      continue;
+    }
+    Status st = AsLeader(lock, [&] { return LeadCommit(lock); });
+    if (!st.ok()) return st;
+  }
+}
+
+Status MetaStore::Checkpoint(bool clean) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return AsLeader(lock, [&] { return LeadCheckpoint(lock, clean); });
+}
+
+Status MetaStore::LeadCommit(std::unique_lock<std::mutex>& lock) {
+  if (pending_ends_.empty()) {
+    durable_seq_ = next_seq_;
+    return OkStatus();
+  }
+  const uint64_t ring = super_.journal_size;
+  const uint64_t pos = BatchStart(journal_end_, ring);
+  if (pos + kMaxBatchBytes > replay_pos_ + ring) {
+    // The ring is full up to the last checkpoint: a new checkpoint makes
+    // every pending record durable and frees the ring.
+    return LeadCheckpoint(lock, false);
+  }
+  // At most one batch per round, so only the newest batch can ever be torn.
+  size_t count = 0;
+  while (count < pending_ends_.size() &&
+         kBatchHeaderBytes + pending_ends_[count] <= kMaxBatchBytes) {
+    ++count;
+  }
+  const size_t bytes = pending_ends_[count - 1];
+  const uint64_t first = durable_seq_;
+  std::vector<std::byte> batch =
+      EncodeBatch(super_.uuid, first, static_cast<uint32_t>(count),
+                  std::span(pending_).first(bytes));
+  pending_.erase(pending_.begin(), pending_.begin() + bytes);
+  pending_ends_.erase(pending_ends_.begin(), pending_ends_.begin() + count);
+  for (size_t& end : pending_ends_) end -= bytes;
+  const bool sync_cache = pending_maps_;
+  if (pending_ends_.empty()) pending_maps_ = false;
+  io::File* cache = cache_store_;
+  lock.unlock();
+  Status st;
+  if (sync_cache && cache != nullptr) st = cache->Sync();
+  if (st.ok()) st = meta_file_->WriteAt(RingOffset(pos, ring), batch);
+  if (st.ok()) st = meta_file_->Sync();
+  lock.lock();
+  if (!st.ok()) return st;
+  journal_end_ = pos + batch.size();
+  durable_seq_ = first + count;
+  std::erase_if(pending_dirty_,
+                [&](const auto& e) { return e.second < durable_seq_; });
+  ++stats_.commits;
+  stats_.journal_bytes += batch.size();
+  return OkStatus();
+}
+
+Status MetaStore::LeadCheckpoint(std::unique_lock<std::mutex>& lock,
+                                 bool clean) {
+  Snapshot snapshot = snapshot_;
+  io::File* cache = cache_store_;
+  meta::Checkpoint cp;
+  cp.uuid = super_.uuid;
+  cp.sequence = checkpoint_sequence_ + 1;
+  lock.unlock();
+  auto capture = [&] {
+    std::lock_guard<std::mutex> guard(mu_);
+    cp.next_seq = next_seq_;
+    cp.next_volume_id = next_volume_id_;
+    cp.volumes.clear();
+    for (const auto& [id, v] : volumes_) cp.volumes.push_back(v);
+    // Their effects are in the snapshot; the checkpoint makes them durable.
+    pending_.clear();
+    pending_ends_.clear();
+    pending_maps_ = false;
+  };
+  if (snapshot) {
+    snapshot(&cp, capture);
+  } else {
+    capture();
+  }
+  std::sort(cp.mappings.begin(), cp.mappings.end(),
+            [](const MappingRecord& a, const MappingRecord& b) {
+              return a.cblock < b.cblock;
+            });
+  cp.hints_valid = clean;
+  {
+    std::lock_guard<std::mutex> guard(mu_);
+    cp.replay_pos = journal_end_;
+  }
+  std::vector<std::byte> data = EncodeCheckpoint(cp);
+  io::File& slot = *checkpoint_files_[cp.sequence % 2];
+  Status st;
+  if (cache != nullptr) st = cache->Sync();
+  if (st.ok()) st = slot.WriteAt(0, data);
+  if (st.ok()) st = slot.Truncate(data.size());
+  if (st.ok()) st = slot.Sync();
+  lock.lock();
+  if (!st.ok()) return st;
+  durable_seq_ = cp.next_seq;
+  replay_pos_ = cp.replay_pos;
+  checkpoint_sequence_ = cp.sequence;
+  std::erase_if(pending_dirty_,
+                [&](const auto& e) { return e.second < durable_seq_; });
+  ++stats_.checkpoints;
+  if (clean) {
+    super_.flags |= kCleanShutdown;
+    return WriteSuperblock(lock);
+  }
+  return OkStatus();
+}
+
+Status MetaStore::WriteSuperblock(std::unique_lock<std::mutex>& lock) {
+  ++super_.generation;
+  std::vector<std::byte> page = EncodeSuperblock(super_);
+  const uint64_t copy = super_.generation % kSuperblockCopies;
+  lock.unlock();
+  // The other copy keeps the previous state until this one is durable.
+  Status st = meta_file_->WriteAt(copy * kPage, page);
+  if (st.ok()) st = meta_file_->Sync();
+  lock.lock();
+  return st;
+}
+
+bool MetaStore::WantsCheckpoint() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return journal_end_ - replay_pos_ > super_.journal_size / 2;
+}
+
+void MetaStore::MarkNeedsCheck(const std::string& reason) {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (leader_) cv_.wait(lock);
+  leader_ = true;
+  super_.flags |= kNeedsCheck;
+  super_.reason = reason.substr(0, 199);
+  Status st = WriteSuperblock(lock);
+  if (!st.ok()) {
+    TIERFS_LOG_ERROR("cannot record NEEDS_CHECK in the superblock: %s",
+                     st.error().message().c_str());
+  }
+  leader_ = false;
+  cv_.notify_all();
+}
+
+MetaStore::Stats MetaStore::GetStats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stats s = stats_;
+  s.journal_used = journal_end_ - replay_pos_;
+  s.journal_size = super_.journal_size;
+  return s;
+}
+
+}  // namespace tierfs::meta
