@@ -34,14 +34,19 @@ constexpr const char* kUsage =
     "  mount MOUNTPOINT --fast DIR --slow DIR [options]\n"
     "      -f, --foreground       stay in the foreground, log to stderr\n"
     "      -o OPT[,OPT...]        FUSE mount options (allow_other, ...)\n"
-    "      --cache-size SIZE      cache size in the fast dir (default 1G)\n"
-    "      --block-size SIZE      cache block size, 32K..2M (default 64K)\n"
+    "      --cache-size SIZE      cache size in the fast dir (default 1G;\n"
+    "                             an existing cache keeps its size)\n"
+    "      --block-size SIZE      cache block size, 32K..2M (default 64K;\n"
+    "                             an existing cache keeps its own)\n"
     "      --mode MODE            writeback, writethrough, passthrough\n"
     "                             (default writeback)\n"
     "      --policy NAME          smq, cleaner, lru (default smq)\n"
     "      --migration-threshold SIZE  migration bytes in flight (default "
     "16M)\n"
     "      --no-cache             pass files through uncached\n"
+    "      --discard-cache        start cold, dropping the fast dir's cache\n"
+    "                             (refused while it holds dirty blocks)\n"
+    "      --force                with --discard-cache: drop dirty blocks too\n"
     "      --max-threads N        FUSE worker threads (default 16)\n"
     "      --log-level LEVEL      debug, info, warning, error (default info)\n"
     "  umount MOUNTPOINT [--flush] [-l|--lazy] [--timeout SECS]\n"
@@ -82,7 +87,9 @@ int Mount(int argc, char** argv) {
     kMode,
     kPolicy,
     kMigrationThreshold,
-    kNoCache
+    kNoCache,
+    kDiscardCache,
+    kForce
   };
   static const option kOptions[] = {
       {"fast", required_argument, nullptr, kFast},
@@ -96,6 +103,8 @@ int Mount(int argc, char** argv) {
       {"policy", required_argument, nullptr, kPolicy},
       {"migration-threshold", required_argument, nullptr, kMigrationThreshold},
       {"no-cache", no_argument, nullptr, kNoCache},
+      {"discard-cache", no_argument, nullptr, kDiscardCache},
+      {"force", no_argument, nullptr, kForce},
       {"help", no_argument, nullptr, 'h'},
       {nullptr, 0, nullptr, 0},
   };
@@ -159,6 +168,7 @@ int Mount(int argc, char** argv) {
         if (!size_arg("--cache-size", optarg, &config.cache_size)) {
           return kExitUsage;
         }
+        config.cache_size_given = true;
         break;
       case kBlockSize: {
         uint64_t bs = 0;
@@ -169,6 +179,7 @@ int Mount(int argc, char** argv) {
                             optarg + "'");
         }
         config.engine.block_size = bs;
+        config.block_size_given = true;
         break;
       }
       case kMode: {
@@ -198,6 +209,12 @@ int Mount(int argc, char** argv) {
       case kNoCache:
         config.cache = false;
         break;
+      case kDiscardCache:
+        config.discard_cache = true;
+        break;
+      case kForce:
+        config.force = true;
+        break;
       case 'h':
         std::fputs(kUsage, stdout);
         return kExitOk;
@@ -215,6 +232,8 @@ int Mount(int argc, char** argv) {
   }
   if (config.fast_dir.empty())
     return UsageError("mount: --fast DIR is required");
+  if (config.force && !config.discard_cache)
+    return UsageError("mount: --force only goes with --discard-cache");
   if (config.slow_dir.empty())
     return UsageError("mount: --slow DIR is required");
   config.services =

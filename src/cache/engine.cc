@@ -143,9 +143,9 @@ void CacheEngine::TakeCheckpoint(meta::Checkpoint* cp,
   capture();
 }
 
-void CacheEngine::Unmap(CBlock cblock) {
+uint64_t CacheEngine::Unmap(CBlock cblock) {
   policy_->InvalidateMapping(cblock);
-  if (meta_ != nullptr) meta_->AppendUnmap(cblock);
+  return meta_ != nullptr ? meta_->AppendUnmap(cblock) : 0;
 }
 
 uint64_t CacheEngine::MarkDirty(CBlock cblock) {
@@ -532,9 +532,14 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
         if (mode == Mode::kWriteback) {
           ec = st.error();
         } else {
-          // The origin has the data; the stale cache copy must go.
-          std::lock_guard<std::mutex> lock(policy_mu_);
-          Unmap(cblock);
+          // The origin has the data; the stale cache copy must go, for
+          // good before the write completes (a crash must not revive it).
+          uint64_t seq;
+          {
+            std::lock_guard<std::mutex> lock(policy_mu_);
+            seq = Unmap(cblock);
+          }
+          ec = Durable(seq);
         }
       } else {
         cache_sync_.Wrote();
@@ -877,6 +882,7 @@ Status CacheEngine::SetMode(Mode mode) {
         [&](OBlock, CBlock cblock, bool) { all.push_back(cblock); });
     for (CBlock cblock : all) Unmap(cblock);
   }
+  if (meta_ != nullptr) return Durable(meta_->last_seq());
   return OkStatus();
 }
 
@@ -965,6 +971,11 @@ Result<uint64_t> CacheEngine::InvalidateClean(std::string_view name) {
       }
     }
     UnlockBlocks(std::move(cells));
+  }
+  // Before anyone writes the origin past a dropped copy, which a crash
+  // must not bring back.
+  if (meta_ != nullptr) {
+    if (std::error_code ec = Durable(meta_->last_seq())) return ec;
   }
   return dropped;
 }

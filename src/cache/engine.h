@@ -254,7 +254,7 @@ class CacheEngine {
 
   // Metadata records; each REQUIRES policy_mu_ and returns the record's
   // sequence (0 without persistent metadata).
-  void Unmap(CBlock cblock);
+  uint64_t Unmap(CBlock cblock);
   uint64_t MarkDirty(CBlock cblock);
   // Waits until record `seq` is durable; on failure the engine goes
   // read-only. REQUIRES: policy_mu_ not held.

@@ -195,7 +195,7 @@ void CacheEngine::RunWriteback(std::shared_ptr<Migration> m) {
 }
 
 void CacheEngine::FinishMigration(std::shared_ptr<Migration> m, bool success) {
-  uint64_t map_seq = 0;
+  uint64_t seq = 0;  // a record to make durable before the block unlocks
   {
     std::lock_guard<std::mutex> lock(policy_mu_);
     // A volume forgotten or a switch to passthrough while the copy ran: the
@@ -211,10 +211,10 @@ void CacheEngine::FinishMigration(std::shared_ptr<Migration> m, bool success) {
       const CBlock cblock = m->work.cblock;
       switch (m->work.op) {
         case policy::WorkOp::kPromote:
-          map_seq = meta_->AppendMap(cblock, m->work.oblock, false);
+          seq = meta_->AppendMap(cblock, m->work.oblock, false);
           break;
         case policy::WorkOp::kDemote:
-          meta_->AppendUnmap(cblock);
+          seq = meta_->AppendUnmap(cblock);
           break;
         case policy::WorkOp::kWriteback:
           // Lazy: a crash before it is durable only costs one more
@@ -227,8 +227,10 @@ void CacheEngine::FinishMigration(std::shared_ptr<Migration> m, bool success) {
       }
     }
   }
-  // A new mapping is durable before the block is served from the cache.
-  if (map_seq != 0 && Durable(map_seq)) success = false;
+  // A new mapping is durable before the block is served from the cache; a
+  // dropped one before the origin is written past it (after a crash, the
+  // stale copy would come back).
+  if (seq != 0 && Durable(seq)) success = false;
   if (success) {
     switch (m->work.op) {
       case policy::WorkOp::kPromote:

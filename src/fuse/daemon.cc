@@ -21,6 +21,7 @@
 #include <sstream>
 #include <thread>
 
+#include "src/cache/persistent.h"
 #include "src/fuse/filesystem.h"
 #include "src/util/runtime_paths.h"
 #include "src/util/size.h"
@@ -30,7 +31,6 @@ namespace {
 
 constexpr const char* kMetaDirName = "tierfs";
 constexpr const char* kLockName = "lock";
-constexpr const char* kCacheStoreName = "cache.data";
 
 void PrintError(const std::string& message) {
   std::fprintf(stderr, "tierfs: %s\n", message.c_str());
@@ -235,7 +235,9 @@ class FastDirLock {
   // Removes what Acquire created, after a failed mount.
   void Abandon() {
     if (created_dir_.empty()) return;
-    ::unlink((created_dir_ + "/" + kCacheStoreName).c_str());
+    for (const std::string& name : cache::CacheFileNames()) {
+      ::unlink((created_dir_ + "/" + name).c_str());
+    }
     ::unlink(path_.c_str());
     ::rmdir(created_dir_.c_str());
   }
@@ -279,63 +281,45 @@ void DetachFromTerminal() {
   LogToSyslog();
 }
 
-// Creates the cache store (preallocated, so a full fast dir fails here and
-// not later) and the engine. Prints why on failure.
+// Opens the fast dir's cache (formatting it the first time) and brings the
+// engine up warm. Prints why on failure and what is worth knowing on success.
 std::unique_ptr<cache::CacheEngine> OpenCache(const DaemonConfig& config,
-                                              const std::string& fast,
-                                              std::string* path) {
-  const uint64_t bs = config.engine.block_size;
-  const uint64_t blocks = config.cache_size / bs;
-  if (blocks == 0) {
-    PrintError("--cache-size " + FormatSize(config.cache_size) +
-               " is smaller than one block (" + FormatSize(bs) + ")");
-    return nullptr;
-  }
-  *path = fast + "/" + kMetaDirName + "/" + kCacheStoreName;
-  io::OpenOptions options;
-  options.create = true;
-  options.mode = 0600;
-  Result<std::unique_ptr<io::File>> store =
-      io::Env::Default()->OpenAt(AT_FDCWD, *path, options);
-  if (!store.ok()) {
-    PrintError("cannot create cache store " + *path + ": " +
-               store.error().message());
-    return nullptr;
-  }
-  Status st = (*store)->Allocate(0, blocks * bs);
-  if (!st.ok()) {
-    if (st.error().value() == ENOSPC) {
-      struct statvfs vfs;
-      std::string free_text = "unknown";
-      if (::statvfs(fast.c_str(), &vfs) == 0) {
-        free_text =
-            FormatSize(static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize);
-      }
-      PrintError("not enough space in fast dir " + fast + " for a " +
-                 FormatSize(blocks * bs) + " cache (" + free_text +
-                 " free); use a smaller --cache-size");
-    } else {
-      PrintError("cannot allocate cache store " + *path + ": " +
-                 st.error().message());
-    }
-    (*store)->Truncate(0).ok();
-    return nullptr;
-  }
-  if (!(*store)->direct()) {
-    TIERFS_LOG_WARNING(
-        "fast dir %s does not support O_DIRECT; cache IO is "
-        "buffered + fdatasync",
-        fast.c_str());
-  }
-  cache::EngineOptions engine_options = config.engine;
-  engine_options.cache_blocks = blocks;
+                                              const ResolvedDirs& dirs,
+                                              int slow_fd) {
+  cache::PersistentOptions options;
+  options.meta_dir = dirs.fast + "/" + kMetaDirName;
+  options.fast_dir = dirs.fast;
+  options.slow_dirfd = slow_fd;
+  options.cache_size = config.cache_size;
+  options.cache_size_given = config.cache_size_given;
+  options.block_size_given = config.block_size_given;
+  options.discard_cache = config.discard_cache;
+  options.force = config.force;
+  options.engine = config.engine;
+  cache::StartReport report;
   std::string error;
   Result<std::unique_ptr<cache::CacheEngine>> engine =
-      cache::CacheEngine::Create(engine_options, std::move(store).value(),
-                                 &error);
+      cache::OpenPersistentCache(options, &report, &error);
   if (!engine.ok()) {
-    PrintError("cannot start the cache: " + error);
+    PrintError(error);
     return nullptr;
+  }
+  for (const std::string& note : report.notes) {
+    PrintError(note);
+    TIERFS_LOG_WARNING("%s", note.c_str());
+  }
+  if (report.formatted) {
+    TIERFS_LOG_INFO("new cache in %s", options.meta_dir.c_str());
+  } else {
+    TIERFS_LOG_INFO(
+        "cache loaded in %.3f s: %llu blocks (%llu dirty), %s, %llu journal "
+        "records replayed, %llu clean blocks of changed or missing files "
+        "dropped",
+        report.load_seconds, static_cast<unsigned long long>(report.mappings),
+        static_cast<unsigned long long>(report.dirty),
+        report.clean_shutdown ? "clean shutdown" : "recovered after a crash",
+        static_cast<unsigned long long>(report.replayed_records),
+        static_cast<unsigned long long>(report.dropped_clean));
   }
   return std::move(engine).value();
 }
@@ -354,9 +338,8 @@ int Serve(const DaemonConfig& config, const ResolvedDirs& dirs,
   }
   FilesystemOptions fs_options;
   std::unique_ptr<cache::CacheEngine> engine;
-  std::string cache_path;
   if (config.cache) {
-    engine = OpenCache(config, dirs.fast, &cache_path);
+    engine = OpenCache(config, dirs, slow_fd);
     if (!engine) {
       ::close(slow_fd);
       lock.Abandon();
@@ -440,20 +423,18 @@ int Serve(const DaemonConfig& config, const ResolvedDirs& dirs,
   ::unlink(state.c_str());
   TIERFS_LOG_INFO("unmounted %s", dirs.mountpoint.c_str());
   if (engine) {
-    // Until the cache is persistent, a clean shutdown leaves the origin
-    // complete: every dirty block is written back before the daemon exits
-    // (and releases the lock `tierfs umount` waits on).
-    cache::EngineSnapshot before = engine->Snapshot();
-    Status st = engine->Flush(std::chrono::hours(24));
+    // Dirty blocks stay in the cache (they are durable there); the final
+    // checkpoint lets the next mount start warm without replaying anything.
+    const uint64_t dirty = engine->Snapshot().dirty_blocks;
+    Status st = engine->CloseCleanly();
     if (!st.ok()) {
-      TIERFS_LOG_ERROR("writeback at shutdown failed: %s",
+      TIERFS_LOG_ERROR("clean shutdown of the cache failed: %s",
                        st.error().message().c_str());
       rc = 1;
-    } else if (before.dirty_blocks != 0) {
-      TIERFS_LOG_INFO("wrote back %llu dirty blocks",
-                      static_cast<unsigned long long>(before.dirty_blocks));
+    } else {
+      TIERFS_LOG_INFO("cache closed cleanly (%llu dirty blocks kept)",
+                      static_cast<unsigned long long>(dirty));
     }
-    engine->Shutdown();
   }
   return rc == 0 ? kExitOk : kExitFailure;
 }

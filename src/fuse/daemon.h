@@ -40,6 +40,10 @@ struct DaemonConfig {
   // cache_size. Without `cache`, files are passed through uncached.
   bool cache = true;
   uint64_t cache_size = 1ull << 30;
+  // An existing cache keeps its geometry unless these were given.
+  bool cache_size_given = false, block_size_given = false;
+  // Start cold, dropping the fast dir's cache (`force`: even dirty blocks).
+  bool discard_cache = false, force = false;
   cache::EngineOptions engine;
   ServiceStarter services;
 };

@@ -1,0 +1,275 @@
+#include "src/cache/persistent.h"
+
+#include <fcntl.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <map>
+#include <optional>
+
+#include "meta/store.h"
+#include "meta/volumes.h"
+#include "src/util/size.h"
+
+namespace tierfs::cache {
+namespace {
+
+std::string Plural(uint64_t n, const char* what) {
+  return std::to_string(n) + " " + what + (n == 1 ? "" : "s");
+}
+
+uint64_t CountDirty(const meta::LoadedState& state) {
+  uint64_t n = 0;
+  for (const meta::MappingRecord& m : state.mappings) n += m.dirty;
+  return n;
+}
+
+// Creates (or re-creates) the cache store, preallocated so that a full fast
+// dir fails here and not under load.
+Result<std::unique_ptr<io::File>> CreateStore(const PersistentOptions& options,
+                                              const std::string& path,
+                                              uint64_t bytes,
+                                              std::string* error_message) {
+  io::OpenOptions open;
+  open.create = true;
+  open.truncate = true;
+  open.mode = 0600;
+  Result<std::unique_ptr<io::File>> store =
+      io::Env::Default()->OpenAt(AT_FDCWD, path, open);
+  if (!store.ok()) {
+    *error_message =
+        "cannot create cache store " + path + ": " + store.error().message();
+    return store.error();
+  }
+  Status st = (*store)->Allocate(0, bytes);
+  if (st.ok()) return store;
+  if (st.error().value() == ENOSPC) {
+    struct statvfs vfs;
+    std::string free_text = "unknown";
+    if (::statvfs(options.fast_dir.c_str(), &vfs) == 0) {
+      free_text =
+          FormatSize(static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize);
+    }
+    *error_message = "not enough space in fast dir " + options.fast_dir +
+                     " for a " + FormatSize(bytes) + " cache (" + free_text +
+                     " free); use a smaller --cache-size";
+  } else {
+    *error_message =
+        "cannot allocate cache store " + path + ": " + st.error().message();
+  }
+  (*store)->Truncate(0).ok();
+  return st.error();
+}
+
+}  // namespace
+
+std::vector<std::string> CacheFileNames() {
+  return {kCacheStoreName, meta::kMetaFileName, meta::kCheckpointNames[0],
+          meta::kCheckpointNames[1]};
+}
+
+Result<std::unique_ptr<CacheEngine>> OpenPersistentCache(
+    const PersistentOptions& options, StartReport* report,
+    std::string* error_message) {
+  const auto started = std::chrono::steady_clock::now();
+  auto fail = [&](int err, std::string why) -> std::error_code {
+    *error_message = std::move(why);
+    return ErrnoCode(err);
+  };
+  io::Env* env = io::Env::Default();
+  const std::string& fast = options.fast_dir;
+  const std::string check = "run 'tierfs check --fast " + fast + "'";
+  const std::string store_path = options.meta_dir + "/" + kCacheStoreName;
+  const std::string meta_path =
+      options.meta_dir + "/" + std::string(meta::kMetaFileName);
+
+  // 1. What is there.
+  std::optional<meta::LoadedState> state;
+  if (::access(meta_path.c_str(), F_OK) == 0) {
+    std::string why;
+    Result<meta::LoadedState> loaded = meta::Load(env, options.meta_dir, &why);
+    if (loaded.ok() && !loaded->damage.empty()) why = loaded->damage;
+    const bool usable = loaded.ok() && loaded->damage.empty();
+    if (options.discard_cache) {
+      if (!usable && !options.force) {
+        return fail(EBUSY, "--discard-cache: the cache metadata in " + fast +
+                               " cannot be read (" + why +
+                               "), so it may hold data not yet on the slow "
+                               "dir; " +
+                               check + ", or add --force to drop it anyway");
+      }
+      const uint64_t dirty = usable ? CountDirty(*loaded) : 0;
+      if (dirty != 0 && !options.force) {
+        return fail(EBUSY, "--discard-cache would drop " +
+                               Plural(dirty, "dirty block") +
+                               " not yet written to the slow dir; run 'tierfs "
+                               "writeback --fast " +
+                               fast + " --slow DIR' first, or add --force");
+      }
+    } else if (!usable) {
+      return fail(loaded.ok() ? EUCLEAN : loaded.error().value(),
+                  "cannot use the cache in " + fast + ": " + why + "; " +
+                      check + ", or mount with --discard-cache to start cold");
+    } else {
+      state = std::move(loaded).value();
+    }
+  }
+
+  // 2. Geometry: an existing cache keeps its own unless told otherwise.
+  EngineOptions engine_options = options.engine;
+  std::shared_ptr<meta::MetaStore> store;
+  std::unique_ptr<io::File> cache_store;
+  std::vector<meta::ResolvedVolume> volumes;
+  std::vector<meta::MappingRecord> mappings;
+  std::vector<VolumeId> gone;
+  if (state) {
+    const meta::Superblock& sb = state->super;
+    if (options.block_size_given &&
+        sb.block_size != options.engine.block_size) {
+      return fail(EINVAL, "the cache in " + fast +
+                              " was formatted with block size " +
+                              FormatSize(sb.block_size) + "; --block-size " +
+                              FormatSize(options.engine.block_size) +
+                              " differs (use --discard-cache to start over)");
+    }
+    if (options.cache_size_given &&
+        options.cache_size / sb.block_size != sb.cache_blocks) {
+      return fail(EINVAL, "the cache in " + fast + " holds " +
+                              FormatSize(sb.cache_blocks * sb.block_size) +
+                              "; --cache-size " +
+                              FormatSize(options.cache_size) +
+                              " differs (resizing is not supported: drop "
+                              "--cache-size, or start over with "
+                              "--discard-cache)");
+    }
+    engine_options.block_size = sb.block_size;
+    engine_options.cache_blocks = sb.cache_blocks;
+
+    // 3. The volumes: cached blocks attach only to the very same files.
+    volumes = meta::ResolveVolumes(env, options.slow_dirfd, state->volumes,
+                                   state->clean_shutdown);
+    std::map<uint32_t, const meta::ResolvedVolume*> by_id;
+    for (const meta::ResolvedVolume& v : volumes) {
+      by_id[v.record.id.value()] = &v;
+    }
+    std::map<uint32_t, uint64_t> changed_dirty, missing_dirty;
+    for (const meta::MappingRecord& m : state->mappings) {
+      const meta::ResolvedVolume& v = *by_id.at(m.oblock.volume.value());
+      if (v.state == meta::VolumeState::kAttached) {
+        mappings.push_back(m);
+      } else if (!m.dirty) {
+        ++report->dropped_clean;  // the origin has it, or it is gone
+      } else if (v.state == meta::VolumeState::kChanged) {
+        mappings.push_back(m);  // never silently discarded
+        ++changed_dirty[v.record.id.value()];
+      } else {
+        ++missing_dirty[v.record.id.value()];
+      }
+    }
+    for (const auto& [id, n] : missing_dirty) {
+      const meta::ResolvedVolume& v = *by_id.at(id);
+      return fail(ENOENT,
+                  "'" + v.record.path + "' has " + Plural(n, "dirty block") +
+                      " in the cache but is not in the slow dir (" + v.why +
+                      "); put the file back, or mount with "
+                      "--discard-cache --force to drop them");
+    }
+    for (const auto& [id, n] : changed_dirty) {
+      const meta::ResolvedVolume& v = *by_id.at(id);
+      report->notes.push_back(
+          "'" + v.record.path + "' " + v.why + "; its clean cached blocks " +
+          "were dropped, its " + Plural(n, "dirty block") +
+          " kept (they are newer than what was cached before)");
+    }
+    for (const meta::ResolvedVolume& v : volumes) {
+      if (v.state == meta::VolumeState::kMissing) gone.push_back(v.record.id);
+    }
+
+    io::OpenOptions open;
+    Result<std::unique_ptr<io::File>> opened =
+        env->OpenAt(AT_FDCWD, store_path, open);
+    if (!opened.ok()) {
+      return fail(opened.error().value(),
+                  "cannot open cache store " + store_path + ": " +
+                      opened.error().message() + "; " + check);
+    }
+    Result<uint64_t> size = (*opened)->Size();
+    if (!size.ok() || *size < sb.cache_blocks * sb.block_size) {
+      return fail(EUCLEAN, "cache store " + store_path +
+                               " is shorter than the cache it belongs to; " +
+                               check);
+    }
+    cache_store = std::move(opened).value();
+    Result<std::unique_ptr<meta::MetaStore>> opened_meta =
+        meta::MetaStore::Open(env, options.meta_dir, *state, error_message);
+    if (!opened_meta.ok()) return opened_meta.error();
+    store = std::move(opened_meta).value();
+    report->clean_shutdown = state->clean_shutdown;
+    report->replayed_records = state->replayed_records;
+  } else {
+    const uint64_t bs = options.engine.block_size;
+    const uint64_t blocks = options.cache_size / bs;
+    if (blocks == 0 || blocks > UINT32_MAX) {
+      return fail(EINVAL, "--cache-size " + FormatSize(options.cache_size) +
+                              " must hold between 1 and 2^32-1 blocks of " +
+                              FormatSize(bs));
+    }
+    Result<std::unique_ptr<io::File>> created =
+        CreateStore(options, store_path, blocks * bs, error_message);
+    if (!created.ok()) return created.error();
+    cache_store = std::move(created).value();
+    meta::FormatOptions format;
+    format.block_size = bs;
+    format.cache_blocks = blocks;
+    format.policy = options.engine.policy;
+    Result<std::unique_ptr<meta::MetaStore>> formatted =
+        meta::MetaStore::Format(env, options.meta_dir, format, error_message);
+    if (!formatted.ok()) return formatted.error();
+    store = std::move(formatted).value();
+    engine_options.cache_blocks = blocks;
+    report->formatted = true;
+  }
+  if (!cache_store->direct()) {
+    report->notes.push_back("fast dir " + fast +
+                            " does not support O_DIRECT; cache IO is "
+                            "buffered + fdatasync");
+  }
+
+  // 4. The engine, warm.
+  engine_options.metadata = store;
+  Result<std::unique_ptr<CacheEngine>> engine = CacheEngine::Create(
+      engine_options, std::move(cache_store), error_message);
+  if (!engine.ok()) return engine.error();
+  if (state) {
+    std::erase_if(volumes, [](const meta::ResolvedVolume& v) {
+      return v.state == meta::VolumeState::kMissing;
+    });
+    for (const meta::ResolvedVolume& v : volumes) {
+      // Renames found and current sizes, for the next mount.
+      store->AppendVolume(meta::RecordFor(v.record.id, v.stat, v.record.path));
+    }
+    for (VolumeId id : gone) store->AppendVolumeGone(id);
+    Status st = (*engine)->Restore(std::move(volumes), mappings,
+                                   state->hints_valid, state->hints_policy);
+    if (!st.ok()) {
+      return fail(st.error().value(), "cannot load the cache's mappings: " +
+                                          st.error().message() + "; " + check);
+    }
+  }
+  // The start state (dropped mappings, renames) is durable and the journal
+  // starts empty: a crash from here on replays only this mount's changes.
+  Status st = store->Checkpoint(false);
+  if (!st.ok()) {
+    return fail(st.error().value(), "cannot write the cache metadata in " +
+                                        fast + ": " + st.error().message());
+  }
+  for (const meta::MappingRecord& m : mappings) report->dirty += m.dirty;
+  report->mappings = mappings.size();
+  report->load_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
+          .count();
+  return engine;
+}
+
+}  // namespace tierfs::cache

@@ -1,0 +1,54 @@
+// Opens the cache of a fast dir for a mount: formats it the first time,
+// otherwise loads its metadata (checkpoint + journal), finds its volumes in
+// the slow dir and brings the engine up warm (DESIGN.md "Durability
+// contract"). Every refusal leaves the fast dir as it was.
+#ifndef TIERFS_SRC_CACHE_PERSISTENT_H_
+#define TIERFS_SRC_CACHE_PERSISTENT_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "src/cache/engine.h"
+
+namespace tierfs::cache {
+
+inline constexpr const char* kCacheStoreName = "cache.data";
+// Every file a cache keeps in its meta dir (the store and the metadata).
+std::vector<std::string> CacheFileNames();
+
+struct PersistentOptions {
+  std::string meta_dir;  // FAST/tierfs: metadata and the cache store
+  std::string fast_dir;  // for messages
+  int slow_dirfd = -1;   // the slow dir (O_PATH is enough)
+  uint64_t cache_size = 1ull << 30;
+  // Whether the user chose the size / block size; an existing cache keeps
+  // its own geometry unless told otherwise.
+  bool cache_size_given = false;
+  bool block_size_given = false;
+  // Start cold: drop the existing cache (refused while it holds dirty
+  // blocks unless `force`).
+  bool discard_cache = false;
+  bool force = false;
+  EngineOptions engine;  // block_size, mode, policy, ...
+};
+
+// What happened at start-up, for the log and the user.
+struct StartReport {
+  bool formatted = false;       // a new, empty cache
+  bool clean_shutdown = false;  // the last mount ended cleanly
+  uint64_t mappings = 0, dirty = 0;
+  uint64_t replayed_records = 0;
+  uint64_t dropped_clean = 0;  // of volumes changed or gone while unmounted
+  double load_seconds = 0;
+  std::vector<std::string> notes;  // one line each, worth telling the user
+};
+
+// On failure returns an error with a one-line reason in *error_message.
+Result<std::unique_ptr<CacheEngine>> OpenPersistentCache(
+    const PersistentOptions& options, StartReport* report,
+    std::string* error_message);
+
+}  // namespace tierfs::cache
+
+#endif  // TIERFS_SRC_CACHE_PERSISTENT_H_
