@@ -155,6 +155,9 @@ void EncodeRecord(const Record& r, std::vector<std::byte>* out) {
 
 Result<std::vector<Record>> DecodeRecords(std::span<const std::byte> payload,
                                           uint32_t count) {
+  // Every record takes at least 24 bytes: a larger count is garbage, and
+  // reserving for it could ask for gigabytes.
+  if (count > payload.size() / 24) return ErrnoCode(EBADMSG);
   std::vector<Record> out;
   out.reserve(count);
   Reader r(payload);

@@ -157,6 +157,7 @@ void Replay(io::File& meta, const Superblock& sb, uint64_t replay_pos,
   }
   state->journal_end = pos;
   state->next_seq = expected;
+  state->journal_seq_limit = std::max(state->journal_seq_limit, expected);
   // Only the last batch can be torn (one batch per fdatasync). A valid batch
   // newer than where replay stopped means a batch in between is damaged.
   std::vector<std::byte> chunk(1 << 20);
@@ -169,11 +170,13 @@ void Replay(io::File& meta, const Superblock& sb, uint64_t replay_pos,
     if (!n.ok()) break;
     for (size_t off = 0; off + kPage <= *n; off += kPage) {
       auto h = DecodeBatchHeader(std::span(chunk).subspan(off, kPage), sb.uuid);
-      if (h && h->first_seq > expected) {
+      if (!h) continue;
+      state->journal_seq_limit =
+          std::max(state->journal_seq_limit, h->first_seq + h->count);
+      if (h->first_seq > expected) {
         loader->Damage("journal damaged: replay stopped at record " +
                        std::to_string(expected) + " but record " +
                        std::to_string(h->first_seq) + " follows");
-        return;
       }
     }
     at += len;
@@ -221,6 +224,9 @@ Result<LoadedState> Load(io::Env* env, const std::string& dir,
         DecodeSuperblock(std::span(pages).subspan(i * kPage, kPage), &why[i]);
     if (sb && (!best || sb->generation > best->generation)) best = sb;
   }
+  for (uint64_t i = 0; i < kSuperblockCopies; ++i) {
+    state.superblock_damage[i] = why[i];
+  }
   if (!best) {
     return fail(ErrnoCode(EUCLEAN), "no valid superblock in " + dir + "/" +
                                         kMetaFileName + " (" + why[0] + "; " +
@@ -228,25 +234,26 @@ Result<LoadedState> Load(io::Env* env, const std::string& dir,
   }
   state.super = *best;
   state.clean_shutdown = best->flags & kCleanShutdown;
-  if (best->flags & kNeedsCheck) {
-    state.damage = "marked as needing a check: " + best->reason;
-  }
+  state.needs_check = best->flags & kNeedsCheck;
 
   std::optional<Checkpoint> cp;
   std::string cp_why;
-  for (const char* name : kCheckpointNames) {
+  for (int slot = 0; slot < 2; ++slot) {
+    const char* name = kCheckpointNames[slot];
     Result<std::unique_ptr<io::File>> file =
         OpenFile(env, dir, name, false, false);
+    std::string& w = state.checkpoint_damage[slot];
     if (!file.ok()) {
-      cp_why += std::string(name) + ": " + file.error().message() + "; ";
+      w = file.error().message();
+      cp_why += std::string(name) + ": " + w + "; ";
       continue;
     }
     Result<std::vector<std::byte>> data = ReadAll(**file);
     if (!data.ok()) {
-      cp_why += std::string(name) + ": " + data.error().message() + "; ";
+      w = data.error().message();
+      cp_why += std::string(name) + ": " + w + "; ";
       continue;
     }
-    std::string w;
     auto c = DecodeCheckpoint(*data, best->uuid, best->cache_blocks, &w);
     if (!c) {
       // One bad slot is normal (a crash while writing it); both are not.
@@ -256,11 +263,19 @@ Result<LoadedState> Load(io::Env* env, const std::string& dir,
     if (!cp || c->sequence > cp->sequence) cp = std::move(c);
   }
   Loader loader(&state, best->cache_blocks);
+  auto finish = [&] {
+    loader.Finish();
+    // Structural damage first: it says more than the flag does.
+    if (state.needs_check && state.damage.empty()) {
+      state.damage = "marked as needing a check: " + best->reason;
+    }
+  };
   if (!cp) {
     loader.Damage("no valid checkpoint (" + cp_why + ")");
-    loader.Finish();
+    finish();
     return state;
   }
+  state.has_checkpoint = true;
   state.checkpoint_sequence = cp->sequence;
   state.replay_pos = cp->replay_pos;
   state.hints_valid = cp->hints_valid && state.clean_shutdown;
@@ -268,7 +283,7 @@ Result<LoadedState> Load(io::Env* env, const std::string& dir,
   loader.Start(*cp);
   Replay(**meta, *best, cp->replay_pos, cp->next_seq, &loader, &state);
   if (state.replayed_records != 0) state.hints_valid = false;
-  loader.Finish();
+  finish();
   return state;
 }
 
@@ -323,11 +338,16 @@ Result<std::unique_ptr<MetaStore>> MetaStore::Format(
   cp.sequence = 1;
   cp.policy = sb.policy;
   std::vector<std::byte> data = EncodeCheckpoint(cp);
-  Status st = store->checkpoint_files_[1]->Truncate(0);
-  if (st.ok()) st = store->checkpoint_files_[1]->Sync();
-  if (st.ok()) st = store->checkpoint_files_[0]->Truncate(0);
-  if (st.ok()) st = store->checkpoint_files_[0]->WriteAt(0, data);
-  if (st.ok()) st = store->checkpoint_files_[0]->Sync();
+  // Sequence 1 goes to slot 1 (slot = sequence % 2, as LeadCheckpoint
+  // writes them): the first checkpoint after this one must not overwrite
+  // the only valid slot.
+  io::File& first = *store->checkpoint_files_[cp.sequence % 2];
+  io::File& other = *store->checkpoint_files_[(cp.sequence + 1) % 2];
+  Status st = other.Truncate(0);
+  if (st.ok()) st = other.Sync();
+  if (st.ok()) st = first.Truncate(0);
+  if (st.ok()) st = first.WriteAt(0, data);
+  if (st.ok()) st = first.Sync();
   if (!st.ok()) return fail(st.error(), "writing the first checkpoint");
 
   auto meta = OpenFile(env, dir, kMetaFileName, true, true);
@@ -408,6 +428,9 @@ uint64_t MetaStore::AppendLocked(const Record& r) {
       break;
     case RecordType::kVolume:
       volumes_[r.volume.id.value()] = r.volume;
+      // As replay does: a checkpoint must never hold a volume id at or
+      // above its next_volume_id (DecodeCheckpoint rejects it).
+      next_volume_id_ = std::max(next_volume_id_, r.volume.id.value() + 1);
       break;
     case RecordType::kVolumeGone:
       volumes_.erase(r.volume.id.value());

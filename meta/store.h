@@ -64,6 +64,16 @@ struct LoadedState {
   uint64_t journal_end = 0, next_seq = 1;
   // Oddities that do not make the metadata unusable (for `tierfs check`).
   std::vector<std::string> warnings;
+  // Per structure, why it is not valid (empty: valid), for `tierfs check`.
+  std::string superblock_damage[kSuperblockCopies];
+  std::string checkpoint_damage[2];
+  bool has_checkpoint = false;
+  // NEEDS_CHECK was set (by a daemon that hit damage or a write error).
+  bool needs_check = false;
+  // One past the highest record sequence of any batch of this cache in the
+  // ring, replayed or not: fresh metadata written over this journal must
+  // start above it so that no stale batch is ever replayed.
+  uint64_t journal_seq_limit = 1;
 };
 
 // Reads and checks every structure without changing anything.
