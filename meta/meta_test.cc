@@ -1,0 +1,719 @@
+// Tests of the metadata layer: format, journal replay with torn tails and
+// damage, checkpoints, ring wrap-around, group commit, volume identity and
+// behaviour under injected IO faults.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "meta/format.h"
+#include "meta/store.h"
+#include "meta/volumes.h"
+#include "src/io/fault_injection.h"
+
+namespace tierfs::meta {
+namespace {
+
+namespace fs = std::filesystem;
+
+// The engine's side of the contract: the mapping table the records
+// describe, appended under one lock and handed to checkpoints.
+class Model {
+ public:
+  explicit Model(MetaStore* store) : store_(store) {
+    store->SetSnapshot(
+        [this](Checkpoint* cp, const std::function<void()>& capture) {
+          std::lock_guard<std::mutex> lock(mu_);
+          for (const auto& [c, m] : map_) cp->mappings.push_back(m);
+          cp->policy = "smq";
+          capture();
+        });
+  }
+  ~Model() { store_->SetSnapshot(nullptr); }
+  // Starts from a loaded state.
+  void Adopt(const LoadedState& state) {
+    std::lock_guard<std::mutex> lock(mu_);
+    map_.clear();
+    for (const MappingRecord& m : state.mappings) map_[m.cblock.value()] = m;
+  }
+  uint64_t Map(uint32_t c, uint32_t volume, uint64_t index, bool dirty) {
+    std::lock_guard<std::mutex> lock(mu_);
+    map_[c] = MappingRecord{CBlock(c), OBlock{VolumeId(volume), index}, dirty};
+    return store_->AppendMap(CBlock(c), OBlock{VolumeId(volume), index}, dirty);
+  }
+  uint64_t Unmap(uint32_t c) {
+    std::lock_guard<std::mutex> lock(mu_);
+    map_.erase(c);
+    return store_->AppendUnmap(CBlock(c));
+  }
+  uint64_t SetDirty(uint32_t c, bool dirty) {
+    std::lock_guard<std::mutex> lock(mu_);
+    map_.at(c).dirty = dirty;
+    return dirty ? store_->AppendDirty(CBlock(c))
+                 : store_->AppendClean(CBlock(c));
+  }
+  bool Mapped(uint32_t c) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return map_.count(c) != 0;
+  }
+  // What Load should return (mappings sorted by cblock, hints zero).
+  std::vector<MappingRecord> Expected() {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<MappingRecord> out;
+    for (const auto& [c, m] : map_) out.push_back(m);
+    return out;
+  }
+
+ private:
+  MetaStore* store_;
+  std::mutex mu_;
+  std::map<uint32_t, MappingRecord> map_;  // guarded by mu_
+};
+
+bool SameMappings(const std::vector<MappingRecord>& a,
+                  const std::vector<MappingRecord>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i].cblock != b[i].cblock || a[i].oblock != b[i].oblock ||
+        a[i].dirty != b[i].dirty) {
+      return false;
+    }
+  }
+  return true;
+}
+
+class MetaTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // No "meta" in the name: fault rules match paths by substring.
+    char tmpl[] = "/tmp/tierfs-md-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::unique_ptr<MetaStore> Format(uint64_t blocks = 1000,
+                                    uint64_t journal = 0,
+                                    io::Env* env = io::Env::Default()) {
+    FormatOptions o;
+    o.cache_blocks = blocks;
+    o.journal_size = journal;
+    std::string error;
+    auto store = MetaStore::Format(env, dir_, o, &error);
+    EXPECT_TRUE(store.ok()) << error;
+    return store.ok() ? std::move(store).value() : nullptr;
+  }
+  LoadedState MustLoad() {
+    std::string error;
+    auto state = Load(io::Env::Default(), dir_, &error);
+    EXPECT_TRUE(state.ok()) << error;
+    return state.ok() ? std::move(state).value() : LoadedState{};
+  }
+  std::unique_ptr<MetaStore> Open(const LoadedState& state,
+                                  io::Env* env = io::Env::Default()) {
+    std::string error;
+    auto store = MetaStore::Open(env, dir_, state, &error);
+    EXPECT_TRUE(store.ok()) << error;
+    return store.ok() ? std::move(store).value() : nullptr;
+  }
+  // A volume record for id (no real file behind it).
+  static VolumeRecord Volume(uint32_t id) {
+    VolumeRecord v;
+    v.id = VolumeId(id);
+    v.ino = 1000 + id;
+    v.path = "vol" + std::to_string(id) + ".img";
+    return v;
+  }
+  void Poke(const std::string& name, uint64_t offset, uint8_t xor_with) {
+    int fd = ::open((dir_ + "/" + name).c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    uint8_t b = 0;
+    ASSERT_EQ(::pread(fd, &b, 1, offset), 1);
+    b ^= xor_with;
+    ASSERT_EQ(::pwrite(fd, &b, 1, offset), 1);
+    ::close(fd);
+  }
+  void Zero(const std::string& name, uint64_t offset, uint64_t length) {
+    int fd = ::open((dir_ + "/" + name).c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    std::vector<char> zeros(length);
+    ASSERT_EQ(::pwrite(fd, zeros.data(), length, offset),
+              static_cast<ssize_t>(length));
+    ::close(fd);
+  }
+
+  std::string dir_;
+};
+
+TEST_F(MetaTest, FormatThenLoadRoundTrips) {
+  auto store = Format(1234);
+  ASSERT_TRUE(store);
+  const Superblock sb = store->super();
+  store.reset();
+  LoadedState s = MustLoad();
+  EXPECT_EQ(s.damage, "");
+  EXPECT_EQ(s.super.uuid, sb.uuid);
+  EXPECT_EQ(s.super.block_size, 64u * 1024);
+  EXPECT_EQ(s.super.cache_blocks, 1234u);
+  EXPECT_EQ(s.super.policy, "smq");
+  EXPECT_EQ(s.super.journal_size, 8u << 20);
+  EXPECT_FALSE(s.clean_shutdown);
+  EXPECT_TRUE(s.has_checkpoint);
+  EXPECT_EQ(s.checkpoint_sequence, 1u);
+  EXPECT_TRUE(s.mappings.empty());
+  EXPECT_TRUE(s.volumes.empty());
+  EXPECT_EQ(s.next_seq, 1u);
+  EXPECT_EQ(s.superblock_damage[0], "");
+  EXPECT_EQ(s.superblock_damage[1], "");
+}
+
+TEST_F(MetaTest, FormatRejectsBadGeometry) {
+  FormatOptions o;
+  o.cache_blocks = 10;
+  o.block_size = 3000;
+  std::string error;
+  EXPECT_FALSE(MetaStore::Format(io::Env::Default(), dir_, o, &error).ok());
+  EXPECT_NE(error.find("geometry"), std::string::npos) << error;
+}
+
+TEST_F(MetaTest, JournalReplayRestoresMappingsDirtyBitsAndVolumes) {
+  auto store = Format();
+  Model model(store.get());
+  store->AppendVolume(Volume(1));
+  store->AppendVolume(Volume(2));
+  store->AppendVolume(Volume(3));
+  EXPECT_EQ(store->NewVolumeId().value(), 4u);  // above every recorded id
+  for (uint32_t c = 0; c < 50; ++c) model.Map(c, 1 + c % 2, c * 7, c % 3 == 0);
+  model.SetDirty(1, true);
+  model.SetDirty(3, false);
+  model.Unmap(10);
+  store->AppendVolumeGone(VolumeId(3));
+  ASSERT_TRUE(store->WaitDurable(store->last_seq()).ok());
+  const uint64_t records = store->last_seq();
+  EXPECT_FALSE(store->HasPending());
+  store.reset();
+
+  LoadedState s = MustLoad();
+  EXPECT_EQ(s.damage, "");
+  EXPECT_TRUE(SameMappings(s.mappings, model.Expected()));
+  ASSERT_EQ(s.volumes.size(), 2u);
+  EXPECT_EQ(s.volumes[0].path, "vol1.img");
+  EXPECT_EQ(s.volumes[1].id, VolumeId(2));
+  EXPECT_EQ(s.next_volume_id, 4u);
+  EXPECT_EQ(s.replayed_records, records);
+  EXPECT_EQ(s.next_seq, records + 1);
+  EXPECT_FALSE(s.hints_valid);
+
+  // A second mount continues the journal where the first stopped.
+  store = Open(s);
+  ASSERT_TRUE(store);
+  Model again(store.get());
+  again.Adopt(s);
+  again.Unmap(0);
+  again.SetDirty(2, true);
+  ASSERT_TRUE(store->Commit().ok());
+  store.reset();
+  s = MustLoad();
+  EXPECT_EQ(s.damage, "");
+  EXPECT_TRUE(SameMappings(s.mappings, again.Expected()));
+  EXPECT_EQ(s.replayed_records, records + 2);
+}
+
+TEST_F(MetaTest, CleanShutdownCheckpointKeepsHints) {
+  auto store = Format();
+  Model model(store.get());
+  store->AppendVolume(Volume(1));
+  model.Map(5, 1, 9, true);
+  ASSERT_TRUE(store->Checkpoint(true).ok());
+  store.reset();
+  LoadedState s = MustLoad();
+  EXPECT_TRUE(s.clean_shutdown);
+  EXPECT_TRUE(s.hints_valid);
+  EXPECT_EQ(s.hints_policy, "smq");
+  EXPECT_EQ(s.replayed_records, 0u);
+  EXPECT_TRUE(SameMappings(s.mappings, model.Expected()));
+  // Opening for a mount clears the flag on disk at once.
+  store = Open(s);
+  store.reset();
+  EXPECT_FALSE(MustLoad().clean_shutdown);
+}
+
+// Writes two batches; returns the logical journal position of the second.
+uint64_t TwoBatches(MetaStore* store, Model* model) {
+  store->AppendVolume(VolumeRecord{VolumeId(1), 1, 0, 0, 0, 0, "a"});
+  model->Map(1, 1, 1, true);
+  EXPECT_TRUE(store->Commit().ok());
+  const uint64_t second = store->GetStats().journal_bytes;
+  model->Map(2, 1, 2, true);
+  model->Map(3, 1, 3, false);
+  EXPECT_TRUE(store->Commit().ok());
+  return second;
+}
+
+TEST_F(MetaTest, TornLastBatchIsDroppedWithoutDamage) {
+  for (int variant = 0; variant < 3; ++variant) {
+    SCOPED_TRACE(variant);
+    auto store = Format();
+    Model model(store.get());
+    const uint64_t second = TwoBatches(store.get(), &model);
+    store.reset();
+    const uint64_t at = kJournalOffset + second;
+    if (variant == 0) Poke(kMetaFileName, at + kBatchHeaderBytes + 3, 0x40);
+    if (variant == 1) Poke(kMetaFileName, at + 20, 0x01);  // header
+    if (variant == 2) Zero(kMetaFileName, at, kPage);      // never written
+    LoadedState s = MustLoad();
+    EXPECT_EQ(s.damage, "");
+    EXPECT_EQ(s.replayed_batches, 1u);
+    ASSERT_EQ(s.mappings.size(), 1u);
+    EXPECT_EQ(s.mappings[0].cblock, CBlock(1));
+    EXPECT_EQ(s.journal_end, second);
+    EXPECT_EQ(s.next_seq, 3u);
+
+    // The next mount overwrites the torn batch and replays cleanly.
+    store = Open(s);
+    Model again(store.get());
+    again.Adopt(s);
+    again.Map(7, 1, 70, true);
+    ASSERT_TRUE(store->Commit().ok());
+    store.reset();
+    s = MustLoad();
+    EXPECT_EQ(s.damage, "");
+    EXPECT_TRUE(SameMappings(s.mappings, again.Expected()));
+  }
+}
+
+TEST_F(MetaTest, DamagedBatchFollowedByValidOneIsDamage) {
+  auto store = Format();
+  Model model(store.get());
+  const uint64_t second = TwoBatches(store.get(), &model);
+  model.Map(4, 1, 4, true);
+  ASSERT_TRUE(store->Commit().ok());
+  store.reset();
+  Poke(kMetaFileName, kJournalOffset + second + kBatchHeaderBytes + 1, 0x10);
+  LoadedState s = MustLoad();
+  EXPECT_NE(s.damage.find("journal damaged"), std::string::npos) << s.damage;
+  // The state up to the damage is still there (for check --repair).
+  ASSERT_EQ(s.mappings.size(), 1u);
+  EXPECT_EQ(s.journal_seq_limit, 6u);
+  std::string error;
+  EXPECT_FALSE(MetaStore::Open(io::Env::Default(), dir_, s, &error).ok());
+  EXPECT_NE(error.find("damaged"), std::string::npos);
+}
+
+TEST_F(MetaTest, SuperblockCopyFallbackAndBothBad) {
+  auto store = Format();
+  store.reset();
+  Poke(kMetaFileName, 40, 0x01);  // copy 0
+  LoadedState s = MustLoad();
+  EXPECT_EQ(s.damage, "");
+  EXPECT_NE(s.superblock_damage[0], "");
+  EXPECT_EQ(s.superblock_damage[1], "");
+  EXPECT_EQ(s.super.cache_blocks, 1000u);
+  Poke(kMetaFileName, kPage + 40, 0x01);  // copy 1
+  std::string error;
+  auto loaded = Load(io::Env::Default(), dir_, &error);
+  EXPECT_FALSE(loaded.ok());
+  EXPECT_NE(error.find("no valid superblock"), std::string::npos) << error;
+}
+
+TEST_F(MetaTest, NewerSuperblockCopyWins) {
+  auto store = Format();
+  store->MarkNeedsCheck("test reason");
+  store.reset();
+  LoadedState s = MustLoad();
+  EXPECT_TRUE(s.needs_check);
+  EXPECT_NE(s.damage.find("test reason"), std::string::npos);
+  // The copy just written is bad: the previous one (without the flag) wins.
+  Poke(kMetaFileName, (s.super.generation % 2) * kPage + 30, 0x02);
+  s = MustLoad();
+  EXPECT_FALSE(s.needs_check);
+  EXPECT_EQ(s.damage, "");
+}
+
+TEST_F(MetaTest, MissingMetaFileIsAnError) {
+  std::string error;
+  EXPECT_FALSE(Load(io::Env::Default(), dir_, &error).ok());
+  EXPECT_NE(error.find("cannot open"), std::string::npos);
+}
+
+TEST_F(MetaTest, CheckpointSlotsAlternateAndTheNewerValidWins) {
+  auto store = Format();
+  Model model(store.get());
+  store->AppendVolume(Volume(1));
+  model.Map(1, 1, 10, true);
+  ASSERT_TRUE(store->Commit().ok());
+  ASSERT_TRUE(store->Checkpoint(false).ok());  // seq 2 -> ckpt.0
+  model.Map(2, 1, 20, false);
+  ASSERT_TRUE(store->Checkpoint(false).ok());  // seq 3 -> ckpt.1
+  model.Map(3, 1, 30, true);
+  ASSERT_TRUE(store->Commit().ok());
+  store.reset();
+  LoadedState s = MustLoad();
+  EXPECT_EQ(s.checkpoint_sequence, 3u);
+  EXPECT_EQ(s.replayed_records, 1u);
+  EXPECT_TRUE(SameMappings(s.mappings, model.Expected()));
+
+  // The newer slot bad: the older one plus the journal since it. The record
+  // folded into checkpoint 3 without ever reaching the journal (cblock 2) is
+  // lost, and the newer batch after the gap says so.
+  Poke(kCheckpointNames[1], 60, 0x08);
+  s = MustLoad();
+  EXPECT_EQ(s.checkpoint_sequence, 2u);
+  EXPECT_NE(s.checkpoint_damage[1], "");
+  EXPECT_NE(s.damage.find("journal damaged"), std::string::npos) << s.damage;
+
+  // Both bad: nothing to start from.
+  Poke(kCheckpointNames[0], 200, 0x08);
+  s = MustLoad();
+  EXPECT_FALSE(s.has_checkpoint);
+  EXPECT_NE(s.damage.find("no valid checkpoint"), std::string::npos);
+}
+
+TEST_F(MetaTest, OlderCheckpointPlusJournalGivesTheSameState) {
+  auto store = Format();
+  Model model(store.get());
+  store->AppendVolume(Volume(1));
+  model.Map(1, 1, 10, true);
+  ASSERT_TRUE(store->Commit().ok());
+  model.Map(2, 1, 20, true);
+  ASSERT_TRUE(store->Commit().ok());
+  ASSERT_TRUE(store->Checkpoint(false).ok());  // everything was journaled
+  store.reset();
+  Poke(kCheckpointNames[0], 10, 0x01);
+  LoadedState s = MustLoad();
+  EXPECT_EQ(s.damage, "");
+  EXPECT_EQ(s.checkpoint_sequence, 1u);
+  EXPECT_TRUE(SameMappings(s.mappings, model.Expected()));
+}
+
+TEST_F(MetaTest, SmallJournalWrapsAndForcesCheckpoints) {
+  const uint64_t ring = 4 * kMaxBatchBytes;  // the smallest allowed
+  auto store = Format(64, ring);
+  ASSERT_TRUE(store);
+  auto model = std::make_unique<Model>(store.get());
+  store->AppendVolume(Volume(1));
+  std::mt19937 rng(7);
+  uint64_t index = 0;
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 350; ++i) {  // 4 KiB a commit: > 1 lap
+      const uint32_t c = rng() % 64;
+      if (!model->Mapped(c)) {
+        model->Map(c, 1, index++, rng() % 2);
+      } else if (rng() % 4 == 0) {
+        model->Unmap(c);
+      } else {
+        model->SetDirty(c, rng() % 2);
+      }
+      ASSERT_TRUE(store->Commit().ok());
+    }
+    const MetaStore::Stats st = store->GetStats();
+    EXPECT_GT(st.checkpoints, 0u);
+    EXPECT_LE(st.journal_used, ring);
+    EXPECT_GT(st.journal_bytes, ring);
+    const auto expected = model->Expected();
+    model.reset();
+    store.reset();
+    LoadedState s = MustLoad();
+    ASSERT_EQ(s.damage, "");
+    ASSERT_TRUE(SameMappings(s.mappings, expected)) << "round " << round;
+    EXPECT_GT(s.journal_end, ring);  // a logical position past one lap
+    store = Open(s);
+    model = std::make_unique<Model>(store.get());
+    model->Adopt(s);
+  }
+  model.reset();
+}
+
+TEST_F(MetaTest, GroupCommitSharesWritesAmongThreads) {
+  auto store = Format(100000);
+  Model model(store.get());
+  store->AppendVolume(Volume(1));
+  constexpr int kThreads = 8, kPerThread = 150;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        const uint32_t c = t * kPerThread + i;
+        const uint64_t seq = model.Map(c, 1, c, true);
+        if (!store->WaitDurable(seq).ok()) ++failures;
+        // Durable means durable: no record at or before seq is pending.
+        if (store->PendingDirty(CBlock(c)).has_value()) ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures, 0);
+  EXPECT_FALSE(store->HasPending());
+  const auto stats = store->GetStats();
+  EXPECT_LT(stats.commits, static_cast<uint64_t>(kThreads * kPerThread));
+  store.reset();
+  LoadedState s = MustLoad();
+  EXPECT_EQ(s.damage, "");
+  EXPECT_EQ(s.mappings.size(), static_cast<size_t>(kThreads * kPerThread));
+  EXPECT_TRUE(SameMappings(s.mappings, model.Expected()));
+}
+
+TEST_F(MetaTest, BigBatchesSplitAtTheBatchLimit) {
+  auto store = Format(100000);
+  Model model(store.get());
+  store->AppendVolume(Volume(1));
+  for (uint32_t c = 0; c < 30000; ++c) model.Map(c, 1, c, c % 2);
+  ASSERT_TRUE(store->Commit().ok());
+  EXPECT_GE(store->GetStats().commits, 3u);  // 24 bytes a record, 256K batch
+  store.reset();
+  LoadedState s = MustLoad();
+  EXPECT_EQ(s.damage, "");
+  EXPECT_TRUE(SameMappings(s.mappings, model.Expected()));
+}
+
+// --- Volume identity, on real files.
+
+class VolumesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/tierfs-vol-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+    dirfd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY);
+    ASSERT_GE(dirfd_, 0);
+  }
+  void TearDown() override {
+    ::close(dirfd_);
+    fs::remove_all(dir_);
+  }
+  void Write(const std::string& name, const std::string& data) {
+    std::ofstream(dir_ + "/" + name) << data;
+  }
+  VolumeRecord Record(uint32_t id, const std::string& name) {
+    io::OpenOptions o;
+    o.write = false;
+    auto f = io::Env::Default()->OpenAt(dirfd_, name, o);
+    EXPECT_TRUE(f.ok());
+    auto st = (*f)->Stat();
+    EXPECT_TRUE(st.ok());
+    return RecordFor(VolumeId(id), *st, name);
+  }
+  std::vector<ResolvedVolume> Resolve(const std::vector<VolumeRecord>& r,
+                                      bool check_changes) {
+    return ResolveVolumes(io::Env::Default(), dirfd_, r, check_changes);
+  }
+  std::string dir_;
+  int dirfd_ = -1;
+};
+
+TEST_F(VolumesTest, RenameKeepsTheIdAndFindsTheNewPath) {
+  fs::create_directory(dir_ + "/sub");
+  Write("a.img", "aaaa");
+  Write("b.img", "bb");
+  std::vector<VolumeRecord> records = {Record(1, "a.img"), Record(2, "b.img")};
+  fs::rename(dir_ + "/a.img", dir_ + "/sub/renamed.img");
+  auto v = Resolve(records, true);
+  ASSERT_EQ(v.size(), 2u);
+  EXPECT_EQ(v[0].state, VolumeState::kAttached);
+  EXPECT_EQ(v[0].record.id, VolumeId(1));
+  EXPECT_EQ(v[0].record.path, "sub/renamed.img");
+  EXPECT_TRUE(v[0].origin);
+  EXPECT_EQ(v[1].state, VolumeState::kAttached);
+  EXPECT_EQ(v[1].record.path, "b.img");
+}
+
+TEST_F(VolumesTest, DeleteAndRecreateUnderTheSameNameIsMissing) {
+  Write("a.img", "aaaa");
+  std::vector<VolumeRecord> records = {Record(1, "a.img")};
+  // Recreate a few times so that an inode number gets reused if the
+  // filesystem reuses them at all.
+  for (int i = 0; i < 5; ++i) {
+    fs::remove(dir_ + "/a.img");
+    Write("a.img", "aaaa");
+    auto v = Resolve(records, false);
+    ASSERT_EQ(v.size(), 1u);
+    EXPECT_EQ(v[0].state, VolumeState::kMissing)
+        << "same ino: " << (Record(9, "a.img").ino == records[0].ino);
+    EXPECT_FALSE(v[0].origin);
+  }
+}
+
+TEST_F(VolumesTest, SizeOrMtimeChangeIsChangedOnlyWhenChecked) {
+  Write("a.img", "aaaa");
+  std::vector<VolumeRecord> records = {Record(1, "a.img")};
+  {
+    std::ofstream f(dir_ + "/a.img", std::ios::app);
+    f << "more";
+  }
+  EXPECT_EQ(Resolve(records, true)[0].state, VolumeState::kChanged);
+  EXPECT_EQ(Resolve(records, false)[0].state, VolumeState::kAttached);
+}
+
+TEST_F(VolumesTest, NeverFollowsASymlinkOutOfTheSlowDir) {
+  char tmpl[] = "/tmp/tierfs-out-XXXXXX";
+  const std::string outside = ::mkdtemp(tmpl);
+  std::ofstream(outside + "/x.img") << "x";
+  ASSERT_EQ(::symlink((outside + "/x.img").c_str(), (dir_ + "/x.img").c_str()),
+            0);
+  struct stat st;
+  ASSERT_EQ(::stat((outside + "/x.img").c_str(), &st), 0);
+  VolumeRecord r;
+  r.id = VolumeId(1);
+  r.ino = st.st_ino;
+  r.path = "x.img";
+  auto v = Resolve({r}, false);
+  EXPECT_EQ(v[0].state, VolumeState::kMissing);
+  fs::remove_all(outside);
+}
+
+// --- Faults on the metadata path.
+
+class FaultTest : public MetaTest {
+ protected:
+  void SetUp() override {
+    MetaTest::SetUp();
+    injector_ = std::make_shared<io::FaultInjector>(3);
+    env_ =
+        std::make_unique<io::FaultInjectingEnv>(io::Env::Default(), injector_);
+  }
+  std::shared_ptr<io::FaultInjector> injector_;
+  std::unique_ptr<io::FaultInjectingEnv> env_;
+};
+
+TEST_F(FaultTest, WriteOrSyncErrorsFailTheStoreForGood) {
+  struct Case {
+    uint32_t ops;
+    int error;
+    const char* path;
+  };
+  for (const Case& c :
+       {Case{io::kFaultWrite, EIO, "/meta"}, Case{io::kFaultSync, EIO, "/meta"},
+        Case{io::kFaultWrite, ENOSPC, "/meta"},
+        Case{io::kFaultSync, ENOSPC, "/ckpt."}}) {
+    SCOPED_TRACE(std::to_string(c.ops) + " " + c.path);
+    injector_->ClearRules();
+    auto store = Format(1000, 0, env_.get());
+    ASSERT_TRUE(store);
+    Model model(store.get());
+    store->AppendVolume(Volume(1));
+    model.Map(1, 1, 1, true);
+    ASSERT_TRUE(store->Commit().ok());
+    injector_->AddRule(
+        io::FaultRule{.ops = c.ops, .path_contains = c.path, .error = c.error});
+    model.Map(2, 1, 2, true);
+    // A checkpoint for the "/ckpt." case, a journal commit otherwise.
+    Status st = std::string(c.path) == "/ckpt." ? store->Checkpoint(false)
+                                                : store->Commit();
+    ASSERT_FALSE(st.ok());
+    EXPECT_EQ(st.error().value(), c.error);
+    injector_->ClearRules();  // the device recovers; the store stays failed
+    model.Map(3, 1, 3, true);
+    EXPECT_FALSE(store->Commit().ok());
+    EXPECT_FALSE(store->Checkpoint(false).ok());
+    EXPECT_FALSE(store->WaitDurable(1).ok());
+    EXPECT_FALSE(store->failure().ok());
+    store.reset();
+    // Nothing that was reported durable is lost.
+    LoadedState s = MustLoad();
+    EXPECT_EQ(s.damage, "");
+    bool has1 = false;
+    for (const auto& m : s.mappings) has1 |= m.cblock == CBlock(1);
+    EXPECT_TRUE(has1);
+  }
+}
+
+TEST_F(FaultTest, CacheStoreSyncFailureKeepsMappingsOffTheJournal) {
+  auto store = Format(1000, 0, env_.get());
+  io::OpenOptions o;
+  o.create = true;
+  auto cache = env_->OpenAt(AT_FDCWD, dir_ + "/cache.data", o);
+  ASSERT_TRUE(cache.ok());
+  store->SetCacheStore(cache->get());
+  Model model(store.get());
+  store->AppendVolume(Volume(1));
+  injector_->AddRule(
+      io::FaultRule{.ops = io::kFaultSync, .path_contains = "cache.data"});
+  model.Map(1, 1, 1, true);
+  EXPECT_FALSE(store->Commit().ok());
+  store.reset();
+  LoadedState s = MustLoad();
+  EXPECT_TRUE(s.mappings.empty());
+  EXPECT_EQ(s.replayed_records, 0u);
+}
+
+TEST_F(FaultTest, TornJournalWriteIsATornTail) {
+  auto store = Format(1000, 0, env_.get());
+  Model model(store.get());
+  store->AppendVolume(Volume(1));
+  model.Map(1, 1, 1, true);
+  ASSERT_TRUE(store->Commit().ok());
+  injector_->AddRule(io::FaultRule{
+      .ops = io::kFaultWrite, .path_contains = "/meta", .short_io = true});
+  for (uint32_t c = 2; c < 600; ++c) model.Map(c, 1, c, true);  // 4 pages
+  EXPECT_FALSE(store->Commit().ok());
+  store.reset();
+  LoadedState s = MustLoad();
+  EXPECT_EQ(s.damage, "");
+  EXPECT_EQ(s.mappings.size(), 1u);
+}
+
+TEST_F(FaultTest, TornCheckpointFallsBackToTheOtherSlot) {
+  auto store = Format(1000, 0, env_.get());
+  Model model(store.get());
+  store->AppendVolume(Volume(1));
+  for (uint32_t c = 0; c < 400; ++c) model.Map(c, 1, c, true);
+  ASSERT_TRUE(store->Commit().ok());
+  injector_->AddRule(io::FaultRule{
+      .ops = io::kFaultWrite, .path_contains = "/ckpt.", .short_io = true});
+  EXPECT_FALSE(store->Checkpoint(false).ok());
+  store.reset();
+  LoadedState s = MustLoad();
+  EXPECT_EQ(s.damage, "");
+  EXPECT_EQ(s.checkpoint_sequence, 1u);
+  EXPECT_TRUE(SameMappings(s.mappings, model.Expected()));
+}
+
+TEST_F(FaultTest, FailedSuperblockWriteAtOpenFailsTheOpen) {
+  auto store = Format(1000, 0, env_.get());
+  store.reset();
+  LoadedState s = MustLoad();
+  injector_->AddRule(io::FaultRule{
+      .ops = io::kFaultSync, .path_contains = "/meta", .error = EIO});
+  std::string error;
+  EXPECT_FALSE(MetaStore::Open(env_.get(), dir_, s, &error).ok());
+  EXPECT_NE(error.find("superblock"), std::string::npos) << error;
+}
+
+// --- Encoding edge cases.
+
+TEST(FormatTest, RecordsRoundTripAndRejectGarbage) {
+  std::vector<std::byte> payload;
+  Record map{RecordType::kMap, CBlock(5), OBlock{VolumeId(2), 99}, true};
+  Record vol;
+  vol.type = RecordType::kVolume;
+  vol.volume = VolumeRecord{VolumeId(2), 7, 8, 9, 10, 11, "dir/file.img"};
+  EncodeRecord(map, &payload);
+  EncodeRecord(vol, &payload);
+  auto back = DecodeRecords(payload, 2);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ((*back)[0].oblock.index, 99u);
+  EXPECT_TRUE((*back)[0].dirty);
+  EXPECT_EQ((*back)[1].volume.path, "dir/file.img");
+  EXPECT_FALSE(DecodeRecords(payload, 3).ok());
+  EXPECT_FALSE(DecodeRecords(payload, 1).ok());  // bytes left over
+  // A count no payload could hold is refused before anything is reserved.
+  EXPECT_FALSE(DecodeRecords(payload, UINT32_MAX).ok());
+  for (const char* bad : {"/abs", "../up", "a/../b", "a//b", "."}) {
+    std::vector<std::byte> p;
+    Record v = vol;
+    v.volume.path = bad;
+    EncodeRecord(v, &p);
+    EXPECT_FALSE(DecodeRecords(p, 1).ok()) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace tierfs::meta
