@@ -17,6 +17,7 @@
 
 #include "meta/format.h"
 #include "meta/store.h"
+#include "meta/tools.h"
 #include "meta/volumes.h"
 #include "src/io/fault_injection.h"
 
@@ -685,6 +686,236 @@ TEST_F(FaultTest, FailedSuperblockWriteAtOpenFailsTheOpen) {
   std::string error;
   EXPECT_FALSE(MetaStore::Open(env_.get(), dir_, s, &error).ok());
   EXPECT_NE(error.find("superblock"), std::string::npos) << error;
+}
+
+// --- The offline tools.
+
+class ToolsTest : public MetaTest {
+ protected:
+  void SetUp() override {
+    MetaTest::SetUp();
+    char tmpl[] = "/tmp/tierfs-slow-XXXXXX";
+    slow_ = ::mkdtemp(tmpl);
+    slow_fd_ = ::open(slow_.c_str(), O_RDONLY | O_DIRECTORY);
+  }
+  void TearDown() override {
+    ::close(slow_fd_);
+    fs::remove_all(slow_);
+    MetaTest::TearDown();
+  }
+  // A formatted cache of 16 blocks of 64K with `file` (4 blocks of 'o') in
+  // the slow dir as volume 1, and cblocks 0..3 mapping its blocks, the
+  // even ones dirty with 'a' + index in the cache store.
+  void MakeCache() {
+    FormatOptions o;
+    o.cache_blocks = 16;
+    std::unique_ptr<io::File> cache;
+    std::string error;
+    auto store = FormatCache(io::Env::Default(), dir_, dir_, o, &cache, &error);
+    ASSERT_TRUE(store.ok()) << error;
+    std::ofstream(slow_ + "/file.img") << std::string(4 * kBs, 'o');
+    io::OpenOptions ro;
+    ro.write = false;
+    auto f = io::Env::Default()->OpenAt(slow_fd_, "file.img", ro);
+    ASSERT_TRUE(f.ok());
+    Model model(store->get());
+    (*store)->AppendVolume(RecordFor(VolumeId(1), *(*f)->Stat(), "file.img"));
+    for (uint32_t c = 0; c < 4; ++c) {
+      std::vector<std::byte> data(kBs, std::byte('a' + c));
+      ASSERT_TRUE(cache->WriteAt(c * kBs, data).ok());
+      model.Map(c, 1, c, c % 2 == 0);
+    }
+    ASSERT_TRUE((*store)->Commit().ok());
+  }
+  std::string SlowFile() {
+    std::ifstream in(slow_ + "/file.img");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  static constexpr uint64_t kBs = 64 * 1024;
+  std::string slow_;
+  int slow_fd_ = -1;
+};
+
+TEST_F(ToolsTest, FormatCacheCreatesAPreallocatedStore) {
+  MakeCache();
+  EXPECT_EQ(fs::file_size(dir_ + "/" + kCacheStoreName), 16 * kBs);
+  CheckReport r = Check(io::Env::Default(), dir_, CheckOptions{});
+  EXPECT_TRUE(r.problems.empty()) << CheckText(r);
+  EXPECT_EQ(r.state.mappings.size(), 4u);
+  EXPECT_EQ(r.dirty, 2u);
+  const std::string text = CheckText(r);
+  EXPECT_EQ(text.substr(text.size() - 6), "clean\n") << text;
+}
+
+TEST_F(ToolsTest, OfflineLockIsExclusive) {
+  std::string error;
+  auto first = OfflineLock::Acquire(dir_, &error);
+  ASSERT_TRUE(first.ok()) << error;
+  auto second = OfflineLock::Acquire(dir_, &error);
+  EXPECT_FALSE(second.ok());
+  EXPECT_NE(error.find("in use"), std::string::npos) << error;
+  first->reset();
+  EXPECT_TRUE(OfflineLock::Acquire(dir_, &error).ok());
+}
+
+TEST_F(ToolsTest, CheckResolvesVolumesAndReportsMissingDirtyOnes) {
+  MakeCache();
+  CheckOptions o;
+  o.slow_dirfd = slow_fd_;
+  CheckReport r = Check(io::Env::Default(), dir_, o);
+  ASSERT_EQ(r.volumes.size(), 1u);
+  EXPECT_EQ(r.volumes[0].state, "attached");
+  EXPECT_EQ(r.volumes[0].dirty, 2u);
+  fs::remove(slow_ + "/file.img");
+  r = Check(io::Env::Default(), dir_, o);
+  EXPECT_EQ(r.volumes[0].state, "missing");
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_NE(r.problems[0].find("2 dirty blocks"), std::string::npos);
+  EXPECT_FALSE(CheckJson(r)["ok"].get<bool>());
+}
+
+TEST_F(ToolsTest, RepairRewritesABadSuperblockCopyAndKeepsTheState) {
+  MakeCache();
+  Poke(kMetaFileName, 50, 0x01);
+  CheckReport r = Check(io::Env::Default(), dir_, CheckOptions{});
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_NE(r.problems[0].find("superblock copy 0"), std::string::npos);
+  CheckOptions repair;
+  repair.repair = true;
+  r = Check(io::Env::Default(), dir_, repair);
+  EXPECT_TRUE(r.problems.empty()) << CheckText(r);
+  EXPECT_FALSE(r.repairs.empty());
+  EXPECT_EQ(r.state.mappings.size(), 4u);
+  EXPECT_EQ(r.dirty, 2u);
+  // And the repaired metadata opens for a mount and journals on.
+  LoadedState s = MustLoad();
+  auto store = Open(s);
+  ASSERT_TRUE(store);
+  Model model(store.get());
+  model.Adopt(s);
+  model.Map(9, 1, 5, true);
+  ASSERT_TRUE(store->Commit().ok());
+  store.reset();
+  EXPECT_EQ(MustLoad().mappings.size(), 5u);
+}
+
+TEST_F(ToolsTest, RepairOfADamagedJournalKeepsTheStateUpToTheDamage) {
+  MakeCache();
+  LoadedState before = MustLoad();
+  auto store = Open(before);
+  Model model(store.get());
+  model.Adopt(before);
+  const uint64_t second = before.journal_end;
+  model.SetDirty(1, true);
+  ASSERT_TRUE(store->Commit().ok());
+  model.SetDirty(3, true);
+  ASSERT_TRUE(store->Commit().ok());
+  store->MarkNeedsCheck("test");
+  store.reset();
+  Poke(kMetaFileName, kJournalOffset + second + kBatchHeaderBytes, 0x04);
+  CheckReport r = Check(io::Env::Default(), dir_, CheckOptions{});
+  EXPECT_FALSE(r.problems.empty());
+  CheckOptions repair;
+  repair.repair = true;
+  r = Check(io::Env::Default(), dir_, repair);
+  EXPECT_TRUE(r.problems.empty()) << CheckText(r);
+  EXPECT_EQ(r.dirty, 2u);  // the records after the damage are gone
+  LoadedState s = MustLoad();
+  EXPECT_EQ(s.damage, "");
+  EXPECT_FALSE(s.needs_check);
+  EXPECT_GE(s.next_seq, before.next_seq + 2);  // above every stale batch
+  EXPECT_EQ(s.replayed_records, 0u);
+}
+
+TEST_F(ToolsTest, RepairWithoutACheckpointNeedsForce) {
+  MakeCache();
+  Zero(kCheckpointNames[0], 0, 64);
+  Zero(kCheckpointNames[1], 0, 64);
+  CheckOptions repair;
+  repair.repair = true;
+  CheckReport r = Check(io::Env::Default(), dir_, repair);
+  EXPECT_TRUE(r.repair_refused);
+  EXPECT_FALSE(r.problems.empty());
+  EXPECT_NE(CheckText(r).find("--force"), std::string::npos);
+  repair.force = true;
+  r = Check(io::Env::Default(), dir_, repair);
+  EXPECT_TRUE(r.problems.empty()) << CheckText(r);
+  EXPECT_TRUE(r.state.mappings.empty());
+}
+
+TEST_F(ToolsTest, DumpRestoreDumpRoundTrips) {
+  MakeCache();
+  const nlohmann::json dump = Dump(MustLoad());
+  EXPECT_EQ(dump["mappings"].size(), 4u);
+  EXPECT_EQ(dump["mappings"][2]["dirty"], true);
+  char tmpl[] = "/tmp/tierfs-rs-XXXXXX";
+  const std::string other = ::mkdtemp(tmpl);
+  std::string error;
+  ASSERT_TRUE(Restore(io::Env::Default(), other, dump, &error).ok()) << error;
+  auto again = Load(io::Env::Default(), other, &error);
+  ASSERT_TRUE(again.ok()) << error;
+  EXPECT_EQ(again->damage, "");
+  EXPECT_EQ(Dump(*again), dump);
+  // Over the cache it came from, too.
+  ASSERT_TRUE(Restore(io::Env::Default(), dir_, dump, &error).ok()) << error;
+  EXPECT_EQ(Dump(MustLoad()), dump);
+  fs::remove_all(other);
+  // A malformed dump is refused.
+  nlohmann::json bad = dump;
+  bad["mappings"].push_back(bad["mappings"][0]);
+  EXPECT_FALSE(Restore(io::Env::Default(), dir_, bad, &error).ok());
+  EXPECT_NE(error.find("twice"), std::string::npos) << error;
+  bad = dump;
+  bad["superblock"].erase("uuid");
+  EXPECT_FALSE(Restore(io::Env::Default(), dir_, bad, &error).ok());
+}
+
+TEST_F(ToolsTest, WritebackCopiesDirtyBlocksAndRecordsThemClean) {
+  MakeCache();
+  std::vector<uint64_t> progress;
+  WritebackOptions o;
+  o.slow_dirfd = slow_fd_;
+  o.progress = [&](uint64_t done, uint64_t) { progress.push_back(done); };
+  std::string error;
+  auto r = Writeback(io::Env::Default(), dir_, o, &error);
+  ASSERT_TRUE(r.ok()) << error;
+  EXPECT_EQ(r->dirty, 2u);
+  EXPECT_EQ(r->written, 2u);
+  EXPECT_TRUE(r->problems.empty());
+  EXPECT_EQ(progress, (std::vector<uint64_t>{1, 2}));
+  const std::string want = std::string(kBs, 'a') + std::string(kBs, 'o') +
+                           std::string(kBs, 'c') + std::string(kBs, 'o');
+  EXPECT_TRUE(SlowFile() == want);
+  LoadedState s = MustLoad();
+  EXPECT_EQ(s.mappings.size(), 4u);
+  for (const auto& m : s.mappings) EXPECT_FALSE(m.dirty);
+  // The volume record matches the file as written: no "changed" later.
+  CheckOptions c;
+  c.slow_dirfd = slow_fd_;
+  EXPECT_EQ(Check(io::Env::Default(), dir_, c).volumes[0].state, "attached");
+}
+
+TEST_F(ToolsTest, WritebackKeepsDirtyBlocksOfMissingVolumes) {
+  MakeCache();
+  fs::rename(slow_ + "/file.img", slow_ + "/renamed.img");
+  WritebackOptions o;
+  o.slow_dirfd = slow_fd_;
+  std::string error;
+  auto r = Writeback(io::Env::Default(), dir_, o, &error);
+  ASSERT_TRUE(r.ok()) << error;
+  EXPECT_EQ(r->written, 2u);  // found under its new name
+  MakeCache();
+  fs::remove(slow_ + "/file.img");
+  std::ofstream(slow_ + "/file.img") << "a new file under the old name";
+  r = Writeback(io::Env::Default(), dir_, o, &error);
+  ASSERT_TRUE(r.ok()) << error;
+  EXPECT_EQ(r->written, 0u);
+  ASSERT_EQ(r->problems.size(), 1u);
+  EXPECT_NE(r->problems[0].find("not in the slow dir"), std::string::npos);
+  uint64_t dirty = 0;
+  for (const auto& m : MustLoad().mappings) dirty += m.dirty;
+  EXPECT_EQ(dirty, 2u);
+  EXPECT_EQ(SlowFile(), "a new file under the old name");
 }
 
 // --- Encoding edge cases.

@@ -254,6 +254,11 @@ Result<LoadedState> Load(io::Env* env, const std::string& dir,
       cp_why += std::string(name) + ": " + w + "; ";
       continue;
     }
+    if (data->empty()) {
+      // Never written (a new cache has one checkpoint): not damage.
+      cp_why += std::string(name) + ": empty; ";
+      continue;
+    }
     auto c = DecodeCheckpoint(*data, best->uuid, best->cache_blocks, &w);
     if (!c) {
       // One bad slot is normal (a crash while writing it); both are not.

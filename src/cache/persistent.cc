@@ -1,7 +1,6 @@
 #include "src/cache/persistent.h"
 
 #include <fcntl.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -9,6 +8,7 @@
 #include <optional>
 
 #include "meta/store.h"
+#include "meta/tools.h"
 #include "meta/volumes.h"
 #include "src/util/size.h"
 
@@ -23,43 +23,6 @@ uint64_t CountDirty(const meta::LoadedState& state) {
   uint64_t n = 0;
   for (const meta::MappingRecord& m : state.mappings) n += m.dirty;
   return n;
-}
-
-// Creates (or re-creates) the cache store, preallocated so that a full fast
-// dir fails here and not under load.
-Result<std::unique_ptr<io::File>> CreateStore(const PersistentOptions& options,
-                                              const std::string& path,
-                                              uint64_t bytes,
-                                              std::string* error_message) {
-  io::OpenOptions open;
-  open.create = true;
-  open.truncate = true;
-  open.mode = 0600;
-  Result<std::unique_ptr<io::File>> store =
-      io::Env::Default()->OpenAt(AT_FDCWD, path, open);
-  if (!store.ok()) {
-    *error_message =
-        "cannot create cache store " + path + ": " + store.error().message();
-    return store.error();
-  }
-  Status st = (*store)->Allocate(0, bytes);
-  if (st.ok()) return store;
-  if (st.error().value() == ENOSPC) {
-    struct statvfs vfs;
-    std::string free_text = "unknown";
-    if (::statvfs(options.fast_dir.c_str(), &vfs) == 0) {
-      free_text =
-          FormatSize(static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize);
-    }
-    *error_message = "not enough space in fast dir " + options.fast_dir +
-                     " for a " + FormatSize(bytes) + " cache (" + free_text +
-                     " free); use a smaller --cache-size";
-  } else {
-    *error_message =
-        "cannot allocate cache store " + path + ": " + st.error().message();
-  }
-  (*store)->Truncate(0).ok();
-  return st.error();
 }
 
 }  // namespace
@@ -215,16 +178,12 @@ Result<std::unique_ptr<CacheEngine>> OpenPersistentCache(
                               " must hold between 1 and 2^32-1 blocks of " +
                               FormatSize(bs));
     }
-    Result<std::unique_ptr<io::File>> created =
-        CreateStore(options, store_path, blocks * bs, error_message);
-    if (!created.ok()) return created.error();
-    cache_store = std::move(created).value();
     meta::FormatOptions format;
     format.block_size = bs;
     format.cache_blocks = blocks;
     format.policy = options.engine.policy;
-    Result<std::unique_ptr<meta::MetaStore>> formatted =
-        meta::MetaStore::Format(env, options.meta_dir, format, error_message);
+    Result<std::unique_ptr<meta::MetaStore>> formatted = meta::FormatCache(
+        env, options.meta_dir, fast, format, &cache_store, error_message);
     if (!formatted.ok()) return formatted.error();
     store = std::move(formatted).value();
     engine_options.cache_blocks = blocks;
