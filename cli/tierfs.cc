@@ -1,15 +1,24 @@
-// tierfs: mount and unmount a tier. Thin: parse, call, print.
+// tierfs: mount and unmount a tier, and the offline tools over a fast dir's
+// cache (check, dump, restore, writeback, format). Thin: parse, call, print;
+// the tools' logic is in meta/tools.h.
 
+#include <fcntl.h>
 #include <getopt.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iostream>
+#include <iterator>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "meta/tools.h"
 #include "policy/registry.h"
 #include "src/control/client.h"
 #include "src/control/server.h"
@@ -54,10 +63,29 @@ constexpr const char* kUsage =
     "      unmount and wait for the daemon's clean shutdown (default 300 s);\n"
     "      --flush first writes every dirty block back to the slow dir\n"
     "\n"
+    "Offline tools (the cache must not be mounted; they take its lock):\n"
+    "  check --fast DIR [--slow DIR] [--repair [--force]] [--json]\n"
+    "      load and explain the cache metadata; --slow also finds the\n"
+    "      volumes; --repair fixes what it can without losing dirty data\n"
+    "      (--force: even when nothing valid is left, dropping the cache)\n"
+    "  dump --fast DIR [--json]\n"
+    "      print the cache metadata as JSON (superblock, volumes, mappings)\n"
+    "  restore --fast DIR [FILE|-]\n"
+    "      write metadata from a dump (default: stdin)\n"
+    "  writeback --fast DIR --slow DIR\n"
+    "      copy every dirty cache block to its file in the slow dir, then\n"
+    "      record it clean\n"
+    "  format --fast DIR [--cache-size SIZE] [--block-size SIZE]\n"
+    "         [--policy NAME] [--force [--discard-dirty]]\n"
+    "      create an empty cache (default 1G of 64K blocks); --force\n"
+    "      replaces an existing one unless it holds dirty blocks\n"
+    "      (--discard-dirty drops those too)\n"
+    "\n"
     "  -h, --help     show this help\n"
     "  -V, --version  show the version\n"
     "\n"
-    "Exit status: 0 success, 1 failure, 2 usage error.\n";
+    "Exit status: 0 success (check: clean), 1 failure (check: problems\n"
+    "found), 2 usage error.\n";
 
 int UsageError(const std::string& message) {
   std::fprintf(stderr, "tierfs: %s\nTry 'tierfs --help'.\n", message.c_str());
@@ -313,6 +341,378 @@ int Umount(int argc, char** argv) {
   return tierfs::fusefs::Unmount(argv[optind], lazy, timeout);
 }
 
+// --- Offline tools.
+
+// Options shared by the offline tools; each command says which it takes.
+struct ToolArgs {
+  std::string fast, slow;
+  bool repair = false, force = false, json = false, discard_dirty = false;
+  uint64_t cache_size = 1ull << 30, block_size = 64 * 1024;
+  std::string policy = "smq";
+  std::vector<std::string> positional;
+};
+
+enum ToolFlag : unsigned {
+  kFlagSlow = 1 << 0,
+  kFlagRepair = 1 << 1,
+  kFlagForce = 1 << 2,
+  kFlagJson = 1 << 3,
+  kFlagSizes = 1 << 4,
+  kFlagDiscardDirty = 1 << 5,
+};
+
+// Returns -1 when parsed, else the exit status.
+int ParseToolArgs(const char* command, unsigned allowed, int argc, char** argv,
+                  ToolArgs* args) {
+  enum {
+    kFast = 256,
+    kSlow,
+    kRepair,
+    kForce,
+    kJson,
+    kCacheSize,
+    kBlockSize,
+    kPolicy,
+    kDiscardDirty
+  };
+  static const option kOptions[] = {
+      {"fast", required_argument, nullptr, kFast},
+      {"slow", required_argument, nullptr, kSlow},
+      {"repair", no_argument, nullptr, kRepair},
+      {"force", no_argument, nullptr, kForce},
+      {"json", no_argument, nullptr, kJson},
+      {"cache-size", required_argument, nullptr, kCacheSize},
+      {"block-size", required_argument, nullptr, kBlockSize},
+      {"policy", required_argument, nullptr, kPolicy},
+      {"discard-dirty", no_argument, nullptr, kDiscardDirty},
+      {"help", no_argument, nullptr, 'h'},
+      {nullptr, 0, nullptr, 0},
+  };
+  const std::string cmd = command;
+  auto needs = [&](unsigned flag) -> bool {
+    if (allowed & flag) return true;
+    UsageError(cmd + ": unknown option " + argv[optind - 1]);
+    return false;
+  };
+  opterr = 0;
+  optind = 1;
+  int c;
+  while ((c = getopt_long(argc, argv, ":h", kOptions, nullptr)) != -1) {
+    switch (c) {
+      case kFast:
+        args->fast = optarg;
+        break;
+      case kSlow:
+        if (!needs(kFlagSlow)) return kExitUsage;
+        args->slow = optarg;
+        break;
+      case kRepair:
+        if (!needs(kFlagRepair)) return kExitUsage;
+        args->repair = true;
+        break;
+      case kForce:
+        if (!needs(kFlagForce)) return kExitUsage;
+        args->force = true;
+        break;
+      case kJson:
+        if (!needs(kFlagJson)) return kExitUsage;
+        args->json = true;
+        break;
+      case kDiscardDirty:
+        if (!needs(kFlagDiscardDirty)) return kExitUsage;
+        args->discard_dirty = true;
+        break;
+      case kCacheSize:
+      case kBlockSize: {
+        if (!needs(kFlagSizes)) return kExitUsage;
+        std::optional<uint64_t> v = tierfs::ParseSize(optarg);
+        if (!v || *v == 0) {
+          return UsageError(std::string(argv[optind - 1]) + ": not a size: '" +
+                            optarg + "'");
+        }
+        if (c == kBlockSize &&
+            (*v < (32u << 10) || *v > (2u << 20) || (*v & (*v - 1)) != 0)) {
+          return UsageError(std::string("--block-size: must be a power of two "
+                                        "from 32K to 2M: '") +
+                            optarg + "'");
+        }
+        (c == kCacheSize ? args->cache_size : args->block_size) = *v;
+        break;
+      }
+      case kPolicy: {
+        if (!needs(kFlagSizes)) return kExitUsage;
+        const auto names = tierfs::policy::PolicyNames();
+        if (std::find(names.begin(), names.end(), optarg) == names.end()) {
+          return UsageError(std::string("--policy: unknown policy '") + optarg +
+                            "' (smq, cleaner, lru)");
+        }
+        args->policy = optarg;
+        break;
+      }
+      case 'h':
+        std::fputs(kUsage, stdout);
+        return kExitOk;
+      case ':':
+        return UsageError(std::string("option ") + argv[optind - 1] +
+                          " needs a value");
+      default:
+        return UsageError(cmd + ": unknown option " + argv[optind - 1]);
+    }
+  }
+  for (; optind < argc; ++optind) args->positional.push_back(argv[optind]);
+  if (args->fast.empty()) return UsageError(cmd + ": --fast DIR is required");
+  return -1;
+}
+
+int Fail(const char* command, const std::string& message) {
+  std::fprintf(stderr, "tierfs %s: %s\n", command, message.c_str());
+  return kExitFailure;
+}
+
+// The fast dir's meta dir, which must exist (a cache was made there).
+bool FindMetaDir(const char* command, const ToolArgs& args, std::string* dir) {
+  *dir = tierfs::meta::MetaDirOf(args.fast);
+  struct stat st;
+  if (::stat(dir->c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    Fail(command,
+         "no tierfs cache in " + args.fast + " (" + *dir + " does not exist)");
+    return false;
+  }
+  return true;
+}
+
+std::unique_ptr<tierfs::meta::OfflineLock> Lock(const char* command,
+                                                const std::string& dir) {
+  std::string error;
+  auto lock = tierfs::meta::OfflineLock::Acquire(dir, &error);
+  if (!lock.ok()) {
+    Fail(command, error);
+    return nullptr;
+  }
+  return std::move(lock).value();
+}
+
+int OpenSlowDir(const char* command, const std::string& slow) {
+  const int fd = ::open(slow.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    Fail(command, "cannot open slow dir " + slow + ": " + std::strerror(errno));
+  }
+  return fd;
+}
+
+int Check(int argc, char** argv) {
+  ToolArgs args;
+  const int rc =
+      ParseToolArgs("check", kFlagSlow | kFlagRepair | kFlagForce | kFlagJson,
+                    argc, argv, &args);
+  if (rc >= 0) return rc;
+  if (!args.positional.empty()) {
+    return UsageError("check: unexpected argument " + args.positional[0]);
+  }
+  if (args.force && !args.repair) {
+    return UsageError("check: --force only goes with --repair");
+  }
+  std::string dir;
+  if (!FindMetaDir("check", args, &dir)) return kExitFailure;
+  auto lock = Lock("check", dir);
+  if (!lock) return kExitFailure;
+  tierfs::meta::CheckOptions options;
+  options.repair = args.repair;
+  options.force = args.force;
+  if (!args.slow.empty()) {
+    options.slow_dirfd = OpenSlowDir("check", args.slow);
+    if (options.slow_dirfd < 0) return kExitFailure;
+  }
+  const tierfs::meta::CheckReport report =
+      tierfs::meta::Check(tierfs::io::Env::Default(), dir, options);
+  if (options.slow_dirfd >= 0) ::close(options.slow_dirfd);
+  if (args.json) {
+    std::printf("%s\n", tierfs::meta::CheckJson(report).dump(2).c_str());
+  } else {
+    std::fputs(tierfs::meta::CheckText(report).c_str(), stdout);
+  }
+  std::fflush(stdout);
+  if (report.repair_refused) {
+    for (const std::string& r : report.repairs) Fail("check", r);
+  }
+  for (const std::string& p : report.problems) Fail("check", p);
+  return report.problems.empty() ? kExitOk : kExitFailure;
+}
+
+int Dump(int argc, char** argv) {
+  ToolArgs args;
+  const int rc = ParseToolArgs("dump", kFlagJson, argc, argv, &args);
+  if (rc >= 0) return rc;
+  if (!args.positional.empty()) {
+    return UsageError("dump: unexpected argument " + args.positional[0]);
+  }
+  std::string dir;
+  if (!FindMetaDir("dump", args, &dir)) return kExitFailure;
+  std::string error;
+  auto state = tierfs::meta::Load(tierfs::io::Env::Default(), dir, &error);
+  if (!state.ok()) return Fail("dump", error);
+  std::printf("%s\n", tierfs::meta::Dump(*state).dump(2).c_str());
+  if (!state->damage.empty()) {
+    return Fail("dump", "the metadata is damaged (" + state->damage +
+                            "); the dump holds what could be read");
+  }
+  return kExitOk;
+}
+
+int Restore(int argc, char** argv) {
+  ToolArgs args;
+  const int rc = ParseToolArgs("restore", 0, argc, argv, &args);
+  if (rc >= 0) return rc;
+  if (args.positional.size() > 1) {
+    return UsageError("restore: unexpected argument " + args.positional[1]);
+  }
+  const std::string file = args.positional.empty() ? "-" : args.positional[0];
+  std::string text;
+  if (file == "-") {
+    text.assign(std::istreambuf_iterator<char>(std::cin), {});
+  } else {
+    std::ifstream in(file);
+    if (!in) return Fail("restore", "cannot read " + file);
+    text.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const nlohmann::json dump = nlohmann::json::parse(text, nullptr, false);
+  if (dump.is_discarded()) return Fail("restore", file + " is not JSON");
+  const std::string dir = tierfs::meta::MetaDirOf(args.fast);
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return Fail("restore",
+                "cannot create " + dir + ": " + std::strerror(errno));
+  }
+  auto lock = Lock("restore", dir);
+  if (!lock) return kExitFailure;
+  std::string error;
+  if (!tierfs::meta::Restore(tierfs::io::Env::Default(), dir, dump, &error)
+           .ok()) {
+    return Fail("restore", error);
+  }
+  std::printf("restored the cache metadata in %s from %s\n", dir.c_str(),
+              file == "-" ? "stdin" : file.c_str());
+  return kExitOk;
+}
+
+int Writeback(int argc, char** argv) {
+  ToolArgs args;
+  const int rc = ParseToolArgs("writeback", kFlagSlow, argc, argv, &args);
+  if (rc >= 0) return rc;
+  if (!args.positional.empty()) {
+    return UsageError("writeback: unexpected argument " + args.positional[0]);
+  }
+  if (args.slow.empty()) return UsageError("writeback: --slow DIR is required");
+  std::string dir;
+  if (!FindMetaDir("writeback", args, &dir)) return kExitFailure;
+  auto lock = Lock("writeback", dir);
+  if (!lock) return kExitFailure;
+  tierfs::meta::WritebackOptions options;
+  options.slow_dirfd = OpenSlowDir("writeback", args.slow);
+  if (options.slow_dirfd < 0) return kExitFailure;
+  int last_percent = -1;
+  if (::isatty(STDERR_FILENO)) {
+    options.progress = [&](uint64_t done, uint64_t total) {
+      const int percent =
+          static_cast<int>(done * 100 / std::max<uint64_t>(total, 1));
+      if (percent == last_percent && done != total) return;
+      last_percent = percent;
+      const int width = 40, filled = percent * width / 100;
+      std::fprintf(stderr, "\rwriteback [%s%s] %3d%% %llu/%llu blocks",
+                   std::string(filled, '#').c_str(),
+                   std::string(width - filled, ' ').c_str(), percent,
+                   static_cast<unsigned long long>(done),
+                   static_cast<unsigned long long>(total));
+      if (done == total) std::fputc('\n', stderr);
+    };
+  }
+  std::string error;
+  auto report =
+      tierfs::meta::Writeback(tierfs::io::Env::Default(), dir, options, &error);
+  ::close(options.slow_dirfd);
+  if (!report.ok()) return Fail("writeback", error);
+  // The summary is the final line when there is no progress bar.
+  std::printf("wrote %llu of %llu dirty blocks (%s) to %llu files in %s\n",
+              static_cast<unsigned long long>(report->written),
+              static_cast<unsigned long long>(report->dirty),
+              tierfs::FormatSize(report->bytes).c_str(),
+              static_cast<unsigned long long>(report->volumes),
+              args.slow.c_str());
+  for (const std::string& p : report->problems) Fail("writeback", p);
+  return report->problems.empty() ? kExitOk : kExitFailure;
+}
+
+int Format(int argc, char** argv) {
+  ToolArgs args;
+  const int rc = ParseToolArgs(
+      "format", kFlagSizes | kFlagForce | kFlagDiscardDirty, argc, argv, &args);
+  if (rc >= 0) return rc;
+  if (!args.positional.empty()) {
+    return UsageError("format: unexpected argument " + args.positional[0]);
+  }
+  if (args.discard_dirty && !args.force) {
+    return UsageError("format: --discard-dirty only goes with --force");
+  }
+  const uint64_t blocks = args.cache_size / args.block_size;
+  if (blocks == 0 || blocks > UINT32_MAX) {
+    return UsageError(
+        "format: --cache-size must hold between 1 and 2^32-1 blocks of " +
+        tierfs::FormatSize(args.block_size));
+  }
+  const std::string dir = tierfs::meta::MetaDirOf(args.fast);
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return Fail("format", "cannot create " + dir + ": " + std::strerror(errno));
+  }
+  auto lock = Lock("format", dir);
+  if (!lock) return kExitFailure;
+  tierfs::io::Env* env = tierfs::io::Env::Default();
+  const std::string meta_path =
+      dir + "/" + std::string(tierfs::meta::kMetaFileName);
+  if (::access(meta_path.c_str(), F_OK) == 0) {
+    if (!args.force) {
+      return Fail("format", "a cache exists in " + args.fast +
+                                "; add --force to replace it");
+    }
+    std::string why;
+    auto state = tierfs::meta::Load(env, dir, &why);
+    if (state.ok() && !state->damage.empty()) why = state->damage;
+    const bool usable = state.ok() && state->damage.empty();
+    uint64_t dirty = 0;
+    if (usable) {
+      for (const auto& m : state->mappings) dirty += m.dirty;
+    }
+    if (!args.discard_dirty && !usable) {
+      return Fail("format", "the cache metadata in " + args.fast +
+                                " cannot be read (" + why +
+                                "), so it may hold data not yet on the slow "
+                                "dir; run 'tierfs check --fast " +
+                                args.fast +
+                                "', or add --discard-dirty to drop it anyway");
+    }
+    if (!args.discard_dirty && dirty != 0) {
+      return Fail("format", "the cache holds " + std::to_string(dirty) +
+                                " dirty blocks not yet on the slow dir; run "
+                                "'tierfs writeback --fast " +
+                                args.fast +
+                                " --slow DIR' first, or add --discard-dirty");
+    }
+  }
+  tierfs::meta::FormatOptions options;
+  options.block_size = args.block_size;
+  options.cache_blocks = blocks;
+  options.policy = args.policy;
+  std::unique_ptr<tierfs::io::File> store;
+  std::string error;
+  auto formatted =
+      tierfs::meta::FormatCache(env, dir, args.fast, options, &store, &error);
+  if (!formatted.ok()) return Fail("format", error);
+  std::printf("formatted a %s cache of %llu blocks of %s in %s (uuid %s)\n",
+              tierfs::FormatSize(blocks * args.block_size).c_str(),
+              static_cast<unsigned long long>(blocks),
+              tierfs::FormatSize(args.block_size).c_str(), dir.c_str(),
+              tierfs::meta::UuidString((*formatted)->super().uuid).c_str());
+  return kExitOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -330,5 +730,10 @@ int main(int argc, char** argv) {
   if (command == "umount" || command == "unmount") {
     return Umount(argc - 1, argv + 1);
   }
+  if (command == "check") return Check(argc - 1, argv + 1);
+  if (command == "dump") return Dump(argc - 1, argv + 1);
+  if (command == "restore") return Restore(argc - 1, argv + 1);
+  if (command == "writeback") return Writeback(argc - 1, argv + 1);
+  if (command == "format") return Format(argc - 1, argv + 1);
   return UsageError("unknown command '" + std::string(command) + "'");
 }

@@ -19,7 +19,9 @@ namespace {
 using json = nlohmann::json;
 
 std::string Plural(uint64_t n, const char* what) {
-  return std::to_string(n) + " " + what + (n == 1 ? "" : "s");
+  const std::string w = what;
+  if (n == 1) return "1 " + w;
+  return std::to_string(n) + " " + w + (w.ends_with("ch") ? "es" : "s");
 }
 
 Result<std::unique_ptr<io::File>> OpenIn(io::Env* env, const std::string& dir,
@@ -435,9 +437,10 @@ std::string CheckText(const CheckReport& r) {
                          FormatSize(sb.block_size * sb.cache_blocks) +
                          "), journal " + FormatSize(sb.journal_size) +
                          ", policy " + sb.policy);
-    line("shutdown", s.clean_shutdown
-                         ? "clean"
-                         : "not clean (crash or kill; journal replayed)");
+    line("shutdown",
+         s.clean_shutdown
+             ? "clean"
+             : "not clean (the last mount crashed, was killed or is running)");
     line("needs_check", s.needs_check ? "yes: " + sb.reason : "no");
     if (s.has_checkpoint) {
       line("checkpoint", "sequence " + std::to_string(s.checkpoint_sequence) +
