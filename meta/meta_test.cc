@@ -395,6 +395,23 @@ TEST_F(MetaTest, OlderCheckpointPlusJournalGivesTheSameState) {
   EXPECT_TRUE(SameMappings(s.mappings, model.Expected()));
 }
 
+TEST_F(MetaTest, TwoCacheBlocksForOneOriginBlockIsDamage) {
+  auto store = Format();
+  store->AppendVolume(Volume(1));
+  store->AppendMap(CBlock(7), OBlock{VolumeId(1), 5}, true);
+  store->AppendMap(CBlock(3), OBlock{VolumeId(1), 5}, false);
+  store->AppendMap(CBlock(4), OBlock{VolumeId(2), 1}, false);  // no volume 2
+  store->AppendMap(CBlock(9), OBlock{VolumeId(1), 6}, false);
+  ASSERT_TRUE(store->Commit().ok());
+  store.reset();
+  LoadedState s = MustLoad();
+  EXPECT_NE(s.damage, "");
+  // The lower cblock of the pair is kept, the unknown volume's is dropped.
+  ASSERT_EQ(s.mappings.size(), 2u);
+  EXPECT_EQ(s.mappings[0].cblock, CBlock(3));
+  EXPECT_EQ(s.mappings[1].cblock, CBlock(9));
+}
+
 TEST_F(MetaTest, SmallJournalWrapsAndForcesCheckpoints) {
   const uint64_t ring = 4 * kMaxBatchBytes;  // the smallest allowed
   auto store = Format(64, ring);

@@ -93,23 +93,46 @@ class Loader {
   }
 
   void Finish() {
-    std::unordered_set<OBlock> seen;
+    std::vector<MappingRecord>& out = state_->mappings;
+    size_t mapped = 0;
+    for (const Slot& s : table_) mapped += s.volume != 0;
+    out.reserve(mapped);
+    uint32_t known = 0;  // the last volume found (most runs are one volume)
     for (size_t i = 0; i < table_.size(); ++i) {
       const Slot& s = table_[i];
       if (s.volume == 0) continue;
-      const OBlock oblock{VolumeId(s.volume), s.index};
-      if (!volumes_.count(s.volume)) {
+      if (s.volume != known && !volumes_.count(s.volume)) {
         Damage("cache block " + std::to_string(i) + " maps unknown volume " +
                std::to_string(s.volume));
         continue;
       }
-      if (!seen.insert(oblock).second) {
-        Damage("two cache blocks map block " + std::to_string(s.index) +
-               " of volume " + std::to_string(s.volume));
-        continue;
+      known = s.volume;
+      out.push_back(MappingRecord{CBlock(static_cast<uint32_t>(i)),
+                                  OBlock{VolumeId(s.volume), s.index}, s.dirty,
+                                  s.hint});
+    }
+    // Two cache blocks for one origin block: keep the lower cblock. Sorting
+    // is several times faster than a hash set at a million mappings.
+    std::vector<std::pair<OBlock, uint32_t>> keys;
+    keys.reserve(out.size());
+    for (uint32_t i = 0; i < out.size(); ++i)
+      keys.emplace_back(out[i].oblock, i);
+    std::sort(keys.begin(), keys.end());
+    std::vector<bool> twice;
+    for (size_t k = 1; k < keys.size(); ++k) {
+      if (keys[k].first != keys[k - 1].first) continue;
+      Damage("two cache blocks map block " +
+             std::to_string(keys[k].first.index) + " of volume " +
+             std::to_string(keys[k].first.volume.value()));
+      twice.resize(out.size());
+      twice[keys[k].second] = true;
+    }
+    if (!twice.empty()) {
+      size_t n = 0;
+      for (size_t i = 0; i < out.size(); ++i) {
+        if (!twice[i]) out[n++] = out[i];
       }
-      state_->mappings.push_back(MappingRecord{CBlock(static_cast<uint32_t>(i)),
-                                               oblock, s.dirty, s.hint});
+      out.resize(n);
     }
     for (auto& [id, v] : volumes_) state_->volumes.push_back(std::move(v));
   }
