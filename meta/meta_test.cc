@@ -935,6 +935,23 @@ TEST_F(ToolsTest, WritebackKeepsDirtyBlocksOfMissingVolumes) {
   EXPECT_EQ(SlowFile(), "a new file under the old name");
 }
 
+TEST_F(FaultTest, TornSuperblockWriteLeavesAValidCopy) {
+  auto store = Format(1000, 0, env_.get());
+  const uint64_t generation = store->super().generation;
+  store.reset();
+  LoadedState s = MustLoad();
+  injector_->AddRule(io::FaultRule{
+      .ops = io::kFaultWrite, .path_contains = "/meta", .short_io = true});
+  std::string error;
+  EXPECT_FALSE(MetaStore::Open(env_.get(), dir_, s, &error).ok());
+  // The torn prefix holds the whole superblock (a few hundred bytes, one
+  // sector) or not: either copy is valid, never both lost.
+  s = MustLoad();
+  EXPECT_EQ(s.damage, "");
+  EXPECT_GE(s.super.generation, generation);
+  EXPECT_LE(s.super.generation, generation + 1);
+}
+
 // --- Encoding edge cases.
 
 TEST(FormatTest, RecordsRoundTripAndRejectGarbage) {
