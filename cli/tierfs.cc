@@ -591,6 +591,18 @@ int Restore(int argc, char** argv) {
   }
   std::printf("restored the cache metadata in %s from %s\n", dir.c_str(),
               file == "-" ? "stdin" : file.c_str());
+  // The mappings point into the cache file, which restore leaves alone.
+  struct stat st;
+  const std::string store = dir + "/" + tierfs::meta::kCacheStoreName;
+  const uint64_t need = dump["superblock"]["cache_blocks"].get<uint64_t>() *
+                        dump["superblock"]["block_size"].get<uint64_t>();
+  if (::stat(store.c_str(), &st) != 0 ||
+      static_cast<uint64_t>(st.st_size) < need) {
+    std::fprintf(stderr,
+                 "tierfs restore: warning: %s is missing or smaller than the "
+                 "restored cache (%s); a mount will refuse it\n",
+                 store.c_str(), tierfs::FormatSize(need).c_str());
+  }
   return kExitOk;
 }
 
