@@ -228,6 +228,14 @@ TEST_F(MetaTest, JournalReplayRestoresMappingsDirtyBitsAndVolumes) {
   EXPECT_EQ(s.replayed_records, records + 2);
 }
 
+TEST_F(MetaTest, WaitDurableOfAFutureRecordFailsInsteadOfSpinning) {
+  auto store = Format();
+  EXPECT_TRUE(store->Commit().ok());  // nothing appended: nothing to wait for
+  const uint64_t seq = store->AppendUnmap(CBlock(1));
+  EXPECT_FALSE(store->WaitDurable(seq + 1).ok());
+  EXPECT_TRUE(store->WaitDurable(seq).ok());
+}
+
 TEST_F(MetaTest, CleanShutdownCheckpointKeepsHints) {
   auto store = Format();
   Model model(store.get());

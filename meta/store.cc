@@ -571,6 +571,9 @@ Status MetaStore::AsLeader(std::unique_lock<std::mutex>& lock, Fn fn) {
 
 Status MetaStore::WaitDurable(uint64_t seq) {
   std::unique_lock<std::mutex> lock(mu_);
+  // A record never appended would never become durable: the loop below
+  // would lead empty commits forever.
+  if (seq >= next_seq_) return ErrnoCode(EINVAL);
   for (;;) {
     if (!failure_.ok()) return failure_;
     if (seq < durable_seq_) return OkStatus();

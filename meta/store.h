@@ -125,6 +125,7 @@ class MetaStore {
 
   // Records appended but not yet durable.
   bool HasPending() const;
+  // EINVAL for a sequence not appended yet.
   Status WaitDurable(uint64_t seq);
   Status Commit() { return WaitDurable(last_seq()); }
   // Writes a checkpoint of the current state. `clean`: the final one of a
