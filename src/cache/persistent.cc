@@ -36,7 +36,7 @@ Result<std::unique_ptr<io::File>> CreateStore(const PersistentOptions& options,
   open.truncate = true;
   open.mode = 0600;
   Result<std::unique_ptr<io::File>> store =
-      io::Env::Default()->OpenAt(AT_FDCWD, path, open);
+      options.env->OpenAt(AT_FDCWD, path, open);
   if (!store.ok()) {
     *error_message =
         "cannot create cache store " + path + ": " + store.error().message();
@@ -77,7 +77,7 @@ Result<std::unique_ptr<CacheEngine>> OpenPersistentCache(
     *error_message = std::move(why);
     return ErrnoCode(err);
   };
-  io::Env* env = io::Env::Default();
+  io::Env* env = options.env;
   const std::string& fast = options.fast_dir;
   const std::string check = "run 'tierfs check --fast " + fast + "'";
   const std::string store_path = options.meta_dir + "/" + kCacheStoreName;

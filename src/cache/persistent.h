@@ -18,6 +18,7 @@ inline constexpr const char* kCacheStoreName = "cache.data";
 std::vector<std::string> CacheFileNames();
 
 struct PersistentOptions {
+  io::Env* env = io::Env::Default();  // tests inject faults here
   std::string meta_dir;  // FAST/tierfs: metadata and the cache store
   std::string fast_dir;  // for messages
   int slow_dirfd = -1;   // the slow dir (O_PATH is enough)
