@@ -295,7 +295,16 @@ TEST_F(PersistentTest, DamagedMetadataIsRefusedNamingCheck) {
   EXPECT_NE(error.find("checkpoint"), std::string::npos) << error;
 }
 
-TEST_F(PersistentTest, MetadataWriteFailureMakesTheCacheReadOnly) {
+struct MetaFault {
+  const char* name;
+  int error;
+  bool torn;
+};
+
+class MetadataFaultTest : public PersistentTest,
+                          public ::testing::WithParamInterface<MetaFault> {};
+
+TEST_P(MetadataFaultTest, WriteFailureMakesTheCacheReadOnlyWithoutLoss) {
   auto injector = std::make_shared<io::FaultInjector>();
   io::FaultInjectingEnv env(io::Env::Default(), injector);
   env_ = &env;
@@ -306,7 +315,9 @@ TEST_F(PersistentTest, MetadataWriteFailureMakesTheCacheReadOnly) {
   Warm(v, 8);
   ASSERT_GT(engine_->Snapshot().used_blocks, 0u);
   injector->AddRule({.ops = io::kFaultWrite | io::kFaultSync,
-                     .path_contains = "tierfs/meta"});
+                     .path_contains = "tierfs/meta",
+                     .error = GetParam().error,
+                     .short_io = GetParam().torn});
   // A write hit needs its dirty record durable first: it fails, and the
   // cache turns read-only rather than risk an unrecorded dirty block.
   std::vector<std::byte> fresh = Pattern(4096, 5);
@@ -322,7 +333,26 @@ TEST_F(PersistentTest, MetadataWriteFailureMakesTheCacheReadOnly) {
   EXPECT_EQ(OriginBytes("vm.img", 0, 16 * kBlock), data);
   engine_->CloseVolume(v, false);
   engine_.reset();
+
+  // The disk heals: the metadata (a torn batch dropped) loads, or the mount
+  // is refused naming `tierfs check`; never wrong data.
+  injector->ClearRules();
+  const std::string error = Start(Options());
+  if (!error.empty()) {
+    EXPECT_NE(error.find("tierfs check"), std::string::npos) << error;
+    return;
+  }
+  v = Open("vm.img");
+  EXPECT_EQ(Read(v, 0, 16 * kBlock), data);
 }
+
+INSTANTIATE_TEST_SUITE_P(Faults, MetadataFaultTest,
+                         ::testing::Values(MetaFault{"eio", EIO, false},
+                                           MetaFault{"enospc", ENOSPC, false},
+                                           MetaFault{"torn", EIO, true}),
+                         [](const ::testing::TestParamInfo<MetaFault>& info) {
+                           return std::string(info.param.name);
+                         });
 
 }  // namespace
 }  // namespace tierfs::cache
