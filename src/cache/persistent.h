@@ -42,8 +42,15 @@ struct StartReport {
   uint64_t replayed_records = 0;
   uint64_t dropped_clean = 0;  // of volumes changed or gone while unmounted
   double load_seconds = 0;
+  std::string uuid;  // of the cache
   std::vector<std::string> notes;  // one line each, worth telling the user
 };
+
+// The slow dir remembers which cache fronts it (an xattr), so that a fast
+// dir lost or swapped is noticed at the next mount instead of silently
+// dropping dirty blocks. `may_be_dirty`: false only once the cache is
+// closed with no dirty block. Best effort (filesystems without xattrs).
+void MarkSlowDir(int slow_dirfd, const std::string& uuid, bool may_be_dirty);
 
 // On failure returns an error with a one-line reason in *error_message.
 Result<std::unique_ptr<CacheEngine>> OpenPersistentCache(
