@@ -354,12 +354,12 @@ void SmqPolicy::CompleteBackgroundWork(const Work& work, bool success) {
       return;
     case WorkOp::kDemote:
       if (!e.mapped) return;
-      e.pending_work = 0;
       if (success && !e.dirty) {
-        Unmap(i);
-      } else {
-        QueueOf(e).Push(i);
+        Unmap(i);  // still pending: not on a queue
+        return;
       }
+      e.pending_work = 0;
+      QueueOf(e).Push(i);
       return;
     case WorkOp::kWriteback:
       if (!e.mapped) return;
