@@ -231,9 +231,15 @@ uint32_t SmqPolicy::ReserveCBlock(OBlock oblock) {
 bool SmqPolicy::QueuePromotion(OBlock oblock) {
   if (tracker_.Has(oblock) || tracker_.full()) return false;
   if (cache_alloc_.empty()) {
-    // Make room; this block is promoted when it misses again.
+    // Make room, and promote this block into the room as soon as the
+    // demotion completes (dm-cache waits for the block's next miss).
     if (FreeTargetMet()) return false;
-    return QueueDemotion(false);
+    const size_t before = tracker_.total();
+    const uint32_t victim = QueueDemotion(false);
+    if (victim != kNullIndex && waiting_.size() < kMaxWaiting) {
+      waiting_.push_back({victim, oblock});
+    }
+    return tracker_.total() != before;
   }
   // Reserve the cblock now; it goes back if the promotion fails.
   const uint32_t i = ReserveCBlock(oblock);
@@ -250,7 +256,7 @@ void SmqPolicy::KeepLruReserve() {
   // Small caches (under 256 blocks) keep none: demote on a miss instead.
   const uint64_t reserve = std::min<uint64_t>(params_.cache_blocks / 256, 64);
   while (FreeCount() + tracker_.Count(WorkOp::kDemote) < reserve) {
-    if (!QueueDemotion(false)) return;
+    if (QueueDemotion(false) == kNullIndex) return;
   }
 }
 
@@ -265,24 +271,25 @@ bool SmqPolicy::DirtyTargetMet() const {
          params_.cache_blocks * dirty_target_percent_ / 100;
 }
 
-bool SmqPolicy::QueueDemotion(bool only_old) {
-  if (!allow_migrations_ || tracker_.full()) return false;
+uint32_t SmqPolicy::QueueDemotion(bool only_old) {
+  if (!allow_migrations_ || tracker_.full()) return kNullIndex;
   // Only from the colder half: a hot block is never demoted to make room.
   const unsigned max_level = variant_ == Variant::kLru ? levels_ : levels_ / 2;
   const uint32_t i = clean_.Peek(max_level, !only_old);
   if (i == kNullIndex) {
     // Nothing clean to drop: write back an aged dirty block instead, so a
     // clean one exists next time.
-    return !only_old && QueueWriteback(false);
+    if (!only_old) QueueWriteback(false);
+    return kNullIndex;
   }
   clean_.Remove(i);
   es_[i].pending_work = 1;
   if (!tracker_.Queue(Work{WorkOp::kDemote, es_[i].oblock(), CBlockOf(i)})) {
     es_[i].pending_work = 0;
     clean_.PushFront(i);
-    return false;
+    return kNullIndex;
   }
-  return true;
+  return i;
 }
 
 bool SmqPolicy::QueueWriteback(bool cross_sentinels) {
@@ -356,8 +363,10 @@ void SmqPolicy::CompleteBackgroundWork(const Work& work, bool success) {
       if (!e.mapped) return;
       if (success && !e.dirty) {
         Unmap(i);  // still pending: not on a queue
+        PromoteWaiting(i);
         return;
       }
+      DropWaiting(i);
       e.pending_work = 0;
       QueueOf(e).Push(i);
       return;
@@ -370,6 +379,21 @@ void SmqPolicy::CompleteBackgroundWork(const Work& work, bool success) {
       }
       QueueOf(e).Push(i);
       return;
+  }
+}
+
+void SmqPolicy::DropWaiting(uint32_t victim) {
+  std::erase_if(waiting_, [&](const Waiting& w) { return w.victim == victim; });
+}
+
+void SmqPolicy::PromoteWaiting(uint32_t victim) {
+  auto it = std::find_if(waiting_.begin(), waiting_.end(),
+                         [&](const Waiting& w) { return w.victim == victim; });
+  if (it == waiting_.end()) return;
+  const OBlock oblock = it->oblock;
+  waiting_.erase(it);
+  if (allow_migrations_ && table_.Find(oblock) == kNullIndex) {
+    QueuePromotion(oblock);
   }
 }
 
@@ -413,6 +437,7 @@ void SmqPolicy::InvalidateMapping(CBlock cblock) {
   if (i == kNullIndex || !es_[i].mapped) return;
   // Queued work goes; issued work completes harmlessly later (its slot is
   // free or holds another oblock by then).
+  DropWaiting(i);
   if (es_[i].pending_work && tracker_.Cancel(es_[i].oblock())) {
     es_[i].pending_work = 0;
     QueueOf(es_[i]).Push(i);
@@ -451,9 +476,10 @@ void SmqPolicy::UpdatePromoteLevel() {
   // very well - it is not broken - and most in the middle).
   static constexpr unsigned kByHitRatio[17] = {1, 1, 1, 2, 4, 6, 7, 8, 7,
                                                6, 4, 4, 3, 3, 2, 2, 1};
-  unsigned threshold = cache_alloc_.empty()
-                           ? kByHitRatio[cache_stats_.HitSixteenths()]
-                           : kLevels / 2;
+  unsigned threshold =
+      cache_alloc_.empty()
+          ? kByHitRatio[cache_stats_.HitSixteenths()] * promote_scale_
+          : kLevels / 2;
   // Little trust in the hotspot queue: fewer promotions.
   switch (hotspot_stats_.Assess()) {
     case QueueStats::Performance::kPoor:
@@ -465,7 +491,7 @@ void SmqPolicy::UpdatePromoteLevel() {
     case QueueStats::Performance::kWell:
       break;
   }
-  promote_level_ = kLevels - threshold;
+  promote_level_ = kLevels - std::max(threshold, 1u);
 }
 
 void SmqPolicy::EndHotspotPeriod(uint64_t now) {
@@ -491,8 +517,11 @@ void SmqPolicy::EndHotspotPeriod(uint64_t now) {
 }
 
 void SmqPolicy::EndCachePeriod(uint64_t now) {
-  if (now < next_cache_period_) return;
+  // A block moves up at most one level per tick (dm-cache: per cache
+  // period, which makes a block hit once and one hit a thousand times
+  // equal for ten seconds).
   for (uint32_t i = cache_begin_; i < es_.size(); ++i) es_[i].hit = 0;
+  if (now < next_cache_period_) return;
   clean_.Redistribute();
   dirty_.Redistribute();
   cache_stats_.Reset();

@@ -104,6 +104,12 @@ class SmqPolicy final : public Policy {
     uint64_t last_used = 0;
   };
   static constexpr int kStreams = 16;
+  // A promotion waiting for the demotion that makes room for it.
+  struct Waiting {
+    uint32_t victim;
+    OBlock oblock;
+  };
+  static constexpr size_t kMaxWaiting = 256;
 
   uint32_t CacheIndex(CBlock cblock) const;  // kNullIndex if out of range
   CBlock CBlockOf(uint32_t i) const { return CBlock(i - cache_begin_); }
@@ -125,7 +131,10 @@ class SmqPolicy final : public Policy {
   bool QueuePromotion(OBlock oblock);
   uint32_t ReserveCBlock(OBlock oblock);
   void KeepLruReserve();
-  bool QueueDemotion(bool only_old);
+  // Returns the demoted entry, kNullIndex if none was queued.
+  uint32_t QueueDemotion(bool only_old);
+  void PromoteWaiting(uint32_t victim);
+  void DropWaiting(uint32_t victim);
   bool QueueWriteback(bool cross_sentinels);
   bool FreeTargetMet() const;
   bool DirtyTargetMet() const;
@@ -169,6 +178,7 @@ class SmqPolicy final : public Policy {
   uint64_t next_writeback_period_ = 0;
   uint64_t next_demote_period_ = 0;
 
+  std::vector<Waiting> waiting_;  // at most kMaxWaiting
   std::array<Stream, kStreams> streams_{};
   uint64_t stream_clock_ = 0;
 
@@ -176,6 +186,7 @@ class SmqPolicy final : public Policy {
   uint64_t dirty_target_percent_ = 10;
   uint64_t sequential_cutoff_;
   uint64_t free_target_percent_ = 25;
+  unsigned promote_scale_ = 4;
 };
 
 }  // namespace tierfs::policy
