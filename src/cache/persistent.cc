@@ -244,6 +244,20 @@ Result<std::unique_ptr<CacheEngine>> OpenPersistentCache(
     for (const meta::ResolvedVolume& v : volumes) {
       if (v.state == meta::VolumeState::kMissing) gone.push_back(v.record.id);
     }
+    if (options.engine.mode == Mode::kPassthrough) {
+      // Passthrough writes bypass the cache, which would leave cached
+      // copies stale for a later mount: it starts from an empty cache.
+      uint64_t dirty = 0;
+      for (const meta::MappingRecord& m : mappings) dirty += m.dirty;
+      if (dirty != 0) {
+        return fail(EBUSY, "--mode passthrough: the cache in " + fast +
+                               " holds " + Plural(dirty, "dirty block") +
+                               "; mount in writeback or writethrough mode "
+                               "and run 'tierfs-ctl flush --wait' first");
+      }
+      report->dropped_clean += mappings.size();
+      mappings.clear();
+    }
 
     io::OpenOptions open;
     Result<std::unique_ptr<io::File>> opened =

@@ -261,6 +261,29 @@ TEST_F(PersistentTest, MissingFileWithDirtyBlocksIsRefusedThenForced) {
   EXPECT_EQ(engine_->Snapshot().used_blocks, 0u);
 }
 
+TEST_F(PersistentTest, PassthroughStartsEmptyAndRefusesDirtyBlocks) {
+  StartOk();
+  Populate("vm.img");
+  ASSERT_TRUE(engine_->CloseCleanly().ok());
+  engine_.reset();
+  PersistentOptions o = Options();
+  o.engine.mode = Mode::kPassthrough;
+  EXPECT_NE(Start(o).find("dirty block"), std::string::npos);
+  // Written back, the clean copies are dropped: passthrough writes would
+  // make them stale for the next mount.
+  ASSERT_EQ(Start(Options()), "");
+  ASSERT_TRUE(engine_->Flush(std::chrono::seconds(30)).ok());
+  ASSERT_TRUE(engine_->CloseCleanly().ok());
+  engine_.reset();
+  ASSERT_EQ(Start(o), "");
+  EXPECT_EQ(report_.mappings, 0u);
+  EXPECT_GT(report_.dropped_clean, 0u);
+  ASSERT_TRUE(engine_->CloseCleanly().ok());
+  engine_.reset();
+  ASSERT_EQ(Start(Options()), "");
+  EXPECT_EQ(report_.mappings, 0u);
+}
+
 TEST_F(PersistentTest, OtherGeometryIsRefusedUnlessDiscarded) {
   StartOk();
   ASSERT_TRUE(engine_->CloseCleanly().ok());
