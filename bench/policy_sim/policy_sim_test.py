@@ -85,6 +85,11 @@ def main():
     if bad.returncode != 2 or "unknown policy" not in bad.stderr:
         failures.append(f"unknown policy: exit {bad.returncode} {bad.stderr}")
 
+    bad = run("--workload", "zipf", "--cache-blocks", "16", "--config",
+              "smq:no_such_key=1", check=False)
+    if bad.returncode != 2 or "no config key" not in bad.stderr:
+        failures.append(f"unknown config key: exit {bad.returncode} {bad.stderr}")
+
     for f in failures:
         print("FAIL:", f)
     sys.exit(1 if failures else 0)
