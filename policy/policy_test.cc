@@ -347,6 +347,45 @@ TEST(PolicyTest, SmqScansNeitherPromoteNorHeatHotspots) {
   EXPECT_GT(q->Residency(), 900u);
 }
 
+// Half the reads hit a hot set of half the cache, half are a stream over
+// volume 2 wrapping at `region` blocks; returns the cached volume-2 blocks.
+uint64_t CachedStreamBlocks(uint64_t region, ConfigValues config) {
+  auto p = Make("smq", 512, std::move(config));
+  std::mt19937 rng(3);
+  uint64_t now = 0, pos = 0;
+  p->Tick(now, true);
+  for (int tick = 0; tick < 600; ++tick) {
+    for (int i = 0; i < 1000; ++i) {
+      if (i % 2 == 0) {
+        Read(*p, O(rng() % 256));
+      } else {
+        Read(*p, O(pos, 2));
+        pos = (pos + 1) % region;
+      }
+      Drain(*p);
+    }
+    p->Tick(now += 100, true);
+  }
+  uint64_t cached = 0;
+  p->ForEachMapping([&](OBlock o, CBlock, bool) {
+    cached += o.volume.value() == 2;
+  });
+  return cached;
+}
+
+TEST(PolicyTest, SmqCachesOnlyStreamsThatReReadARegion) {
+  // The first 64 blocks (4 MiB, the cutoff) are not yet a stream and fill
+  // free cblocks like any miss. Beyond them, a stream that never comes back
+  // stays out of the cache: one pass heats a hotspot by a step at most.
+  EXPECT_LE(CachedStreamBlocks(uint64_t{1} << 40, {}), 80u) << "one pass";
+  // Streams re-reading a region of 1.5 caches make it hot: smq caches part
+  // of it, as the hotspot queue says it is reused.
+  EXPECT_GT(CachedStreamBlocks(768, {}), 192u) << "re-read";
+  // sequential_heat 0 is bcache's bypass: nothing of the stream is cached
+  // beyond what it missed before it was recognised as one.
+  EXPECT_LE(CachedStreamBlocks(768, {{"sequential_heat", "0"}}), 64u) << "off";
+}
+
 TEST(PolicyTest, DirtyTargetOfHundredWritesBackOnlyWhenIdle) {
   auto p = Make("smq", 100, {{"dirty_target_percent", "100"}});
   CBlock c;

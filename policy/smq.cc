@@ -124,7 +124,7 @@ bool SmqPolicy::LookupInternal(OBlock oblock, CBlock* cblock, IoDir dir,
   *background_queued = false;
   const uint32_t i = table_.Lookup(oblock);
   if (i != kNullIndex) {
-    if (!sequential) {
+    if (!sequential || sequential_heat_) {
       cache_stats_.LevelAccessed(es_[i].level);
       Requeue(i);
     }
@@ -132,7 +132,21 @@ bool SmqPolicy::LookupInternal(OBlock oblock, CBlock* cblock, IoDir dir,
     return true;
   }
   cache_stats_.Miss();
-  if (sequential || variant_ == Variant::kCleaner) return false;
+  if (variant_ == Variant::kCleaner) return false;
+  if (sequential) {
+    if (variant_ != Variant::kSmq || !sequential_heat_ || !allow_migrations_) {
+      return false;
+    }
+    // A stream heats its hotspots like other misses (at most one step per
+    // hotspot per tick, so one pass over a region leaves it cold) but never
+    // promotes eagerly: only a region its passes have made hot promotes.
+    bool seen;
+    const uint32_t hs = UpdateHotspot(oblock, &seen);
+    if (hs != kNullIndex && es_[hs].level >= promote_level_) {
+      *background_queued = QueuePromotion(oblock);
+    }
+    return false;
+  }
   if (ShouldPromote(oblock, dir)) *background_queued = QueuePromotion(oblock);
   return false;
 }
@@ -549,6 +563,7 @@ ConfigValues SmqPolicy::EmitConfigValues() const {
   if (variant_ == Variant::kSmq) {
     out.emplace_back("free_target_percent",
                      std::to_string(free_target_percent_));
+    out.emplace_back("sequential_heat", sequential_heat_ ? "1" : "0");
   }
   return out;
 }
@@ -562,6 +577,9 @@ Status SmqPolicy::SetConfigValue(std::string_view key, std::string_view value) {
   } else if (key == "sequential_cutoff") {
     if (!parsed) return ErrnoCode(EINVAL);
     sequential_cutoff_ = v;
+  } else if (key == "sequential_heat" && variant_ == Variant::kSmq) {
+    if (!parsed || v > 1) return ErrnoCode(EINVAL);
+    sequential_heat_ = v == 1;
   } else if (key == "free_target_percent" && variant_ == Variant::kSmq) {
     if (!parsed || v > 50) return ErrnoCode(EINVAL);
     free_target_percent_ = v;

@@ -25,9 +25,15 @@
 //    cache are written back even under load (dm-cache writes back only when
 //    idle); when idle every dirty block is written back. 100 = dm-cache.
 //  * sequential_cutoff (bytes, default 4 MiB, 0 = off): a run of consecutive
-//    blocks of one volume longer than this (bcache's cutoff) is a stream:
-//    its misses neither promote nor touch the hotspot queue, and its hits
-//    do not raise levels.
+//    blocks of one volume longer than this (bcache's cutoff) is a stream.
+//    With sequential_heat 0 its misses neither promote nor touch the
+//    hotspot queue, and its hits do not raise levels (bcache's bypass).
+//  * sequential_heat (smq, default 1): a stream's misses heat the hotspot
+//    queue like other misses (one step per hotspot per tick) and its hits
+//    raise levels, but a stream never promotes eagerly into free cblocks:
+//    it promotes only where its hotspot is at the promotion level. One pass
+//    over a region leaves it cold; a region that streams re-read becomes
+//    hot and is cached (dm-cache's smq has no stream bypass at all).
 //
 // Variants: kCleaner never promotes or demotes and writes back every dirty
 // block; kLru is the baseline (one level, promote on every miss, evict the
@@ -187,6 +193,7 @@ class SmqPolicy final : public Policy {
   uint64_t sequential_cutoff_;
   uint64_t free_target_percent_ = 25;
   unsigned promote_scale_ = 4;
+  bool sequential_heat_ = true;
 };
 
 }  // namespace tierfs::policy

@@ -198,10 +198,11 @@ struct Result {
 };
 
 Result RunPolicy(const std::string& name, const PolicyParams& params,
-                 const std::vector<Access>& trace, std::string* error) {
+                 const ConfigValues& config, const std::vector<Access>& trace,
+                 std::string* error) {
   Result r;
   r.policy = name;
-  auto created = CreatePolicy(name, params, {}, error);
+  auto created = CreatePolicy(name, params, config, error);
   if (!created.ok()) return r;
   std::unique_ptr<Policy> p = std::move(created).value();
   uint64_t now = 0;
@@ -350,9 +351,12 @@ int Usage(const char* error) {
       "usage: tierfs-policy-sim --workload zipf|scan|shift|mixed|iolog\n"
       "         --cache-blocks N [--ops N] [--seed N] [--policy smq,lru,...]\n"
       "         [--iolog FILE] [--block-size BYTES] [--json]\n"
+      "         [--config POLICY:KEY=VALUE]...\n"
       "Replays the workload through each policy and Belady's OPT.\n"
       "Default ops: 1000000 (iolog: the whole log); default policies: "
-      "smq,lru.\n");
+      "smq,lru.\n"
+      "--config sets a policy's config value (as tierfs(5) does), e.g.\n"
+      "  --config smq:sequential_cutoff=0; it may be repeated.\n");
   return error ? 2 : 0;
 }
 
@@ -366,6 +370,7 @@ int Main(int argc, char** argv) {
   std::string workload, iolog, policies = "smq,lru";
   uint64_t cache_blocks = 0, ops = 0, seed = 1, block_size = 64 * 1024;
   bool ops_given = false, json = false;
+  std::map<std::string, ConfigValues> configs;  // policy -> its values
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     auto value = [&](std::string* out) {
@@ -381,6 +386,15 @@ int Main(int argc, char** argv) {
       if (!value(&workload)) return Usage("--workload needs a value");
     } else if (arg == "--policy") {
       if (!value(&policies)) return Usage("--policy needs a value");
+    } else if (arg == "--config") {
+      if (!value(&v)) return Usage("--config needs POLICY:KEY=VALUE");
+      const size_t colon = v.find(':'), eq = v.find('=');
+      if (colon == std::string::npos || eq == std::string::npos ||
+          eq < colon) {
+        return Usage("--config needs POLICY:KEY=VALUE");
+      }
+      configs[v.substr(0, colon)].emplace_back(
+          v.substr(colon + 1, eq - colon - 1), v.substr(eq + 1));
     } else if (arg == "--iolog") {
       if (!value(&iolog)) return Usage("--iolog needs a value");
     } else if (arg == "--cache-blocks" || arg == "--ops" || arg == "--seed" ||
@@ -425,7 +439,7 @@ int Main(int argc, char** argv) {
   for (std::string name; std::getline(names, name, ',');) {
     if (name == "opt") continue;  // always reported
     std::string error;
-    results.push_back(RunPolicy(name, params, trace, &error));
+    results.push_back(RunPolicy(name, params, configs[name], trace, &error));
     if (!error.empty()) return Usage(error.c_str());
   }
   results.push_back(RunOpt(cache_blocks, trace));
