@@ -73,7 +73,13 @@ def table_rows(res):
                      "", "", "still rising at end" if tf.get("still_rising")
                      else ""))
         rows.append(("2 warm-up", "plateau read hit ratio", "-", "-", "-",
-                     _pct(tf.get("plateau_hit_ratio")), "", "", ""))
+                     _pct(tf.get("plateau_hit_ratio")),
+                     f"best possible {_pct(tf.get('opt_hit_ratio_bound'))}"
+                     " (64k blocks)", "", ""))
+        rows.append(("2 warm-up", "IOPS ceiling = HDD IOPS / (1 - best hit"
+                     " ratio)", "-", "-", "-", _f(tf.get("iops_bound")),
+                     f"{_f(_ratio(tf.get('iops_bound'), _get(t, 'hdd', 'plateau_iops')), '{:.1f}')}x hdd",
+                     "", ""))
     if "mixed" in res:
         t = res["mixed"]["targets"]
         rows.append(("3 mixed", "IOPS (r+w, randrw 70/30, fdatasync/32)",
@@ -88,8 +94,10 @@ def table_rows(res):
                      *per_target("mixed", "write_p99_us"), "", "", ""))
         rows.append(("3 mixed", "tierfs read / write hit ratio", "-", "-",
                      "-", f"{_pct(t['tierfs'].get('read_hit_ratio'))} / "
-                     f"{_pct(t['tierfs'].get('write_hit_ratio'))}", "", "",
-                     ""))
+                     f"{_pct(t['tierfs'].get('write_hit_ratio'))}",
+                     "best possible read "
+                     f"{_pct(t['tierfs'].get('opt_hit_ratio_bound'))}",
+                     "", ""))
     if "scan" in res:
         t = res["scan"]["targets"]
         tf = t.get("tierfs", {})
@@ -132,6 +140,9 @@ def table_rows(res):
                      "-", " / ".join(_pct(v) for v in
                                      tf.get("phase_end_hit_ratio", [])),
                      "", "", ""))
+        rows.append(("6 shift", "best possible hit ratio (64k blocks)",
+                     "-", "-", "-", _pct(tf.get("opt_hit_ratio_bound")), "",
+                     "", ""))
         rows.append(("6 shift", "recovery to 90% of pre-shift hit ratio (s)",
                      "-", "-", "-",
                      " / ".join(_f(x.get("time_to_90pct_s"), "{:.0f}")
