@@ -228,11 +228,12 @@ class HddEmu:
 
 
 def sigterm_as_interrupt():
-    """Makes SIGTERM/SIGHUP raise KeyboardInterrupt so `finally` blocks
-    tear down mounts as they do on Ctrl-C."""
+    """Makes SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt so `finally`
+    blocks tear down mounts. SIGINT too: a shell without job control starts
+    background commands with SIGINT ignored, and Python keeps that."""
     def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
-    for s in (signal.SIGTERM, signal.SIGHUP):
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, handler)
 
 
