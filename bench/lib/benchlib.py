@@ -193,11 +193,14 @@ def perf_record(pid, seconds, data, report_txt):
     or None when perf is missing."""
     if pid is None or not shutil.which("perf"):
         return None
-    rep = (f"perf report -i {data} --stdio --no-children -g none "
-           "--percent-limit 1 2>/dev/null | grep -v '^#' | grep -v '^$'")
+    def rep(sort):
+        return (f"perf report -i {data} --stdio --no-children -g none "
+                f"--percent-limit 0.5 --sort {sort} 2>/dev/null | "
+                "grep -v '^#' | grep -v '^$'")
     cmd = (f"perf record -q -F 499 -g -p {pid} -o {data} -- sleep {seconds}"
-           f" >/dev/null 2>&1; {{ echo '== by object'; {rep} --sort dso; "
-           f"echo '== by symbol'; {rep} | head -40; }} > {report_txt}")
+           f" >/dev/null 2>&1; {{ echo '== by object'; {rep('dso')}; "
+           f"echo '== by symbol'; {rep('dso,sym')} | head -40; }} "
+           f"> {report_txt}")
     return subprocess.Popen(["sh", "-c", cmd])
 
 
