@@ -4,6 +4,7 @@
 #include <set>
 
 #include "policy/background_tracker.h"
+#include "policy/frequency_sketch.h"
 #include "policy/multiqueue.h"
 #include "policy/registry.h"
 #include "policy/smq.h"
@@ -332,6 +333,60 @@ TEST(PolicyTest, SmqPromotesWhenFullAndDemotesColdBlocks) {
   }
   EXPECT_GT(hits, 400);            // cached well before the end
   EXPECT_EQ(p->Residency(), 32u);  // demotions made the room
+}
+
+TEST(FrequencySketchTest, CountsSaturatesAndHalves) {
+  FrequencySketch off(64);
+  off.Record(O(1));
+  EXPECT_EQ(off.Estimate(O(1)), 0u);  // sample 0: off
+  FrequencySketch s(64);
+  s.set_sample(1000);
+  for (int i = 0; i < 6; ++i) s.Record(O(1));
+  s.Record(O(2, 2));
+  EXPECT_EQ(s.Estimate(O(1)), 6u);
+  EXPECT_EQ(s.Estimate(O(2, 2)), 1u);
+  EXPECT_EQ(s.Estimate(O(3)), 0u);
+  for (int i = 0; i < 40; ++i) s.Record(O(5));
+  EXPECT_EQ(s.Estimate(O(5)), FrequencySketch::kMaxCount);
+  s.Halve();
+  EXPECT_EQ(s.Estimate(O(1)), 3u);
+  EXPECT_EQ(s.Estimate(O(5)), 7u);
+  FrequencySketch aging(64);
+  aging.set_sample(10);
+  for (int i = 0; i < 9; ++i) aging.Record(O(1));
+  EXPECT_EQ(aging.Estimate(O(1)), 9u);
+  aging.Record(O(1));  // the 10th access halves every counter
+  EXPECT_EQ(aging.Estimate(O(1)), 5u);
+}
+
+// With the cache full and the promotion level out of reach (hotspots climb
+// one step per tick), a block read clearly more often than the would-be victim
+// is still promoted, unless admission_window is 0.
+uint64_t AdmittedAfterRereads(ConfigValues config) {
+  auto p = Make("smq", 32, std::move(config));
+  for (uint64_t i = 0; p->Residency() < 32; ++i) {
+    Read(*p, O(i * 16)), Read(*p, O(i * 16 + 1));  // cached, read once
+    Drain(*p);
+  }
+  p->Tick(0, true);  // rebalances the levels: the colder half can demote
+  for (int r = 0; r < 4; ++r) Read(*p, O(5000)), Drain(*p);
+  EXPECT_EQ(p->Residency(), 32u);
+  return p->Peek(O(5000)).has_value();
+}
+
+TEST(PolicyTest, SmqAdmitsBlocksMoreFrequentThanTheVictim) {
+  EXPECT_TRUE(AdmittedAfterRereads({}));
+  EXPECT_FALSE(AdmittedAfterRereads({{"admission_window", "0"}}));
+  auto p = Make("smq", 16);
+  EXPECT_FALSE(p->SetConfigValue("admission_window", "1001").ok());
+  EXPECT_FALSE(p->SetConfigValue("admission_window", "x").ok());
+  EXPECT_TRUE(p->SetConfigValue("admission_window", "30").ok());
+  bool found = false;
+  for (const auto& [k, v] : p->EmitConfigValues()) {
+    if (k == "admission_window") found = v == "30";
+  }
+  EXPECT_TRUE(found);
+  EXPECT_FALSE(Make("lru", 16)->SetConfigValue("admission_window", "1").ok());
 }
 
 TEST(PolicyTest, SmqScansNeitherPromoteNorHeatHotspots) {

@@ -49,6 +49,7 @@ SmqPolicy::SmqPolicy(Variant variant, const PolicyParams& params)
       hotspot_table_(&es_, cache_begin_ - hotspot_begin_),
       hotspot_stats_(kLevels),
       cache_stats_(levels_),
+      sketch_(variant == Variant::kSmq ? params.cache_blocks : 0),
       sequential_cutoff_(variant == Variant::kLru ? 0 : 4ull << 20) {
   // dm-cache keeps the top 8 hotspot levels sparse, so that the promotion
   // level selects a small, really hot set.
@@ -68,6 +69,9 @@ SmqPolicy::SmqPolicy(Variant variant, const PolicyParams& params)
     }
   }
   writeback_set_ = demote_set_ = 1;
+  if (variant_ == Variant::kSmq) {
+    sketch_.set_sample(admission_window_ * params.cache_blocks);
+  }
 }
 
 std::string_view SmqPolicy::Name() const {
@@ -115,6 +119,7 @@ bool SmqPolicy::IsSequential(OBlock oblock) {
 
 bool SmqPolicy::Lookup(OBlock oblock, CBlock* cblock, IoDir dir, bool,
                        bool* background_queued) {
+  sketch_.Record(oblock);
   return LookupInternal(oblock, cblock, dir, IsSequential(oblock),
                         background_queued);
 }
@@ -133,6 +138,12 @@ bool SmqPolicy::LookupInternal(OBlock oblock, CBlock* cblock, IoDir dir,
   }
   cache_stats_.Miss();
   if (variant_ == Variant::kCleaner) return false;
+  if (sketch_.sample() != 0 && ++sketch_misses_ >= params_.cache_blocks) {
+    // A cache's worth of misses also ages the sketch: when the hot set
+    // moves, what was hot before stops outweighing what is hot now.
+    sketch_misses_ = 0;
+    sketch_.Halve();
+  }
   if (sequential) {
     if (variant_ != Variant::kSmq || !sequential_heat_ || !allow_migrations_) {
       return false;
@@ -154,6 +165,7 @@ bool SmqPolicy::LookupInternal(OBlock oblock, CBlock* cblock, IoDir dir,
 bool SmqPolicy::LookupWithWork(OBlock oblock, CBlock* cblock, IoDir dir, bool,
                                std::optional<Work>* work) {
   work->reset();
+  sketch_.Record(oblock);
   const bool sequential = IsSequential(oblock);
   bool queued;
   if (table_.Find(oblock) != kNullIndex || sequential ||
@@ -232,7 +244,22 @@ bool SmqPolicy::ShouldPromote(OBlock oblock, IoDir) {
   if (hs == kNullIndex) return false;
   // Free cblocks cost nothing to fill: promote eagerly (any hotspot seen
   // before); otherwise only hotspots at or above the promotion level.
-  return es_[hs].level >= promote_level_ || (seen && !cache_alloc_.empty());
+  if (es_[hs].level >= promote_level_ || (seen && !cache_alloc_.empty())) {
+    return true;
+  }
+  // Full: a block accessed clearly more often lately (by more than one
+  // count, the sketch's noise) than the block its promotion would demote is
+  // worth the copy, however cold its hotspot looks (TinyLFU's admission).
+  if (sketch_.sample() == 0 || !cache_alloc_.empty()) return false;
+  const uint32_t victim = DemotionCandidate(false);
+  return victim != kNullIndex &&
+         sketch_.Estimate(oblock) > sketch_.Estimate(es_[victim].oblock()) + 1;
+}
+
+uint32_t SmqPolicy::DemotionCandidate(bool only_old) const {
+  // Only from the colder half: a hot block is never demoted to make room.
+  const unsigned max_level = variant_ == Variant::kLru ? levels_ : levels_ / 2;
+  return clean_.Peek(max_level, !only_old);
 }
 
 uint32_t SmqPolicy::ReserveCBlock(OBlock oblock) {
@@ -287,9 +314,7 @@ bool SmqPolicy::DirtyTargetMet() const {
 
 uint32_t SmqPolicy::QueueDemotion(bool only_old) {
   if (!allow_migrations_ || tracker_.full()) return kNullIndex;
-  // Only from the colder half: a hot block is never demoted to make room.
-  const unsigned max_level = variant_ == Variant::kLru ? levels_ : levels_ / 2;
-  const uint32_t i = clean_.Peek(max_level, !only_old);
+  const uint32_t i = DemotionCandidate(only_old);
   if (i == kNullIndex) {
     // Nothing clean to drop: write back an aged dirty block instead, so a
     // clean one exists next time.
@@ -564,6 +589,7 @@ ConfigValues SmqPolicy::EmitConfigValues() const {
     out.emplace_back("free_target_percent",
                      std::to_string(free_target_percent_));
     out.emplace_back("sequential_heat", sequential_heat_ ? "1" : "0");
+    out.emplace_back("admission_window", std::to_string(admission_window_));
   }
   return out;
 }
@@ -580,6 +606,10 @@ Status SmqPolicy::SetConfigValue(std::string_view key, std::string_view value) {
   } else if (key == "sequential_heat" && variant_ == Variant::kSmq) {
     if (!parsed || v > 1) return ErrnoCode(EINVAL);
     sequential_heat_ = v == 1;
+  } else if (key == "admission_window" && variant_ == Variant::kSmq) {
+    if (!parsed || v > 1000) return ErrnoCode(EINVAL);
+    admission_window_ = v;
+    sketch_.set_sample(v * params_.cache_blocks);
   } else if (key == "free_target_percent" && variant_ == Variant::kSmq) {
     if (!parsed || v > 50) return ErrnoCode(EINVAL);
     free_target_percent_ = v;
@@ -618,7 +648,8 @@ size_t SmqPolicy::MemoryBytes() const {
       (hotspot_.levels() + clean_.levels() + dirty_.levels()) *
       (sizeof(IList) + sizeof(uint32_t));
   return sizeof(*this) + es_.capacity() * sizeof(Entry) + table_.MemoryBytes() +
-         hotspot_table_.MemoryBytes() + queues + tracker_.MemoryBytes();
+         hotspot_table_.MemoryBytes() + queues + tracker_.MemoryBytes() +
+         sketch_.MemoryBytes();
 }
 
 }  // namespace tierfs::policy

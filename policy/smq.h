@@ -34,6 +34,14 @@
 //    it promotes only where its hotspot is at the promotion level. One pass
 //    over a region leaves it cold; a region that streams re-read becomes
 //    hot and is cached (dm-cache's smq has no stream bypass at all).
+//  * admission_window (smq, default 15, 0 = off): a count-min sketch
+//    (FrequencySketch, 4 bytes per cache block) counts every access; its
+//    counters halve after admission_window x cache_blocks accesses or a
+//    cache's worth of misses, whichever comes first. With the cache full, a
+//    miss whose hotspot is below the promotion level still promotes when its
+//    block's count exceeds the would-be victim's by more than one (TinyLFU
+//    admission): after the hot set moves, its blocks get in within a few
+//    accesses each instead of waiting for their hotspots to climb.
 //
 // Variants: kCleaner never promotes or demotes and writes back every dirty
 // block; kLru is the baseline (one level, promote on every miss, evict the
@@ -48,6 +56,7 @@
 
 #include "policy/background_tracker.h"
 #include "policy/entry_space.h"
+#include "policy/frequency_sketch.h"
 #include "policy/multiqueue.h"
 #include "policy/policy.h"
 
@@ -134,6 +143,8 @@ class SmqPolicy final : public Policy {
   // Returns the hotspot entry (kNullIndex if none); *seen: it existed.
   uint32_t UpdateHotspot(OBlock oblock, bool* seen);
   bool ShouldPromote(OBlock oblock, IoDir dir);
+  // The clean block the next demotion would take (kNullIndex if none).
+  uint32_t DemotionCandidate(bool only_old) const;
   bool QueuePromotion(OBlock oblock);
   uint32_t ReserveCBlock(OBlock oblock);
   void KeepLruReserve();
@@ -169,6 +180,7 @@ class SmqPolicy final : public Policy {
   QueueStats hotspot_stats_;
   QueueStats cache_stats_;
   BackgroundTracker tracker_;
+  FrequencySketch sketch_;
 
   uint64_t mapped_ = 0;
   uint64_t dirty_count_ = 0;
@@ -194,6 +206,8 @@ class SmqPolicy final : public Policy {
   uint64_t free_target_percent_ = 25;
   unsigned promote_scale_ = 4;
   bool sequential_heat_ = true;
+  uint64_t admission_window_ = 15;  // x cache blocks of accesses; 0: off
+  uint64_t sketch_misses_ = 0;      // misses since the sketch last halved
 };
 
 }  // namespace tierfs::policy
