@@ -74,6 +74,11 @@ void PrintStats(const json& s) {
               s["policy"].get<std::string>().c_str(),
               s["read_only"].get<bool>() ? "ro" : "rw",
               s["needs_check"].get<bool>() ? "  NEEDS CHECK" : "");
+  if (s["read_only"].get<bool>()) {
+    std::printf(
+        "            read-only: %s (run 'tierfs check' after unmounting)\n",
+        s["read_only_reason"].get<std::string>().c_str());
+  }
   std::printf("cache       %s used of %s (%llu/%llu blocks of %s), %s dirty\n",
               tierfs::FormatSize(u("used_blocks") * bs).c_str(),
               tierfs::FormatSize(u("cache_blocks") * bs).c_str(),
@@ -81,6 +86,13 @@ void PrintStats(const json& s) {
               static_cast<unsigned long long>(u("cache_blocks")),
               tierfs::FormatSize(bs).c_str(),
               tierfs::FormatSize(u("dirty_blocks") * bs).c_str());
+  std::printf(
+      "metadata    journal %s used of %s, %llu commits, %llu checkpoints\n",
+      tierfs::FormatSize(u("metadata_used_bytes")).c_str(),
+      tierfs::FormatSize(u("metadata_total_bytes")).c_str(),
+      static_cast<unsigned long long>(s["metadata"]["commits"].get<uint64_t>()),
+      static_cast<unsigned long long>(
+          s["metadata"]["checkpoints"].get<uint64_t>()));
   std::printf("reads       %llu hits, %llu misses (%s hit)\n",
               static_cast<unsigned long long>(u("read_hits")),
               static_cast<unsigned long long>(u("read_misses")),

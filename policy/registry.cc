@@ -1,8 +1,15 @@
 #include "policy/registry.h"
 
-#include "policy/queue_policy.h"
+#include "policy/cleaner.h"
+#include "policy/smq.h"
 
 namespace tierfs::policy {
+namespace {
+
+// Entry indices are 32-bit: leave room for hotspots and sentinels.
+constexpr uint64_t kMaxCacheBlocks = (uint64_t{1} << 31);
+
+}  // namespace
 
 std::vector<std::string> PolicyNames() { return {"smq", "cleaner", "lru"}; }
 
@@ -14,23 +21,23 @@ Result<std::unique_ptr<Policy>> CreatePolicy(std::string_view name,
     if (error_message != nullptr) *error_message = std::move(text);
     return ErrnoCode(EINVAL);
   };
-  QueuePolicy::Kind kind;
-  if (name == "smq") {
-    kind = QueuePolicy::Kind::kSmq;
-  } else if (name == "cleaner") {
-    kind = QueuePolicy::Kind::kCleaner;
-  } else if (name == "lru") {
-    kind = QueuePolicy::Kind::kLru;
-  } else {
+  if (name != "smq" && name != "cleaner" && name != "lru") {
     return fail("unknown policy '" + std::string(name) +
                 "' (smq, cleaner, lru)");
   }
-  if (params.cache_blocks == 0 || params.cache_blocks >= UINT32_MAX ||
+  if (params.cache_blocks == 0 || params.cache_blocks > kMaxCacheBlocks ||
       params.block_size == 0 ||
       (params.block_size & (params.block_size - 1)) != 0) {
     return fail("bad policy parameters");
   }
-  auto policy = std::make_unique<QueuePolicy>(kind, params);
+  std::unique_ptr<Policy> policy;
+  if (name == "cleaner") {
+    policy = NewCleanerPolicy(params);
+  } else {
+    policy = std::make_unique<SmqPolicy>(
+        name == "smq" ? SmqPolicy::Variant::kSmq : SmqPolicy::Variant::kLru,
+        params);
+  }
   for (const auto& [key, value] : config) {
     Status st = policy->SetConfigValue(key, value);
     if (!st.ok()) {
@@ -41,7 +48,7 @@ Result<std::unique_ptr<Policy>> CreatePolicy(std::string_view name,
                             value + "' for " + key);
     }
   }
-  return std::unique_ptr<Policy>(std::move(policy));
+  return policy;
 }
 
 }  // namespace tierfs::policy

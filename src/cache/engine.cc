@@ -429,6 +429,40 @@ CacheEngine::Step CacheEngine::ReadBlock(Request* req, uint64_t index,
     Bump(volume.counters_.read_misses);
     Bump(counters_.io.read_misses);
   }
+  // Misses that follow in the same request join one origin read: a scan
+  // through tierfs must not turn each 1 MiB request into a string of
+  // block-sized HDD reads. Only blocks held at once and not cached join.
+  std::vector<prison::Cell*> joined;
+  size_t run = len;
+  if (!hit && !ec && in_block + len == options_.block_size) {
+    while (req->progress + run < req->size) {
+      const uint64_t next = index + 1 + joined.size();
+      prison::Cell* c =
+          prison_->TryGet(prison::BlockKey(volume.id(), next), kReadLevel);
+      if (c == nullptr) break;
+      if (Cacheable(volume, next)) {
+        std::lock_guard<std::mutex> lock(policy_mu_);
+        const OBlock oblock{volume.id(), next};
+        if (policy_->Peek(oblock)) {
+          prison_->Put(c);
+          break;
+        }
+        CBlock unused;
+        bool q = false;
+        policy_->Lookup(oblock, &unused, policy::IoDir::kRead, true, &q);
+        queued |= q;
+        Bump(volume.counters_.read_misses);
+        Bump(counters_.io.read_misses);
+      } else {
+        Bump(volume.counters_.bypassed);
+        Bump(counters_.io.bypassed);
+      }
+      joined.push_back(c);
+      run += static_cast<size_t>(std::min<uint64_t>(
+          options_.block_size, req->size - req->progress - run));
+    }
+    dest = req->out.subspan(req->progress, run);
+  }
   if (!hit && !ec) {
     Result<size_t> n =
         volume.origin_->ReadAt(index * options_.block_size + in_block, dest);
@@ -440,13 +474,14 @@ CacheEngine::Step CacheEngine::ReadBlock(Request* req, uint64_t index,
     }
   }
   prison_->Put(cell);
+  for (prison::Cell* c : joined) prison_->Put(c);
   if (queued) KickMigrations();
   if (ec) {
     Finish(req, ec);
     return Step::kFailed;
   }
   req->progress += got;
-  if (got < len) {
+  if (got < run) {
     // The origin ended early (truncated meanwhile): a short read.
     req->size = req->progress;
   }

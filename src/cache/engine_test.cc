@@ -527,6 +527,18 @@ TEST(EngineFaultTest, OriginWriteErrorsKeepDirtyBlocksUntilTheyHeal) {
   }
 }
 
+TEST(EngineFaultTest, ColdMultiBlockReadIsOneOriginRead) {
+  FaultFixture f;
+  f.engine->AllowMigrations(false);  // only foreground reads touch origin
+  // Any origin read after the first fails: 16 cold blocks must come in one.
+  f.injector->AddRule(
+      {.ops = io::kFaultRead, .path_contains = "origin", .skip = 1});
+  auto back = f.Read(0, 16 * kBlock);
+  ASSERT_TRUE(back.ok()) << back.error().message();
+  EXPECT_EQ(*back, f.data);
+  EXPECT_EQ(f.engine->Snapshot().read_misses, 16u);
+}
+
 TEST(EngineFaultTest, SlowOriginStillReadsCorrectlyDuringMigrations) {
   FaultFixture f;
   f.injector->AddRule({.ops = io::kFaultRead | io::kFaultWrite,

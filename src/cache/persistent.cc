@@ -5,11 +5,14 @@
 
 #include <chrono>
 #include <map>
+#include <mutex>
 #include <optional>
 
 #include "meta/store.h"
 #include "meta/tools.h"
 #include "meta/volumes.h"
+#include "src/io/dir_attribute.h"
+#include "src/util/log.h"
 #include "src/util/size.h"
 
 namespace tierfs::cache {
@@ -25,7 +28,40 @@ uint64_t CountDirty(const meta::LoadedState& state) {
   return n;
 }
 
+constexpr const char* kSlowMarker = "tierfs.cache";
+
+// "UUID dirty" or "UUID clean".
+struct SlowMarker {
+  std::string uuid;
+  bool may_be_dirty = true;
+};
+
+std::optional<SlowMarker> ReadSlowMarker(int slow_dirfd) {
+  Result<std::string> value = io::GetDirAttribute(slow_dirfd, kSlowMarker);
+  if (!value.ok()) return std::nullopt;
+  SlowMarker m;
+  const size_t space = value->find(' ');
+  m.uuid = value->substr(0, space);
+  m.may_be_dirty =
+      space == std::string::npos || value->substr(space + 1) != "clean";
+  return m;
+}
+
 }  // namespace
+
+void MarkSlowDir(int slow_dirfd, const std::string& uuid, bool may_be_dirty) {
+  Status st = io::SetDirAttribute(slow_dirfd, kSlowMarker,
+                                  uuid + (may_be_dirty ? " dirty" : " clean"));
+  if (!st.ok()) {
+    static std::once_flag once;
+    std::call_once(once, [&] {
+      TIERFS_LOG_WARNING(
+          "cannot mark the slow dir with its cache (%s): a lost fast dir "
+          "will not be noticed",
+          st.error().message().c_str());
+    });
+  }
+}
 
 std::vector<std::string> CacheFileNames() {
   return {kCacheStoreName, meta::kMetaFileName, meta::kCheckpointNames[0],
@@ -40,7 +76,7 @@ Result<std::unique_ptr<CacheEngine>> OpenPersistentCache(
     *error_message = std::move(why);
     return ErrnoCode(err);
   };
-  io::Env* env = io::Env::Default();
+  io::Env* env = options.env;
   const std::string& fast = options.fast_dir;
   const std::string check = "run 'tierfs check --fast " + fast + "'";
   const std::string store_path = options.meta_dir + "/" + kCacheStoreName;
@@ -49,9 +85,11 @@ Result<std::unique_ptr<CacheEngine>> OpenPersistentCache(
 
   // 1. What is there.
   std::optional<meta::LoadedState> state;
+  std::string existing_uuid;
   if (::access(meta_path.c_str(), F_OK) == 0) {
     std::string why;
     Result<meta::LoadedState> loaded = meta::Load(env, options.meta_dir, &why);
+    if (loaded.ok()) existing_uuid = meta::UuidString(loaded->super.uuid);
     if (loaded.ok() && !loaded->damage.empty()) why = loaded->damage;
     const bool usable = loaded.ok() && loaded->damage.empty();
     if (options.discard_cache) {
@@ -76,6 +114,27 @@ Result<std::unique_ptr<CacheEngine>> OpenPersistentCache(
                       check + ", or mount with --discard-cache to start cold");
     } else {
       state = std::move(loaded).value();
+    }
+  }
+
+  // The slow dir remembers the cache that fronted it last.
+  if (std::optional<SlowMarker> marker = ReadSlowMarker(options.slow_dirfd);
+      marker && marker->uuid != existing_uuid) {
+    const std::string whose = "the slow dir was last used with tierfs cache " +
+                              marker->uuid + ", which is not the one in " +
+                              fast;
+    if (!options.discard_cache) {
+      return fail(EBUSY, whose +
+                             " (was the fast dir lost, or is this the wrong "
+                             "--fast?); blocks that cache had not written "
+                             "back are not in the slow dir. Mount with "
+                             "--discard-cache to start cold anyway");
+    }
+    if (marker->may_be_dirty && !options.force) {
+      return fail(EBUSY, "--discard-cache: " + whose +
+                             ", and it did not close cleanly without dirty "
+                             "blocks: they would be lost; add --force to "
+                             "start cold anyway");
     }
   }
 
@@ -147,6 +206,20 @@ Result<std::unique_ptr<CacheEngine>> OpenPersistentCache(
     }
     for (const meta::ResolvedVolume& v : volumes) {
       if (v.state == meta::VolumeState::kMissing) gone.push_back(v.record.id);
+    }
+    if (options.engine.mode == Mode::kPassthrough) {
+      // Passthrough writes bypass the cache, which would leave cached
+      // copies stale for a later mount: it starts from an empty cache.
+      uint64_t dirty = 0;
+      for (const meta::MappingRecord& m : mappings) dirty += m.dirty;
+      if (dirty != 0) {
+        return fail(EBUSY, "--mode passthrough: the cache in " + fast +
+                               " holds " + Plural(dirty, "dirty block") +
+                               "; mount in writeback or writethrough mode "
+                               "and run 'tierfs-ctl flush --wait' first");
+      }
+      report->dropped_clean += mappings.size();
+      mappings.clear();
     }
 
     io::OpenOptions open;
@@ -223,6 +296,8 @@ Result<std::unique_ptr<CacheEngine>> OpenPersistentCache(
     return fail(st.error().value(), "cannot write the cache metadata in " +
                                         fast + ": " + st.error().message());
   }
+  report->uuid = meta::UuidString(store->super().uuid);
+  MarkSlowDir(options.slow_dirfd, report->uuid, true);
   for (const meta::MappingRecord& m : mappings) report->dirty += m.dirty;
   report->mappings = mappings.size();
   report->load_seconds =

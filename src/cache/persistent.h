@@ -19,6 +19,7 @@ inline constexpr const char* kCacheStoreName = meta::kCacheStoreName;
 std::vector<std::string> CacheFileNames();
 
 struct PersistentOptions {
+  io::Env* env = io::Env::Default();  // tests inject faults here
   std::string meta_dir;  // FAST/tierfs: metadata and the cache store
   std::string fast_dir;  // for messages
   int slow_dirfd = -1;   // the slow dir (O_PATH is enough)
@@ -42,8 +43,15 @@ struct StartReport {
   uint64_t replayed_records = 0;
   uint64_t dropped_clean = 0;  // of volumes changed or gone while unmounted
   double load_seconds = 0;
+  std::string uuid;  // of the cache
   std::vector<std::string> notes;  // one line each, worth telling the user
 };
+
+// The slow dir remembers which cache fronts it (an xattr), so that a fast
+// dir lost or swapped is noticed at the next mount instead of silently
+// dropping dirty blocks. `may_be_dirty`: false only once the cache is
+// closed with no dirty block. Best effort (filesystems without xattrs).
+void MarkSlowDir(int slow_dirfd, const std::string& uuid, bool may_be_dirty);
 
 // On failure returns an error with a one-line reason in *error_message.
 Result<std::unique_ptr<CacheEngine>> OpenPersistentCache(

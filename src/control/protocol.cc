@@ -95,11 +95,20 @@ json StatsJson(cache::CacheEngine& engine, const DaemonInfo& info) {
       {"policy", s.policy},
       {"policy_config", policy_config},
       {"migration_threshold", s.migration_threshold},
-      {"metadata_used_bytes", 0},
-      {"metadata_total_bytes", 0},
+      // The journal ring: what replay after a crash would read at most.
+      {"metadata_used_bytes", s.metadata.journal_used},
+      {"metadata_total_bytes", s.metadata.journal_size},
+      {"metadata",
+       {{"persistent", s.persistent},
+        {"commits", s.metadata.commits},
+        {"checkpoints", s.metadata.checkpoints},
+        {"journal_bytes_written", s.metadata.journal_bytes}}},
       {"cache_direct_io", s.cache_direct_io},
-      {"read_only", info.read_only},
-      {"needs_check", info.needs_check},
+      // A metadata write failed: IO that needs new metadata is refused and
+      // the superblock says NEEDS_CHECK (see `tierfs check`).
+      {"read_only", s.read_only},
+      {"needs_check", s.read_only},
+      {"read_only_reason", s.read_only_reason},
       {"volumes", VolumesJson(engine)},
   };
 }

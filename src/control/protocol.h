@@ -24,8 +24,6 @@ namespace tierfs::control {
 struct DaemonInfo {
   std::string mountpoint, fast_dir, slow_dir;
   uid_t owner = 0;  // the mounting user: may change settings (and root)
-  bool read_only = false;
-  bool needs_check = false;
 };
 
 // Answers one request. `peer_uid` is the caller's uid (SO_PEERCRED).

@@ -285,7 +285,7 @@ void DetachFromTerminal() {
 // engine up warm. Prints why on failure and what is worth knowing on success.
 std::unique_ptr<cache::CacheEngine> OpenCache(const DaemonConfig& config,
                                               const ResolvedDirs& dirs,
-                                              int slow_fd) {
+                                              int slow_fd, std::string* uuid) {
   cache::PersistentOptions options;
   options.meta_dir = dirs.fast + "/" + kMetaDirName;
   options.fast_dir = dirs.fast;
@@ -304,6 +304,7 @@ std::unique_ptr<cache::CacheEngine> OpenCache(const DaemonConfig& config,
     PrintError(error);
     return nullptr;
   }
+  *uuid = report.uuid;
   for (const std::string& note : report.notes) {
     PrintError(note);
     TIERFS_LOG_WARNING("%s", note.c_str());
@@ -338,8 +339,9 @@ int Serve(const DaemonConfig& config, const ResolvedDirs& dirs,
   }
   FilesystemOptions fs_options;
   std::unique_ptr<cache::CacheEngine> engine;
+  std::string cache_uuid;
   if (config.cache) {
-    engine = OpenCache(config, dirs, slow_fd);
+    engine = OpenCache(config, dirs, slow_fd, &cache_uuid);
     if (!engine) {
       ::close(slow_fd);
       lock.Abandon();
@@ -434,6 +436,7 @@ int Serve(const DaemonConfig& config, const ResolvedDirs& dirs,
     } else {
       TIERFS_LOG_INFO("cache closed cleanly (%llu dirty blocks kept)",
                       static_cast<unsigned long long>(dirty));
+      cache::MarkSlowDir(slow_fd, cache_uuid, dirty != 0);
     }
   }
   return rc == 0 ? kExitOk : kExitFailure;

@@ -162,6 +162,17 @@ Cell* Prison::Get(const Key& key, int level, Continuation& retry) {
   return &cell.shared_handles[level];
 }
 
+Cell* Prison::TryGet(const Key& key, int level) {
+  CheckLevel(level);
+  Shard& shard = ShardFor(key);
+  std::lock_guard<std::mutex> lock(shard.mu);
+  CellState& cell = shard.FindOrInsert(key);
+  if (cell.exclusive && cell.exclusive_level >= level) return nullptr;
+  ++cell.shared[level];
+  ++cell.shared_total;
+  return &cell.shared_handles[level];
+}
+
 void Prison::Put(Cell* handle) {
   assert(handle != nullptr && handle->level != kExclusive &&
          "Put() takes a handle from Get()");

@@ -104,6 +104,8 @@ class Prison {
   // REQUIRES: 0 <= level < kLevelCount; `retry` holds a callable if the
   // hold can be refused.
   Cell* Get(const Key& key, int level, Continuation& retry);
+  // Get() that never parks: nullptr where Get() would park.
+  Cell* TryGet(const Key& key, int level);
 
   // Drops a shared hold taken by Get(). If it was the last holder a pending
   // Quiesce() was waiting for, runs that continuation in this thread after

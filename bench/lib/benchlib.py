@@ -1,0 +1,264 @@
+"""Shared helpers of the Python benchmarks in bench/: running commands and
+fio, reading tierfs stats, building libfuse's passthrough_ll, mounting and
+unmounting (tierfs, passthrough_ll) and the emulated HDD, with teardown that
+also runs on failure and Ctrl-C.
+
+Every benchmark imports this with
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "lib"))
+"""
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+TIERFS = os.environ.get("TIERFS_BIN", os.path.join(ROOT, "build/cli/tierfs"))
+CTL = os.environ.get("TIERFS_CTL_BIN",
+                     os.path.join(os.path.dirname(TIERFS), "tierfs-ctl"))
+HDD_EMU = os.path.join(ROOT, "bench/hdd-emu")
+FUSE_EXAMPLES = "/usr/share/doc/libfuse3-dev/examples"
+MIB = 1 << 20
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def out(cmd):
+    """stdout of cmd, stripped; "" when it fails."""
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 else ""
+
+
+def fio_json(args, prefix=()):
+    """Runs fio with args (and the command prefix, e.g. hdd-emu run) and
+    returns its parsed JSON report."""
+    r = subprocess.run(list(prefix) + ["fio", "--output-format=json"] + args,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"fio failed ({r.returncode}): {r.stderr.strip()}")
+    return json.loads(r.stdout[r.stdout.find("{"):])
+
+
+def percentiles(side):
+    """{percent: latency_us} of one direction of a fio job (completion
+    latency)."""
+    pct = side.get("clat_ns", {}).get("percentile", {})
+    return {float(k): v / 1000 for k, v in pct.items()}
+
+
+def p99_us(side):
+    return percentiles(side).get(99.0, 0.0)
+
+
+def stats(mnt):
+    return json.loads(sh([CTL, "-m", mnt, "stats", "--json"],
+                         capture_output=True, text=True).stdout)
+
+
+def volume_stats(s, name):
+    """The per-volume counters of file `name` in a stats dict (or {})."""
+    for v in s.get("volumes", []):
+        if v.get("name", "").lstrip("/") == name.lstrip("/"):
+            return v
+    return {}
+
+
+def read_hit_ratio(before, after):
+    hits = after.get("read_hits", 0) - before.get("read_hits", 0)
+    misses = after.get("read_misses", 0) - before.get("read_misses", 0)
+    return hits / (hits + misses) if hits + misses else None
+
+
+def ctl_set(mnt, key, value):
+    sh([CTL, "-m", mnt, "set", key, str(value)])
+
+
+def mounted(path):
+    real = os.path.realpath(path)
+    with open("/proc/self/mounts") as f:
+        return any(l.split()[1] == real for l in f)
+
+
+# libfuse hands write data to write_buf at an unaligned address (just past
+# the request header), so passthrough_ll as shipped fails every O_DIRECT
+# write with EINVAL (reads are fine). The one change made to the example:
+# copy the data into an aligned buffer first, as tierfs does.
+_PLL_WRITE = "\tres = fuse_buf_copy(&out_buf, in_buf, 0);\n"
+_PLL_ALIGNED_WRITE = """\t{ /* bench: aligned bounce buffer for O_DIRECT */
+\t\tsize_t len = fuse_buf_size(in_buf);
+\t\tvoid *mem = NULL;
+\t\tif (posix_memalign(&mem, 4096, len ? len : 1) != 0) {
+\t\t\tfuse_reply_err(req, ENOMEM);
+\t\t\treturn;
+\t\t}
+\t\tstruct fuse_bufvec tmp = FUSE_BUFVEC_INIT(len);
+\t\ttmp.buf[0].mem = mem;
+\t\tres = fuse_buf_copy(&tmp, in_buf, 0);
+\t\tif (res >= 0) {
+\t\t\ttmp.buf[0].size = res;
+\t\t\tres = fuse_buf_copy(&out_buf, &tmp, 0);
+\t\t}
+\t\tfree(mem);
+\t}
+"""
+
+
+def build_passthrough_ll(dest, aligned_writes=True):
+    """Compiles libfuse's passthrough_ll example to dest (with the aligned
+    write patch above unless aligned_writes is False); returns dest."""
+    with open(os.path.join(FUSE_EXAMPLES, "passthrough_ll.c")) as f:
+        src = f.read()
+    if aligned_writes:
+        if src.count(_PLL_WRITE) != 1:
+            raise RuntimeError("passthrough_ll.c changed: cannot patch its "
+                               "write_buf for O_DIRECT")
+        src = src.replace(_PLL_WRITE, _PLL_ALIGNED_WRITE)
+    c = dest + ".c"
+    with open(c, "w") as f:
+        f.write(src)
+    sh(["gcc", "-O2", "-I", FUSE_EXAMPLES, "-o", dest, c] +
+       out(["pkg-config", "--cflags", "--libs", "fuse3"]).split())
+    return dest
+
+
+def mount_passthrough_ll(binary, source, mnt):
+    # cache=never: every read reaches the daemon, as with tierfs's direct IO.
+    sh([binary, "-o", f"source={source},cache=never", mnt])
+
+
+def mount_tierfs(mnt, fast, slow, cache_bytes, prefix=(), extra=()):
+    sh(list(prefix) + [TIERFS, "mount", mnt, "--fast", fast, "--slow", slow,
+                       "--cache-size", str(cache_bytes)] + list(extra))
+
+
+def unmount(mnt, tierfs=False):
+    """Best-effort unmount that never raises: `tierfs umount` (waits for the
+    daemon's clean shutdown), then fusermount3 -uz, then umount -l."""
+    if not mounted(mnt):
+        return
+    if tierfs:
+        subprocess.run([TIERFS, "umount", mnt, "--timeout", "60"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if mounted(mnt):
+        subprocess.run(["fusermount3", "-u", mnt], stderr=subprocess.DEVNULL)
+        time.sleep(0.2)
+    if mounted(mnt):
+        subprocess.run(["fusermount3", "-uz", mnt], stderr=subprocess.DEVNULL)
+    if mounted(mnt):
+        subprocess.run(["umount", "-l", mnt], stderr=subprocess.DEVNULL)
+
+
+def tierfs_pid(mnt):
+    """Pid of the tierfs daemon serving mnt (from its runtime state file),
+    or None."""
+    real = os.path.realpath(mnt)
+    for d in ("/run/tierfs", os.environ.get("XDG_RUNTIME_DIR", "") + "/tierfs",
+              f"/tmp/tierfs-{os.getuid()}"):
+        if not os.path.isdir(d):
+            continue
+        for name in os.listdir(d):
+            if not name.endswith(".mount"):
+                continue
+            kv = {}
+            with open(os.path.join(d, name)) as f:
+                for line in f:
+                    k, _, v = line.rstrip("\n").partition("=")
+                    kv[k] = v
+            if kv.get("mountpoint") == real and kv.get("pid", "").isdigit():
+                return int(kv["pid"])
+    return None
+
+
+def pid_of_exe(path):
+    """Pid of the process running the binary at path (our own
+    passthrough_ll build: a unique path), or None."""
+    real = os.path.realpath(path)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{pid}/exe") == real:
+                return int(pid)
+        except OSError:
+            continue
+    return None
+
+
+def perf_record(pid, seconds, data, report_txt):
+    """Samples pid's call stacks for `seconds` (perf record -g) and writes
+    the top of `perf report` to report_txt. Returns the Popen to wait on,
+    or None when perf is missing."""
+    if pid is None or not shutil.which("perf"):
+        return None
+    def rep(sort):
+        return (f"perf report -i {data} --stdio --no-children -g none "
+                f"--percent-limit 0.5 --sort {sort} 2>/dev/null | "
+                "grep -v '^#' | grep -v '^$'")
+    cmd = (f"perf record -q -F 499 -g -p {pid} -o {data} -- sleep {seconds}"
+           f" >/dev/null 2>&1; {{ echo '== by object'; {rep('dso')}; "
+           f"echo '== by symbol'; {rep('dso,sym')} | head -40; }} "
+           f"> {report_txt}")
+    return subprocess.Popen(["sh", "-c", cmd])
+
+
+class HddEmu:
+    """bench/hdd-emu as a context manager: setup on enter, teardown on exit
+    (also after an exception)."""
+
+    def __init__(self, work, size="4G", iops=150):
+        self.work, self.size, self.iops = work, size, iops
+        self.slow = os.path.join(work, "slow")
+        self.run_prefix = [HDD_EMU, "run", work, "--"]
+
+    def __enter__(self):
+        try:
+            sh([HDD_EMU, "setup", self.work, "--size", self.size, "--iops",
+                str(self.iops)], stdout=subprocess.DEVNULL)
+        except BaseException:
+            self.teardown()
+            raise
+        return self
+
+    def teardown(self):
+        subprocess.run([HDD_EMU, "teardown", self.work])
+
+    def __exit__(self, *exc):
+        self.teardown()
+        return False
+
+
+def sigterm_as_interrupt():
+    """Makes SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt so `finally`
+    blocks tear down mounts. SIGINT too: a shell without job control starts
+    background commands with SIGINT ignored, and Python keeps that."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, handler)
+
+
+def git_commit():
+    return out(["git", "-C", ROOT, "rev-parse", "HEAD"])
+
+
+def environment():
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for l in f:
+            if l.startswith("model name"):
+                cpu = l.split(":", 1)[1].strip()
+                break
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    dirty = out(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"])
+    return {"kernel": platform.release(), "cpu": cpu,
+            "cpus": os.cpu_count(), "fio": out(["fio", "--version"]),
+            "libfuse": out(["pkg-config", "--modversion", "fuse3"]),
+            "commit": git_commit(), "tree_modified": bool(dirty),
+            "loadavg_at_start": load,
+            "mem_total_kb": next((int(l.split()[1]) for l in
+                                  open("/proc/meminfo")
+                                  if l.startswith("MemTotal")), 0)}

@@ -1,0 +1,655 @@
+#include "policy/smq.h"
+
+#include <algorithm>
+#include <charconv>
+
+namespace tierfs::policy {
+namespace {
+
+bool ParseU64(std::string_view text, uint64_t* out) {
+  if (text.empty()) return false;
+  auto [ptr, ec] =
+      std::from_chars(text.data(), text.data() + text.size(), *out);
+  return ec == std::errc() && ptr == text.data() + text.size();
+}
+
+uint32_t HotspotCount(SmqPolicy::Variant variant, uint64_t cache_blocks) {
+  if (variant != SmqPolicy::Variant::kSmq) return 0;
+  return static_cast<uint32_t>(std::max<uint64_t>(cache_blocks / 4, 1024));
+}
+
+}  // namespace
+
+const char* WorkOpName(WorkOp op) {
+  switch (op) {
+    case WorkOp::kPromote:
+      return "promote";
+    case WorkOp::kDemote:
+      return "demote";
+    case WorkOp::kWriteback:
+      return "writeback";
+  }
+  return "?";
+}
+
+SmqPolicy::SmqPolicy(Variant variant, const PolicyParams& params)
+    : variant_(variant),
+      params_(params),
+      levels_(variant == Variant::kLru ? 1 : kLevels),
+      hotspot_begin_(4 * levels_),
+      cache_begin_(hotspot_begin_ + HotspotCount(variant, params.cache_blocks)),
+      es_(cache_begin_ + params.cache_blocks),
+      hotspot_alloc_(&es_, hotspot_begin_, cache_begin_),
+      cache_alloc_(&es_, cache_begin_,
+                   cache_begin_ + static_cast<uint32_t>(params.cache_blocks)),
+      hotspot_(&es_, kLevels),
+      clean_(&es_, levels_),
+      dirty_(&es_, levels_),
+      table_(&es_, static_cast<uint32_t>(params.cache_blocks)),
+      hotspot_table_(&es_, cache_begin_ - hotspot_begin_),
+      hotspot_stats_(kLevels),
+      cache_stats_(levels_),
+      sketch_(variant == Variant::kSmq ? params.cache_blocks : 0),
+      sequential_cutoff_(variant == Variant::kLru ? 0 : 4ull << 20) {
+  // dm-cache keeps the top 8 hotspot levels sparse, so that the promotion
+  // level selects a small, really hot set.
+  const uint32_t hotspots = cache_begin_ - hotspot_begin_;
+  hotspot_.SetTopLevels(
+      8, std::min<uint64_t>(hotspots / kLevels,
+                            params.cache_blocks / kHotspotBlocks));
+  for (unsigned set = 0; set < 2; ++set) {
+    for (unsigned level = 0; level < levels_; ++level) {
+      for (uint32_t s :
+           {WritebackSentinel(level, set), DemoteSentinel(level, set)}) {
+        es_[s].sentinel = 1;
+        es_[s].level = level;
+      }
+      dirty_.Push(WritebackSentinel(level, set));
+      clean_.Push(DemoteSentinel(level, set));
+    }
+  }
+  writeback_set_ = demote_set_ = 1;
+  if (variant_ == Variant::kSmq) {
+    sketch_.set_sample(admission_window_ * params.cache_blocks);
+  }
+}
+
+std::string_view SmqPolicy::Name() const {
+  switch (variant_) {
+    case Variant::kSmq:
+      return "smq";
+    case Variant::kLru:
+      return "lru";
+    case Variant::kCleaner:
+      return "cleaner";
+  }
+  return "?";
+}
+
+uint32_t SmqPolicy::CacheIndex(CBlock cblock) const {
+  return cblock.value() < params_.cache_blocks ? cache_begin_ + cblock.value()
+                                               : kNullIndex;
+}
+
+bool SmqPolicy::IsSequential(OBlock oblock) {
+  if (sequential_cutoff_ == 0) return false;
+  ++stream_clock_;
+  Stream* victim = &streams_[0];
+  for (Stream& s : streams_) {
+    if (s.run_bytes != 0 && s.volume == oblock.volume.value()) {
+      if (oblock.index + 1 == s.next_index) {
+        // The same block again: the rest of a request split at blocks, or
+        // small sequential IO within one block.
+        s.last_used = stream_clock_;
+        return s.run_bytes > sequential_cutoff_;
+      }
+      if (oblock.index == s.next_index) {
+        s.run_bytes += params_.block_size;
+        s.next_index = oblock.index + 1;
+        s.last_used = stream_clock_;
+        return s.run_bytes > sequential_cutoff_;
+      }
+    }
+    if (s.last_used < victim->last_used) victim = &s;
+  }
+  *victim = Stream{oblock.volume.value(), oblock.index + 1, params_.block_size,
+                   stream_clock_};
+  return false;
+}
+
+bool SmqPolicy::Lookup(OBlock oblock, CBlock* cblock, IoDir dir, bool,
+                       bool* background_queued) {
+  sketch_.Record(oblock);
+  return LookupInternal(oblock, cblock, dir, IsSequential(oblock),
+                        background_queued);
+}
+
+bool SmqPolicy::LookupInternal(OBlock oblock, CBlock* cblock, IoDir dir,
+                               bool sequential, bool* background_queued) {
+  *background_queued = false;
+  const uint32_t i = table_.Lookup(oblock);
+  if (i != kNullIndex) {
+    if (!sequential || sequential_heat_) {
+      cache_stats_.LevelAccessed(es_[i].level);
+      Requeue(i);
+    }
+    *cblock = CBlockOf(i);
+    return true;
+  }
+  cache_stats_.Miss();
+  if (variant_ == Variant::kCleaner) return false;
+  if (sketch_.sample() != 0 && ++sketch_misses_ >= params_.cache_blocks) {
+    // A cache's worth of misses also ages the sketch: when the hot set
+    // moves, what was hot before stops outweighing what is hot now.
+    sketch_misses_ = 0;
+    sketch_.Halve();
+  }
+  if (sequential) {
+    if (variant_ != Variant::kSmq || !sequential_heat_ || !allow_migrations_) {
+      return false;
+    }
+    // A stream heats its hotspots like other misses (at most one step per
+    // hotspot per tick, so one pass over a region leaves it cold) but never
+    // promotes eagerly: only a region its passes have made hot promotes.
+    bool seen;
+    const uint32_t hs = UpdateHotspot(oblock, &seen);
+    if (hs != kNullIndex && es_[hs].level >= promote_level_) {
+      *background_queued = QueuePromotion(oblock);
+    }
+    return false;
+  }
+  if (ShouldPromote(oblock, dir)) *background_queued = QueuePromotion(oblock);
+  return false;
+}
+
+bool SmqPolicy::LookupWithWork(OBlock oblock, CBlock* cblock, IoDir dir, bool,
+                               std::optional<Work>* work) {
+  work->reset();
+  sketch_.Record(oblock);
+  const bool sequential = IsSequential(oblock);
+  bool queued;
+  if (table_.Find(oblock) != kNullIndex || sequential ||
+      variant_ == Variant::kCleaner || !allow_migrations_ ||
+      cache_alloc_.empty() || tracker_.Has(oblock) || tracker_.full()) {
+    return LookupInternal(oblock, cblock, dir, sequential, &queued);
+  }
+  // A whole-block write needs no copy from origin: while free cblocks exist
+  // it is promoted unconditionally, straight into a reserved slot.
+  cache_stats_.Miss();
+  if (variant_ == Variant::kSmq) {
+    bool seen;
+    UpdateHotspot(oblock, &seen);
+  }
+  const uint32_t i = ReserveCBlock(oblock);
+  const Work w{WorkOp::kPromote, oblock, CBlockOf(i)};
+  if (!tracker_.Issue(w)) {
+    cache_alloc_.Free(i);
+    return false;
+  }
+  *work = w;
+  KeepLruReserve();
+  return false;
+}
+
+void SmqPolicy::Requeue(uint32_t i) {
+  Entry& e = es_[i];
+  if (e.pending_work) return;  // out of the queues until its work completes
+  if (variant_ == Variant::kLru) {
+    QueueOf(e).Requeue(i, 0, kNullIndex);  // to the most recent end
+    return;
+  }
+  if (e.hit) return;  // one step up per cache period
+  e.hit = 1;
+  if (e.dirty) {
+    dirty_.Requeue(i, 1, WritebackSentinel(e.level, writeback_set_));
+  } else {
+    clean_.Requeue(i, 1, kNullIndex);
+  }
+}
+
+uint32_t SmqPolicy::UpdateHotspot(OBlock oblock, bool* seen) {
+  const OBlock hb{oblock.volume, oblock.index / kHotspotBlocks};
+  uint32_t i = hotspot_table_.Lookup(hb);
+  if (i != kNullIndex) {
+    *seen = true;
+    Entry& e = es_[i];
+    hotspot_stats_.LevelAccessed(e.level);
+    // One jump per hotspot per tick.
+    const unsigned jump = e.hit ? 0 : hotspot_level_jump_;
+    e.hit = 1;
+    hotspot_.Requeue(i, jump, kNullIndex);
+    return i;
+  }
+  *seen = false;
+  hotspot_stats_.Miss();
+  i = hotspot_alloc_.Alloc();
+  if (i == kNullIndex) {
+    // Recycle the coldest hotspot.
+    i = hotspot_.Pop();
+    if (i == kNullIndex) return i;
+    hotspot_table_.Remove(i);
+    es_[i].hit = 0;
+  }
+  es_[i].set_oblock(hb);
+  hotspot_.Push(i);
+  hotspot_table_.Insert(i);
+  return i;
+}
+
+bool SmqPolicy::ShouldPromote(OBlock oblock, IoDir) {
+  if (!allow_migrations_) return false;
+  if (variant_ == Variant::kLru) return true;
+  bool seen;
+  const uint32_t hs = UpdateHotspot(oblock, &seen);
+  if (hs == kNullIndex) return false;
+  // Free cblocks cost nothing to fill: promote eagerly (any hotspot seen
+  // before); otherwise only hotspots at or above the promotion level.
+  if (es_[hs].level >= promote_level_ || (seen && !cache_alloc_.empty())) {
+    return true;
+  }
+  // Full: a block accessed clearly more often lately (by more than one
+  // count, the sketch's noise) than the block its promotion would demote is
+  // worth the copy, however cold its hotspot looks (TinyLFU's admission).
+  if (sketch_.sample() == 0 || !cache_alloc_.empty()) return false;
+  const uint32_t victim = DemotionCandidate(false);
+  return victim != kNullIndex &&
+         sketch_.Estimate(oblock) > sketch_.Estimate(es_[victim].oblock()) + 1;
+}
+
+uint32_t SmqPolicy::DemotionCandidate(bool only_old) const {
+  // Only from the colder half: a hot block is never demoted to make room.
+  const unsigned max_level = variant_ == Variant::kLru ? levels_ : levels_ / 2;
+  return clean_.Peek(max_level, !only_old);
+}
+
+uint32_t SmqPolicy::ReserveCBlock(OBlock oblock) {
+  const uint32_t i = cache_alloc_.Alloc();
+  es_[i].set_oblock(oblock);
+  es_[i].pending_work = 1;
+  return i;
+}
+
+bool SmqPolicy::QueuePromotion(OBlock oblock) {
+  if (tracker_.Has(oblock) || tracker_.full()) return false;
+  if (cache_alloc_.empty()) {
+    // Make room, and promote this block into the room as soon as the
+    // demotion completes (dm-cache waits for the block's next miss).
+    if (FreeTargetMet()) return false;
+    const size_t before = tracker_.total();
+    const uint32_t victim = QueueDemotion(false);
+    if (victim != kNullIndex && waiting_.size() < kMaxWaiting) {
+      waiting_.push_back({victim, oblock});
+    }
+    return tracker_.total() != before;
+  }
+  // Reserve the cblock now; it goes back if the promotion fails.
+  const uint32_t i = ReserveCBlock(oblock);
+  if (!tracker_.Queue(Work{WorkOp::kPromote, oblock, CBlockOf(i)})) {
+    cache_alloc_.Free(i);
+    return false;
+  }
+  KeepLruReserve();
+  return true;
+}
+
+void SmqPolicy::KeepLruReserve() {
+  if (variant_ != Variant::kLru) return;
+  // Small caches (under 256 blocks) keep none: demote on a miss instead.
+  const uint64_t reserve = std::min<uint64_t>(params_.cache_blocks / 256, 64);
+  while (FreeCount() + tracker_.Count(WorkOp::kDemote) < reserve) {
+    if (QueueDemotion(false) == kNullIndex) return;
+  }
+}
+
+bool SmqPolicy::FreeTargetMet() const {
+  const uint64_t target = params_.cache_blocks * free_target_percent_ / 100;
+  return FreeCount() + tracker_.Count(WorkOp::kDemote) >=
+         std::max<uint64_t>(target, 1);
+}
+
+bool SmqPolicy::DirtyTargetMet() const {
+  return dirty_count_ - tracker_.Count(WorkOp::kWriteback) <=
+         params_.cache_blocks * dirty_target_percent_ / 100;
+}
+
+uint32_t SmqPolicy::QueueDemotion(bool only_old) {
+  if (!allow_migrations_ || tracker_.full()) return kNullIndex;
+  const uint32_t i = DemotionCandidate(only_old);
+  if (i == kNullIndex) {
+    // Nothing clean to drop: write back an aged dirty block instead, so a
+    // clean one exists next time.
+    if (!only_old) QueueWriteback(false);
+    return kNullIndex;
+  }
+  clean_.Remove(i);
+  es_[i].pending_work = 1;
+  if (!tracker_.Queue(Work{WorkOp::kDemote, es_[i].oblock(), CBlockOf(i)})) {
+    es_[i].pending_work = 0;
+    clean_.PushFront(i);
+    return kNullIndex;
+  }
+  return i;
+}
+
+bool SmqPolicy::QueueWriteback(bool cross_sentinels) {
+  if (tracker_.full()) return false;
+  const uint32_t i = dirty_.Peek(levels_, cross_sentinels);
+  if (i == kNullIndex) return false;
+  dirty_.Remove(i);
+  es_[i].pending_work = 1;
+  if (!tracker_.Queue(Work{WorkOp::kWriteback, es_[i].oblock(), CBlockOf(i)})) {
+    es_[i].pending_work = 0;
+    dirty_.PushFront(i);
+    return false;
+  }
+  return true;
+}
+
+bool SmqPolicy::GetBackgroundWork(bool idle, Work* work) {
+  if (!allow_migrations_) return false;
+  if (tracker_.Pop(work)) return true;
+  if (variant_ == Variant::kCleaner || idle) {
+    // Write back everything, at full speed.
+    if (!QueueWriteback(true) && variant_ == Variant::kSmq &&
+        !FreeTargetMet()) {
+      // Clean and idle: make headroom from blocks not hit for a period.
+      QueueDemotion(true);
+    }
+  } else if (!DirtyTargetMet()) {
+    QueueWriteback(true);
+  }
+  return tracker_.Pop(work);
+}
+
+void SmqPolicy::Map(uint32_t i) {
+  Entry& e = es_[i];
+  e.mapped = 1;
+  table_.Insert(i);
+  ++mapped_;
+  if (e.dirty) ++dirty_count_;
+  if (!e.pending_work) QueueOf(e).Push(i);
+}
+
+void SmqPolicy::Unmap(uint32_t i) {
+  Entry& e = es_[i];
+  if (!e.pending_work) QueueOf(e).Remove(i);
+  table_.Remove(i);
+  --mapped_;
+  if (e.dirty) --dirty_count_;
+  cache_alloc_.Free(i);
+}
+
+void SmqPolicy::CompleteBackgroundWork(const Work& work, bool success) {
+  // Work that was never issued (or completed twice) changes nothing.
+  if (!tracker_.Complete(work)) return;
+  const uint32_t i = CacheIndex(work.cblock);
+  if (i == kNullIndex) return;
+  Entry& e = es_[i];
+  // The mapping may have been invalidated (and the slot reused) meanwhile.
+  if (!e.allocated || !e.pending_work || e.oblock() != work.oblock) return;
+  switch (work.op) {
+    case WorkOp::kPromote:
+      if (e.mapped) return;
+      if (!success) {
+        cache_alloc_.Free(i);
+        return;
+      }
+      e.pending_work = 0;
+      e.level = levels_ - 1;
+      Map(i);
+      return;
+    case WorkOp::kDemote:
+      if (!e.mapped) return;
+      if (success && !e.dirty) {
+        Unmap(i);  // still pending: not on a queue
+        PromoteWaiting(i);
+        return;
+      }
+      DropWaiting(i);
+      e.pending_work = 0;
+      QueueOf(e).Push(i);
+      return;
+    case WorkOp::kWriteback:
+      if (!e.mapped) return;
+      e.pending_work = 0;
+      if (success && e.dirty) {
+        e.dirty = 0;
+        --dirty_count_;
+      }
+      QueueOf(e).Push(i);
+      return;
+  }
+}
+
+void SmqPolicy::DropWaiting(uint32_t victim) {
+  std::erase_if(waiting_, [&](const Waiting& w) { return w.victim == victim; });
+}
+
+void SmqPolicy::PromoteWaiting(uint32_t victim) {
+  auto it = std::find_if(waiting_.begin(), waiting_.end(),
+                         [&](const Waiting& w) { return w.victim == victim; });
+  if (it == waiting_.end()) return;
+  const OBlock oblock = it->oblock;
+  waiting_.erase(it);
+  if (allow_migrations_ && table_.Find(oblock) == kNullIndex) {
+    QueuePromotion(oblock);
+  }
+}
+
+void SmqPolicy::SetDirty(CBlock cblock) {
+  const uint32_t i = CacheIndex(cblock);
+  if (i == kNullIndex || !es_[i].mapped || es_[i].dirty) return;
+  Entry& e = es_[i];
+  if (!e.pending_work) clean_.Remove(i);
+  e.dirty = 1;
+  ++dirty_count_;
+  if (!e.pending_work) dirty_.Push(i);
+}
+
+void SmqPolicy::ClearDirty(CBlock cblock) {
+  const uint32_t i = CacheIndex(cblock);
+  if (i == kNullIndex || !es_[i].mapped || !es_[i].dirty) return;
+  Entry& e = es_[i];
+  if (!e.pending_work) dirty_.Remove(i);
+  e.dirty = 0;
+  --dirty_count_;
+  if (!e.pending_work) clean_.Push(i);
+}
+
+Status SmqPolicy::LoadMapping(OBlock oblock, CBlock cblock, bool dirty,
+                              uint32_t hint, bool hint_valid) {
+  const uint32_t i = CacheIndex(cblock);
+  if (i == kNullIndex || oblock.index > kMaxBlockIndex ||
+      table_.Find(oblock) != kNullIndex || !cache_alloc_.AllocParticular(i)) {
+    return ErrnoCode(EINVAL);
+  }
+  Entry& e = es_[i];
+  e.set_oblock(oblock);
+  e.dirty = dirty;
+  e.level = hint_valid ? std::min<uint32_t>(hint, levels_ - 1) : 0;
+  Map(i);
+  return OkStatus();
+}
+
+void SmqPolicy::InvalidateMapping(CBlock cblock) {
+  const uint32_t i = CacheIndex(cblock);
+  if (i == kNullIndex || !es_[i].mapped) return;
+  // Queued work goes; issued work completes harmlessly later (its slot is
+  // free or holds another oblock by then).
+  DropWaiting(i);
+  if (es_[i].pending_work && tracker_.Cancel(es_[i].oblock())) {
+    es_[i].pending_work = 0;
+    QueueOf(es_[i]).Push(i);
+  }
+  Unmap(i);
+}
+
+uint32_t SmqPolicy::GetHint(CBlock cblock) const {
+  const uint32_t i = CacheIndex(cblock);
+  return i != kNullIndex && es_[i].mapped ? es_[i].level : 0;
+}
+
+void SmqPolicy::UpdateSentinels(uint64_t now) {
+  if (now >= next_writeback_period_) {
+    writeback_set_ ^= 1;
+    for (unsigned l = 0; l < levels_; ++l) {
+      dirty_.Remove(WritebackSentinel(l, writeback_set_));
+      dirty_.Push(WritebackSentinel(l, writeback_set_));
+    }
+    next_writeback_period_ = now + kWritebackPeriodMs;
+  }
+  if (now >= next_demote_period_) {
+    demote_set_ ^= 1;
+    for (unsigned l = 0; l < levels_; ++l) {
+      clean_.Remove(DemoteSentinel(l, demote_set_));
+      clean_.Push(DemoteSentinel(l, demote_set_));
+    }
+    next_demote_period_ = now + kDemotePeriodMs;
+  }
+}
+
+void SmqPolicy::UpdatePromoteLevel() {
+  // How many of the 64 hotspot levels may promote. Free cblocks: be eager.
+  // Full: it depends on how the cache performs (dm-cache's table: promote
+  // little when it hits badly - copies would cost more than they gain - or
+  // very well - it is not broken - and most in the middle).
+  static constexpr unsigned kByHitRatio[17] = {1, 1, 1, 2, 4, 6, 7, 8, 7,
+                                               6, 4, 4, 3, 3, 2, 2, 1};
+  unsigned threshold =
+      cache_alloc_.empty()
+          ? kByHitRatio[cache_stats_.HitSixteenths()] * promote_scale_
+          : kLevels / 2;
+  // Little trust in the hotspot queue: fewer promotions.
+  switch (hotspot_stats_.Assess()) {
+    case QueueStats::Performance::kPoor:
+      threshold /= 4;
+      break;
+    case QueueStats::Performance::kFair:
+      threshold /= 2;
+      break;
+    case QueueStats::Performance::kWell:
+      break;
+  }
+  promote_level_ = kLevels - std::max(threshold, 1u);
+}
+
+void SmqPolicy::EndHotspotPeriod(uint64_t now) {
+  for (uint32_t i = hotspot_begin_; i < cache_begin_; ++i) es_[i].hit = 0;
+  UpdatePromoteLevel();
+  if (now >= next_hotspot_period_) {
+    // A poorly predicting hotspot queue moves entries faster.
+    switch (hotspot_stats_.Assess()) {
+      case QueueStats::Performance::kPoor:
+        hotspot_level_jump_ = 4;
+        break;
+      case QueueStats::Performance::kFair:
+        hotspot_level_jump_ = 2;
+        break;
+      case QueueStats::Performance::kWell:
+        hotspot_level_jump_ = 1;
+        break;
+    }
+    hotspot_.Redistribute();
+    hotspot_stats_.Reset();
+    next_hotspot_period_ = now + kHotspotPeriodMs;
+  }
+}
+
+void SmqPolicy::EndCachePeriod(uint64_t now) {
+  // A block moves up at most one level per tick (dm-cache: per cache
+  // period, which makes a block hit once and one hit a thousand times
+  // equal for ten seconds).
+  for (uint32_t i = cache_begin_; i < es_.size(); ++i) es_[i].hit = 0;
+  if (now < next_cache_period_) return;
+  clean_.Redistribute();
+  dirty_.Redistribute();
+  cache_stats_.Reset();
+  next_cache_period_ = now + kCachePeriodMs;
+}
+
+void SmqPolicy::Tick(uint64_t now, bool) {
+  if (!ticked_) {
+    ticked_ = true;
+    next_hotspot_period_ = next_cache_period_ = now;
+    next_writeback_period_ = now + kWritebackPeriodMs;
+    next_demote_period_ = now + kDemotePeriodMs;
+  }
+  if (variant_ == Variant::kLru) return;
+  UpdateSentinels(now);
+  if (variant_ == Variant::kSmq) EndHotspotPeriod(now);
+  EndCachePeriod(now);
+}
+
+ConfigValues SmqPolicy::EmitConfigValues() const {
+  ConfigValues out = {
+      {"dirty_target_percent", std::to_string(dirty_target_percent_)},
+      {"sequential_cutoff", std::to_string(sequential_cutoff_)},
+  };
+  if (variant_ == Variant::kSmq) {
+    out.emplace_back("free_target_percent",
+                     std::to_string(free_target_percent_));
+    out.emplace_back("sequential_heat", sequential_heat_ ? "1" : "0");
+    out.emplace_back("admission_window", std::to_string(admission_window_));
+  }
+  return out;
+}
+
+Status SmqPolicy::SetConfigValue(std::string_view key, std::string_view value) {
+  uint64_t v = 0;
+  const bool parsed = ParseU64(value, &v);
+  if (key == "dirty_target_percent") {
+    if (!parsed || v > 100) return ErrnoCode(EINVAL);
+    dirty_target_percent_ = v;
+  } else if (key == "sequential_cutoff") {
+    if (!parsed) return ErrnoCode(EINVAL);
+    sequential_cutoff_ = v;
+  } else if (key == "sequential_heat" && variant_ == Variant::kSmq) {
+    if (!parsed || v > 1) return ErrnoCode(EINVAL);
+    sequential_heat_ = v == 1;
+  } else if (key == "admission_window" && variant_ == Variant::kSmq) {
+    if (!parsed || v > 1000) return ErrnoCode(EINVAL);
+    admission_window_ = v;
+    sketch_.set_sample(v * params_.cache_blocks);
+  } else if (key == "free_target_percent" && variant_ == Variant::kSmq) {
+    if (!parsed || v > 50) return ErrnoCode(EINVAL);
+    free_target_percent_ = v;
+  } else {
+    return ErrnoCode(ENOENT);
+  }
+  return OkStatus();
+}
+
+std::optional<CBlock> SmqPolicy::Peek(OBlock oblock) const {
+  const uint32_t i = table_.Find(oblock);
+  if (i == kNullIndex) return std::nullopt;
+  return CBlockOf(i);
+}
+
+std::optional<OBlock> SmqPolicy::MappedOBlock(CBlock cblock) const {
+  const uint32_t i = CacheIndex(cblock);
+  if (i == kNullIndex || !es_[i].mapped) return std::nullopt;
+  return es_[i].oblock();
+}
+
+bool SmqPolicy::IsDirty(CBlock cblock) const {
+  const uint32_t i = CacheIndex(cblock);
+  return i != kNullIndex && es_[i].mapped && es_[i].dirty;
+}
+
+void SmqPolicy::ForEachMapping(
+    const std::function<void(OBlock, CBlock, bool)>& fn) const {
+  for (uint32_t i = cache_begin_; i < es_.size(); ++i) {
+    if (es_[i].mapped) fn(es_[i].oblock(), CBlockOf(i), es_[i].dirty != 0);
+  }
+}
+
+size_t SmqPolicy::MemoryBytes() const {
+  const size_t queues =
+      (hotspot_.levels() + clean_.levels() + dirty_.levels()) *
+      (sizeof(IList) + sizeof(uint32_t));
+  return sizeof(*this) + es_.capacity() * sizeof(Entry) + table_.MemoryBytes() +
+         hotspot_table_.MemoryBytes() + queues + tracker_.MemoryBytes() +
+         sketch_.MemoryBytes();
+}
+
+}  // namespace tierfs::policy

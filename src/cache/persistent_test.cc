@@ -1,0 +1,381 @@
+// The engine over persistent metadata: restarts (clean and after a crash)
+// keep the cache warm and every dirty block, volumes changed or gone while
+// unmounted are handled, and metadata that cannot be written or read ends
+// in a read-only cache or a refusal, never in silent loss.
+
+#include "src/cache/persistent.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <future>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "src/io/fault_injection.h"
+
+namespace tierfs::cache {
+namespace {
+
+constexpr uint64_t kBlock = 64 * 1024;
+constexpr uint64_t kCacheBlocks = 32;
+
+std::vector<std::byte> Pattern(size_t size, uint32_t seed) {
+  std::vector<std::byte> v(size);
+  std::mt19937 rng(seed);
+  for (auto& b : v) b = static_cast<std::byte>(rng());
+  return v;
+}
+
+class PersistentTest : public ::testing::Test {
+ protected:
+  PersistentTest() {
+    char tmpl[] = "/tmp/tierfs-persist-XXXXXX";
+    root_ = ::mkdtemp(tmpl);
+    ::mkdir((root_ + "/fast").c_str(), 0700);
+    ::mkdir((root_ + "/fast/tierfs").c_str(), 0700);
+    ::mkdir((root_ + "/slow").c_str(), 0700);
+    slow_fd_ = ::open((root_ + "/slow").c_str(), O_PATH | O_DIRECTORY);
+  }
+  ~PersistentTest() override {
+    engine_.reset();
+    ::close(slow_fd_);
+    std::system(("rm -rf " + root_).c_str());
+  }
+
+  PersistentOptions Options() {
+    PersistentOptions o;
+    o.env = env_;
+    o.meta_dir = root_ + "/fast/tierfs";
+    o.fast_dir = root_ + "/fast";
+    o.slow_dirfd = slow_fd_;
+    o.cache_size = kCacheBlocks * kBlock;
+    o.engine.block_size = kBlock;
+    o.engine.tick = std::chrono::milliseconds(10);
+    return o;
+  }
+
+  // Starts the engine; returns the error message on failure.
+  std::string Start(const PersistentOptions& o) {
+    report_ = StartReport{};
+    std::string error;
+    auto e = OpenPersistentCache(o, &report_, &error);
+    if (!e.ok()) return error.empty() ? "failed" : error;
+    engine_ = std::move(e).value();
+    return {};
+  }
+  void StartOk() { ASSERT_EQ(Start(Options()), ""); }
+
+  std::string SlowPath(const std::string& name) {
+    return root_ + "/slow/" + name;
+  }
+
+  void MakeOrigin(const std::string& name, const std::vector<std::byte>& d) {
+    int fd = ::open(SlowPath(name).c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
+    ASSERT_EQ(::write(fd, d.data(), d.size()), static_cast<ssize_t>(d.size()));
+    ::close(fd);
+  }
+
+  std::shared_ptr<Volume> Open(const std::string& name) {
+    io::OpenOptions o;
+    auto f = io::Env::Default()->OpenAt(slow_fd_, name, o);
+    EXPECT_TRUE(f.ok());
+    struct stat st;
+    ::stat(SlowPath(name).c_str(), &st);
+    return engine_->OpenVolume(st.st_dev, st.st_ino,
+                               std::shared_ptr<io::File>(std::move(*f)), name);
+  }
+
+  Status Write(const std::shared_ptr<Volume>& v, uint64_t off,
+               std::span<const std::byte> data) {
+    std::promise<Status> p;
+    engine_->Write(v, off, data, [&p](Status st) { p.set_value(st); });
+    return p.get_future().get();
+  }
+
+  std::vector<std::byte> Read(const std::shared_ptr<Volume>& v, uint64_t off,
+                              size_t size) {
+    std::promise<std::vector<std::byte>> p;
+    engine_->Read(v, off, size, [&p](Result<std::span<const std::byte>> r) {
+      p.set_value(r.ok() ? std::vector<std::byte>(r->begin(), r->end())
+                         : std::vector<std::byte>{});
+    });
+    return p.get_future().get();
+  }
+
+  std::vector<std::byte> OriginBytes(const std::string& name, uint64_t off,
+                                     size_t size) {
+    std::vector<std::byte> out(size);
+    int fd = ::open(SlowPath(name).c_str(), O_RDONLY);
+    ssize_t n = ::pread(fd, out.data(), size, static_cast<off_t>(off));
+    ::close(fd);
+    out.resize(n < 0 ? 0 : static_cast<size_t>(n));
+    return out;
+  }
+
+  // Reads blocks [0, n) until the policy promoted them.
+  void Warm(const std::shared_ptr<Volume>& v, uint64_t n) {
+    for (int round = 0; round < 8; ++round) {
+      for (uint64_t b = 0; b < n; ++b) Read(v, b * kBlock, 4096);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+
+  // A volume of 16 blocks: blocks 0-7 promoted by reads, then blocks 2-3
+  // rewritten (dirty in the cache, origin still old). Migrations stay off
+  // afterwards so no writeback races the test's counts.
+  std::vector<std::byte> Populate(const std::string& name) {
+    std::vector<std::byte> data = Pattern(16 * kBlock, 1);
+    MakeOrigin(name, data);
+    auto v = Open(name);
+    Warm(v, 8);
+    engine_->AllowMigrations(false);
+    while (engine_->Snapshot().migrations_in_flight != 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    std::vector<std::byte> fresh = Pattern(2 * kBlock, 2);
+    EXPECT_TRUE(Write(v, 2 * kBlock, fresh).ok());
+    std::copy(fresh.begin(), fresh.end(), data.begin() + 2 * kBlock);
+    EXPECT_EQ(engine_->Snapshot().dirty_blocks, 2u);
+    EXPECT_GT(engine_->Snapshot().used_blocks, 2u);
+    engine_->CloseVolume(v, false);
+    return data;
+  }
+
+  io::Env* env_ = io::Env::Default();
+  std::string root_;
+  int slow_fd_ = -1;
+  StartReport report_;
+  std::unique_ptr<CacheEngine> engine_;
+};
+
+TEST_F(PersistentTest, CleanRestartIsWarmAndKeepsDirtyBlocks) {
+  StartOk();
+  EXPECT_TRUE(report_.formatted);
+  std::vector<std::byte> data = Populate("vm.img");
+  const EngineSnapshot before = engine_->Snapshot();
+  ASSERT_TRUE(engine_->CloseCleanly().ok());
+  engine_.reset();
+  // Dirty data lives only in the cache until written back.
+  EXPECT_NE(OriginBytes("vm.img", 2 * kBlock, kBlock),
+            std::vector<std::byte>(data.begin() + 2 * kBlock,
+                                   data.begin() + 3 * kBlock));
+
+  StartOk();
+  EXPECT_FALSE(report_.formatted);
+  EXPECT_TRUE(report_.clean_shutdown);
+  EXPECT_EQ(report_.mappings, before.used_blocks);
+  EXPECT_EQ(report_.dirty, before.dirty_blocks);
+  EXPECT_EQ(report_.replayed_records, 0u);
+  auto v = Open("vm.img");
+  EXPECT_EQ(Read(v, 0, 16 * kBlock), data);
+  EXPECT_GE(engine_->Snapshot().read_hits, before.used_blocks);
+  ASSERT_TRUE(engine_->Flush(std::chrono::seconds(30)).ok());
+  EXPECT_EQ(engine_->Snapshot().writebacks, before.dirty_blocks);
+  EXPECT_EQ(OriginBytes("vm.img", 0, 16 * kBlock), data);
+}
+
+TEST_F(PersistentTest, CrashAfterFsyncKeepsEveryMappingAndOnlyRealDirty) {
+  StartOk();
+  std::vector<std::byte> data = Populate("vm.img");
+  auto v = Open("vm.img");
+  ASSERT_TRUE(engine_->Fsync(*v).ok());
+  const EngineSnapshot before = engine_->Snapshot();
+  engine_->CloseVolume(v, false);
+  v.reset();
+  engine_.reset();  // no final checkpoint: what a kill -9 leaves
+
+  StartOk();
+  EXPECT_FALSE(report_.clean_shutdown);
+  EXPECT_GT(report_.replayed_records, 0u);
+  EXPECT_EQ(report_.mappings, before.used_blocks);
+  // dm-cache would call all of them dirty; only the rewritten ones are.
+  EXPECT_EQ(report_.dirty, before.dirty_blocks);
+  EXPECT_LT(report_.dirty, report_.mappings);
+  v = Open("vm.img");
+  EXPECT_EQ(Read(v, 0, 16 * kBlock), data);
+  EXPECT_GT(engine_->Snapshot().read_hits, 0u);
+}
+
+TEST_F(PersistentTest, RenamedVolumeKeepsItsBlocks) {
+  StartOk();
+  std::vector<std::byte> data = Populate("vm.img");
+  ASSERT_TRUE(engine_->CloseCleanly().ok());
+  engine_.reset();
+  ASSERT_EQ(::rename(SlowPath("vm.img").c_str(), SlowPath("moved.img").c_str()),
+            0);
+  StartOk();
+  EXPECT_EQ(report_.dropped_clean, 0u);
+  auto v = Open("moved.img");
+  EXPECT_EQ(Read(v, 0, 16 * kBlock), data);
+  EXPECT_GT(engine_->Snapshot().read_hits, 0u);
+}
+
+TEST_F(PersistentTest, FileChangedWhileUnmountedDropsCleanKeepsDirty) {
+  StartOk();
+  std::vector<std::byte> data = Populate("vm.img");
+  const uint64_t dirty = engine_->Snapshot().dirty_blocks;
+  ASSERT_TRUE(engine_->CloseCleanly().ok());
+  engine_.reset();
+  // Someone rewrites block 0 of the origin behind tierfs's back.
+  std::vector<std::byte> other = Pattern(kBlock, 9);
+  int fd = ::open(SlowPath("vm.img").c_str(), O_WRONLY);
+  ASSERT_EQ(::pwrite(fd, other.data(), kBlock, 0),
+            static_cast<ssize_t>(kBlock));
+  ::close(fd);
+  std::copy(other.begin(), other.end(), data.begin());
+
+  StartOk();
+  EXPECT_GT(report_.dropped_clean, 0u);
+  EXPECT_EQ(report_.dirty, dirty);
+  ASSERT_EQ(report_.notes.size(), 1u);
+  EXPECT_NE(report_.notes[0].find("vm.img"), std::string::npos);
+  auto v = Open("vm.img");
+  // The new origin bytes, not the stale cached copy; dirty blocks intact.
+  EXPECT_EQ(Read(v, 0, 16 * kBlock), data);
+}
+
+TEST_F(PersistentTest, MissingFileWithDirtyBlocksIsRefusedThenForced) {
+  StartOk();
+  Populate("vm.img");
+  ASSERT_TRUE(engine_->CloseCleanly().ok());
+  engine_.reset();
+  ASSERT_EQ(::unlink(SlowPath("vm.img").c_str()), 0);
+  std::string error = Start(Options());
+  EXPECT_NE(error.find("'vm.img' has"), std::string::npos) << error;
+  EXPECT_NE(error.find("dirty"), std::string::npos) << error;
+
+  PersistentOptions discard = Options();
+  discard.discard_cache = true;
+  error = Start(discard);
+  EXPECT_NE(error.find("dirty block"), std::string::npos) << error;
+  EXPECT_NE(error.find("--force"), std::string::npos) << error;
+
+  discard.force = true;
+  ASSERT_EQ(Start(discard), "");
+  EXPECT_TRUE(report_.formatted);
+  EXPECT_EQ(engine_->Snapshot().used_blocks, 0u);
+}
+
+TEST_F(PersistentTest, PassthroughStartsEmptyAndRefusesDirtyBlocks) {
+  StartOk();
+  Populate("vm.img");
+  ASSERT_TRUE(engine_->CloseCleanly().ok());
+  engine_.reset();
+  PersistentOptions o = Options();
+  o.engine.mode = Mode::kPassthrough;
+  EXPECT_NE(Start(o).find("dirty block"), std::string::npos);
+  // Written back, the clean copies are dropped: passthrough writes would
+  // make them stale for the next mount.
+  ASSERT_EQ(Start(Options()), "");
+  ASSERT_TRUE(engine_->Flush(std::chrono::seconds(30)).ok());
+  ASSERT_TRUE(engine_->CloseCleanly().ok());
+  engine_.reset();
+  ASSERT_EQ(Start(o), "");
+  EXPECT_EQ(report_.mappings, 0u);
+  EXPECT_GT(report_.dropped_clean, 0u);
+  ASSERT_TRUE(engine_->CloseCleanly().ok());
+  engine_.reset();
+  ASSERT_EQ(Start(Options()), "");
+  EXPECT_EQ(report_.mappings, 0u);
+}
+
+TEST_F(PersistentTest, OtherGeometryIsRefusedUnlessDiscarded) {
+  StartOk();
+  ASSERT_TRUE(engine_->CloseCleanly().ok());
+  engine_.reset();
+  PersistentOptions o = Options();
+  o.engine.block_size = 2 * kBlock;
+  o.block_size_given = true;
+  EXPECT_NE(Start(o).find("formatted with block size 64 KiB"),
+            std::string::npos);
+  o = Options();
+  o.cache_size = 2 * kCacheBlocks * kBlock;
+  o.cache_size_given = true;
+  EXPECT_NE(Start(o).find("resizing is not supported"), std::string::npos);
+  // Not given: the cache keeps its own geometry.
+  o.cache_size_given = false;
+  ASSERT_EQ(Start(o), "");
+  EXPECT_EQ(engine_->Snapshot().cache_blocks, kCacheBlocks);
+}
+
+TEST_F(PersistentTest, DamagedMetadataIsRefusedNamingCheck) {
+  StartOk();
+  Populate("vm.img");
+  ASSERT_TRUE(engine_->CloseCleanly().ok());
+  engine_.reset();
+  for (const char* name : {"ckpt.0", "ckpt.1"}) {
+    int fd = ::open((root_ + "/fast/tierfs/" + name).c_str(), O_WRONLY);
+    ASSERT_EQ(::pwrite(fd, "garbage!", 8, 40), 8);
+    ::close(fd);
+  }
+  const std::string error = Start(Options());
+  EXPECT_NE(error.find("tierfs check"), std::string::npos) << error;
+  EXPECT_NE(error.find("checkpoint"), std::string::npos) << error;
+}
+
+struct MetaFault {
+  const char* name;
+  int error;
+  bool torn;
+};
+
+class MetadataFaultTest : public PersistentTest,
+                          public ::testing::WithParamInterface<MetaFault> {};
+
+TEST_P(MetadataFaultTest, WriteFailureMakesTheCacheReadOnlyWithoutLoss) {
+  auto injector = std::make_shared<io::FaultInjector>();
+  io::FaultInjectingEnv env(io::Env::Default(), injector);
+  env_ = &env;
+  StartOk();
+  std::vector<std::byte> data = Pattern(16 * kBlock, 1);
+  MakeOrigin("vm.img", data);
+  auto v = Open("vm.img");
+  Warm(v, 8);
+  ASSERT_GT(engine_->Snapshot().used_blocks, 0u);
+  injector->AddRule({.ops = io::kFaultWrite | io::kFaultSync,
+                     .path_contains = "tierfs/meta",
+                     .error = GetParam().error,
+                     .short_io = GetParam().torn});
+  // A write hit needs its dirty record durable first: it fails, and the
+  // cache turns read-only rather than risk an unrecorded dirty block.
+  std::vector<std::byte> fresh = Pattern(4096, 5);
+  EXPECT_FALSE(Write(v, 0, fresh).ok());
+  EngineSnapshot s = engine_->Snapshot();
+  EXPECT_TRUE(s.read_only);
+  EXPECT_NE(s.read_only_reason.find("metadata"), std::string::npos);
+  Status again = Write(v, kBlock, fresh);
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().value(), EROFS);
+  // Reads still work, and nothing the caller was told is written changed.
+  EXPECT_EQ(Read(v, 0, 16 * kBlock), data);
+  EXPECT_EQ(OriginBytes("vm.img", 0, 16 * kBlock), data);
+  engine_->CloseVolume(v, false);
+  engine_.reset();
+
+  // The disk heals: the metadata (a torn batch dropped) loads, or the mount
+  // is refused naming `tierfs check`; never wrong data.
+  injector->ClearRules();
+  const std::string error = Start(Options());
+  if (!error.empty()) {
+    EXPECT_NE(error.find("tierfs check"), std::string::npos) << error;
+    return;
+  }
+  v = Open("vm.img");
+  EXPECT_EQ(Read(v, 0, 16 * kBlock), data);
+}
+
+INSTANTIATE_TEST_SUITE_P(Faults, MetadataFaultTest,
+                         ::testing::Values(MetaFault{"eio", EIO, false},
+                                           MetaFault{"enospc", ENOSPC, false},
+                                           MetaFault{"torn", EIO, true}),
+                         [](const ::testing::TestParamInfo<MetaFault>& info) {
+                           return std::string(info.param.name);
+                         });
+
+}  // namespace
+}  // namespace tierfs::cache
