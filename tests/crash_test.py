@@ -12,6 +12,10 @@ with SIGKILL at a random moment, remounts and checks:
     (fdatasync every 16 writes) and the daemon dies mid-write; after
     remount every sector holds its last acknowledged write, or the write
     that was in flight at the kill - never older data;
+  * before each remount, `tierfs dump` shows what recovery will load: every
+    clean mapping's cache copy equals its origin block (a stale copy would
+    serve old data), and the blocks really dirty (cache differs from
+    origin) are all recorded dirty;
   * the recovered cache is warm (its blocks load and serve read hits), and
     `tierfs-ctl flush --wait` writes back exactly the blocks recorded dirty.
 Usage: crash_test.py [--cycles N] [--seed N]. Exit 77 without /dev/fuse or
@@ -124,6 +128,35 @@ class Daemon:
         return int(found[-1][0]), int(found[-1][1])
 
 
+def audit_cache(d):
+    """Compares each mapping in the on-disk metadata with the origin.
+
+    Returns (recorded dirty, really dirty); fails on a stale clean copy.
+    """
+    r = subprocess.run([TIERFS, "dump", "--fast", d.fast, "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, f"tierfs dump: {r.stderr}"
+    dump = json.loads(r.stdout)
+    bs = dump["superblock"]["block_size"]
+    paths = {v["id"]: os.path.join(d.slow, v["path"]) for v in dump["volumes"]}
+    recorded = really = 0
+    stale = []
+    with open(os.path.join(d.fast, "tierfs", "cache.data"), "rb") as cache:
+        for m in dump["mappings"]:
+            cache.seek(m["cblock"] * bs)
+            cached = cache.read(bs)
+            with open(paths[m["volume"]], "rb") as f:
+                f.seek(m["index"] * bs)
+                origin = f.read(bs)
+            if m["dirty"]:
+                recorded += 1
+                really += cached != origin
+            elif cached != origin:
+                stale.append(m)
+    assert not stale, f"clean mappings whose copy differs from origin: {stale[:3]}"
+    return recorded, really
+
+
 # --- fio cycles -----------------------------------------------------------
 
 def fio_job(path, seed):
@@ -152,6 +185,7 @@ def fio_cycle(d, rng, cycle, workdir):
     finally:
         reader.kill()
         reader.wait()
+    audit = audit_cache(d)
     d.mount()
     v = subprocess.run(fio_job(vol, seed) + ["--verify_only",
                                              "--output-format=json"],
@@ -160,7 +194,7 @@ def fio_cycle(d, rng, cycle, workdir):
     job = out.get("jobs", [{}])[0]
     assert v.returncode == 0 and job.get("error", 1) == 0, (
         f"cycle {cycle}: fio verify failed: {v.stdout[-800:]} {v.stderr[-800:]}")
-    return job["read"]["io_bytes"]
+    return job["read"]["io_bytes"], audit
 
 
 # --- writer cycles ----------------------------------------------------------
@@ -263,6 +297,7 @@ def writer_cycle(d, rng, cycle, expected):
                 o = off + i * SECTOR
                 old = options.get(o) or expected.get(o) or [bytes(SECTOR)]
                 options[o] = old[:1] + [sector_data(cycle, seq, o)]
+    audit = audit_cache(d)
     d.mount()
     got = read_sectors(vol, set(options))
     bad = [o for o, data in got.items() if data not in options[o]]
@@ -274,7 +309,7 @@ def writer_cycle(d, rng, cycle, expected):
     for o, data in got.items():
         expected[o] = [data]
     acked = sum(len(w.acked) for w in threads)
-    return acked, len(got)
+    return acked, len(got), audit
 
 
 def main():
@@ -302,12 +337,14 @@ def main():
         for cycle in range(1, args.cycles + 1):
             t0 = time.time()
             if cycle % 2:
-                verified = fio_cycle(d, rng, cycle, work)
+                verified, audit = fio_cycle(d, rng, cycle, work)
                 what = f"fio verified {verified // 1024} KiB"
             else:
-                acked, sectors = writer_cycle(d, rng, cycle, expected)
+                acked, sectors, audit = writer_cycle(d, rng, cycle, expected)
                 what = f"{acked} acked writes, {sectors} sectors checked"
+            recorded, really = audit
             blocks, dirty = d.recovery()
+            assert dirty == recorded, (dirty, recorded)
             assert blocks > 0, "the cache came back cold"
             d.ctl("flush", "--wait")
             after = d.stats()
@@ -315,8 +352,9 @@ def main():
             written_back = after["writebacks"]
             hits = after["read_hits"]
             print(f"cycle {cycle:2d}: {what}; recovered {blocks} cached "
-                  f"blocks, {dirty} recorded dirty, {written_back} written "
-                  f"back, {hits} read hits since remount "
+                  f"blocks, {dirty} recorded dirty ({really} differ from "
+                  f"origin), {written_back} written back, {hits} read hits "
+                  f"since remount "
                   f"({time.time() - t0:.1f} s)", flush=True)
             # Nothing wrote during verification: exactly the recorded dirty
             # blocks needed writing back, and the warm cache served reads.
@@ -324,6 +362,7 @@ def main():
             assert after["dirty_blocks"] == 0
             assert hits > 0, "no read hit after recovery: cache not warm"
             results.append({"cycle": cycle, "cached": blocks, "dirty": dirty,
+                            "really_dirty": really,
                             "written_back": written_back, "read_hits": hits})
         d.umount()
     finally:
