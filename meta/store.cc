@@ -469,54 +469,38 @@ uint64_t MetaStore::AppendLocked(const Record& r) {
   return seq;
 }
 
-uint64_t MetaStore::AppendMap(CBlock cblock, OBlock oblock, bool dirty) {
-  Record r;
-  r.type = RecordType::kMap;
-  r.cblock = cblock;
-  r.oblock = oblock;
-  r.dirty = dirty;
+uint64_t MetaStore::Append(const Record& r) {
   std::lock_guard<std::mutex> lock(mu_);
   return AppendLocked(r);
+}
+
+uint64_t MetaStore::AppendMap(CBlock cblock, OBlock oblock, bool dirty) {
+  return Append({.type = RecordType::kMap,
+                 .cblock = cblock,
+                 .oblock = oblock,
+                 .dirty = dirty});
 }
 
 uint64_t MetaStore::AppendUnmap(CBlock cblock) {
-  Record r;
-  r.type = RecordType::kUnmap;
-  r.cblock = cblock;
-  std::lock_guard<std::mutex> lock(mu_);
-  return AppendLocked(r);
+  return Append({.type = RecordType::kUnmap, .cblock = cblock});
 }
 
 uint64_t MetaStore::AppendDirty(CBlock cblock) {
-  Record r;
-  r.type = RecordType::kDirty;
-  r.cblock = cblock;
-  std::lock_guard<std::mutex> lock(mu_);
-  return AppendLocked(r);
+  return Append({.type = RecordType::kDirty, .cblock = cblock});
 }
 
 uint64_t MetaStore::AppendClean(CBlock cblock) {
-  Record r;
-  r.type = RecordType::kClean;
-  r.cblock = cblock;
-  std::lock_guard<std::mutex> lock(mu_);
-  return AppendLocked(r);
+  return Append({.type = RecordType::kClean, .cblock = cblock});
 }
 
 uint64_t MetaStore::AppendVolume(const VolumeRecord& volume) {
-  Record r;
-  r.type = RecordType::kVolume;
-  r.volume = volume;
-  std::lock_guard<std::mutex> lock(mu_);
-  return AppendLocked(r);
+  return Append({.type = RecordType::kVolume, .volume = volume});
 }
 
 uint64_t MetaStore::AppendVolumeGone(VolumeId volume) {
-  Record r;
-  r.type = RecordType::kVolumeGone;
+  Record r{.type = RecordType::kVolumeGone};
   r.volume.id = volume;
-  std::lock_guard<std::mutex> lock(mu_);
-  return AppendLocked(r);
+  return Append(r);
 }
 
 VolumeId MetaStore::NewVolumeId() {

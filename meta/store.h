@@ -146,6 +146,7 @@ class MetaStore {
  private:
   MetaStore(io::Env* env, std::string dir, Superblock super,
             std::unique_ptr<io::File> meta_file);
+  uint64_t Append(const Record& r);
   uint64_t AppendLocked(const Record& r);  // REQUIRES: mu_ held
   // One round as commit leader; mu_ held on entry and exit.
   Status LeadCommit(std::unique_lock<std::mutex>& lock);
