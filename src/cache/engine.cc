@@ -881,6 +881,11 @@ EngineSnapshot CacheEngine::Snapshot() const {
   s.cache_direct_io = cache_->direct();
   s.writeback_rate = writeback_rate_.load();
   s.migrations_allowed = migrations_allowed_.load();
+  s.cache_last_error = cache_health_.last_error();
+  s.origin_last_error = origin_health_.last_error();
+  s.cache_failing = cache_health_.failing();
+  s.origin_failing = origin_health_.failing();
+  s.migration_backoff_ms = backoff_.delay_ms();
   return s;
 }
 
