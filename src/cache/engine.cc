@@ -429,10 +429,17 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
       Status st = cache_->WriteAt(CacheOffset(cblock) + in_block, src);
       if (!st.ok()) {
         Bump(counters_.cache_errors);
-        if (mode == Mode::kWriteback) {
+        if (mode == Mode::kWriteback && was_dirty) {
+          // The cache holds the only copy of the block's other bytes.
           ec = st.error();
         } else {
-          // The origin has the data; the stale cache copy must go.
+          // The origin has the data (a clean block in writeback mode gets
+          // it now, so a failing cache store does not fail the write); the
+          // stale or torn cache copy must go.
+          if (mode == Mode::kWriteback) {
+            ec = WriteOrigin(volume, index * options_.block_size + in_block,
+                             src);
+          }
           std::lock_guard<std::mutex> lock(policy_mu_);
           policy_->InvalidateMapping(cblock);
         }

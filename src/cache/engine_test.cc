@@ -560,6 +560,22 @@ TEST(EngineFaultTest, FullCacheStoreSaysWhyAndRecoversWhenSpaceReturns) {
   EXPECT_EQ(*back, f.data);
 }
 
+TEST(EngineFaultTest, CacheWriteErrorOnCleanBlockGoesToOriginInWriteback) {
+  FaultFixture f;
+  f.WarmAllFully();
+  f.injector->AddRule(
+      {.ops = io::kFaultWrite, .path_contains = "cache", .error = EIO});
+  // A partial-block write hit: the cache copy cannot take it, the origin can.
+  auto d = Pattern(4096, 3);
+  ASSERT_TRUE(f.Write(5 * kBlock + 512, d).ok());
+  EXPECT_EQ(f.engine->Snapshot().dirty_blocks, 0u);
+  EXPECT_EQ(f.engine->Snapshot().used_blocks, 15u);
+  std::copy(d.begin(), d.end(), f.data.begin() + 5 * kBlock + 512);
+  auto back = f.Read(0, 16 * kBlock);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, f.data);
+}
+
 TEST(EngineFaultTest, OriginReadErrorsReachTheCallerCachedBlocksStillRead) {
   FaultFixture f;
   f.WarmAllFully();
