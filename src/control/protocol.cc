@@ -1,5 +1,6 @@
 #include "src/control/protocol.h"
 
+#include <algorithm>
 #include <chrono>
 #include <sstream>
 
@@ -111,6 +112,13 @@ json HandleRequest(cache::CacheEngine& engine, const DaemonInfo& info,
     return Error("request must be a JSON object with a string \"cmd\"");
   }
   const std::string cmd = request["cmd"];
+  // A present argument of the wrong type is an error, not "absent" (which
+  // for invalidate would mean every volume).
+  for (const char* name : {"key", "value", "name", "volume"}) {
+    if (request.contains(name) && !request[name].is_string()) {
+      return Error(cmd + ": \"" + name + "\" must be a string");
+    }
+  }
   auto string_arg = [&](const char* name) -> std::optional<std::string> {
     if (!request.contains(name) || !request[name].is_string()) {
       return std::nullopt;
@@ -161,12 +169,14 @@ json HandleRequest(cache::CacheEngine& engine, const DaemonInfo& info,
     return json{{"ok", true}};
   }
   if (cmd == "flush") {
+    constexpr uint64_t kMaxFlushMs = 365ull * 24 * 3600 * 1000;
     uint64_t timeout_ms = 24ull * 3600 * 1000;
     if (request.contains("timeout_ms")) {
       if (!request["timeout_ms"].is_number_unsigned()) {
         return Error("flush: \"timeout_ms\" must be a non-negative integer");
       }
-      timeout_ms = request["timeout_ms"];
+      // Bounded so the deadline arithmetic cannot overflow.
+      timeout_ms = std::min(request["timeout_ms"].get<uint64_t>(), kMaxFlushMs);
     }
     Status st = engine.Flush(std::chrono::milliseconds(timeout_ms));
     if (!st.ok()) {
