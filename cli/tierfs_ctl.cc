@@ -62,6 +62,27 @@ std::string Percent(double r) {
   return buf;
 }
 
+// One line, only once a store has failed since the mount: which store,
+// whether it still fails, and why.
+void PrintHealth(const json& health) {
+  std::string line;
+  for (const char* store : {"cache", "origin"}) {
+    const json& h = health.value(store, json::object());
+    const std::string error = h.value("last_error", std::string());
+    if (error.empty()) continue;
+    if (!line.empty()) line += "; ";
+    line += std::string(store) +
+            (h.value("failing", false) ? " FAILING: " : " recovered, last: ") +
+            error;
+  }
+  if (line.empty()) return;
+  const uint64_t backoff = health.value("migration_backoff_ms", uint64_t{0});
+  if (backoff > 0) {
+    line += "   migrations back off " + std::to_string(backoff) + " ms";
+  }
+  std::printf("health      %s\n", line.c_str());
+}
+
 void PrintStats(const json& s) {
   auto u = [&](const char* k) { return s[k].get<uint64_t>(); };
   const uint64_t bs = u("block_size");
@@ -102,6 +123,7 @@ void PrintStats(const json& s) {
       static_cast<unsigned long long>(u("bypassed")),
       static_cast<unsigned long long>(s["errors"]["cache"].get<uint64_t>()),
       static_cast<unsigned long long>(s["errors"]["origin"].get<uint64_t>()));
+  if (s.contains("health")) PrintHealth(s["health"]);
   const json& lat = s["latency_us"];
   std::printf(
       "latency     read p50 %llu us p99 %llu us p999 %llu us; write "

@@ -82,6 +82,13 @@ json StatsJson(cache::CacheEngine& engine, const DaemonInfo& info) {
       {"migration_bytes_in_flight", s.migration_bytes_in_flight},
       {"migration_failures", s.migration_failures},
       {"errors", {{"cache", s.cache_errors}, {"origin", s.origin_errors}}},
+      // Why background work fails, if it does (StoreHealth).
+      {"health",
+       {{"cache",
+         {{"failing", s.cache_failing}, {"last_error", s.cache_last_error}}},
+        {"origin",
+         {{"failing", s.origin_failing}, {"last_error", s.origin_last_error}}},
+        {"migration_backoff_ms", s.migration_backoff_ms}}},
       {"latency_us",
        {{"read",
          {{"p50", s.read_p50_us},
@@ -268,6 +275,15 @@ std::string PrometheusText(const json& stats) {
   for (const char* store : {"cache", "origin"}) {
     out << "tierfs_errors_total{store=\"" << store << "\"} "
         << stats["errors"][store].dump() << '\n';
+  }
+  out << "# HELP tierfs_store_failing 1 while background IO to the store "
+         "fails.\n"
+      << "# TYPE tierfs_store_failing gauge\n";
+  for (const char* store : {"cache", "origin"}) {
+    const bool failing =
+        stats.contains("health") && stats["health"][store]["failing"] == true;
+    out << "tierfs_store_failing{store=\"" << store << "\"} "
+        << (failing ? 1 : 0) << '\n';
   }
   out << "# HELP tierfs_latency_microseconds Foreground IO latency "
          "percentiles.\n"
