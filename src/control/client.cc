@@ -60,6 +60,13 @@ std::vector<TierfsMount> TierfsMounts() {
   return out;
 }
 
+bool IsTierfsMount(const std::string& path) {
+  for (const TierfsMount& m : TierfsMounts()) {
+    if (m.mountpoint == path) return true;
+  }
+  return false;
+}
+
 std::string NotYoursMessage(const TierfsMount& m) {
   return "permission denied: the tier on " + m.mountpoint +
          " was mounted by uid " + std::to_string(m.owner) +
@@ -84,6 +91,11 @@ std::optional<std::string> FindSocket(const std::string& mountpoint,
       }
       return std::nullopt;
     }
+    if (!IsTierfsMount(path)) {
+      *error = "no tierfs mount on " + path + " (" + state +
+               " is left from a daemon that ended without unmounting)";
+      return std::nullopt;
+    }
   } else {
     std::vector<std::string> found;
     const std::string dir = RuntimeDir();
@@ -91,7 +103,12 @@ std::optional<std::string> FindSocket(const std::string& mountpoint,
       while (dirent* e = ::readdir(d)) {
         std::string name = e->d_name;
         if (name.size() > 6 && name.substr(name.size() - 6) == ".mount") {
-          found.push_back(dir + "/" + name);
+          // A daemon killed with -9 leaves its state file behind; it is
+          // not a mount to choose from.
+          const std::string path = dir + "/" + name;
+          if (IsTierfsMount(ReadKeyValues(path)["mountpoint"])) {
+            found.push_back(path);
+          }
         }
       }
       ::closedir(d);
