@@ -253,8 +253,8 @@ void CacheEngine::FinishMigration(std::shared_ptr<Migration> m, bool success) {
     backoff_.Succeeded();
     // Promotions and writebacks both read one store and write the other.
     if (m->work.op != policy::WorkOp::kDemote) {
-      cache_health_.Worked();
-      origin_health_.Worked();
+      cache_health_.Worked(OpName(m->work.op));
+      origin_health_.Worked(OpName(m->work.op));
     }
   }
   if (m->cell != nullptr) Dispatch(prison_->Unlock(m->cell));

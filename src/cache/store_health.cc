@@ -9,6 +9,7 @@ namespace tierfs::cache {
 void StoreHealth::Failed(std::error_code ec, const char* during) {
   std::lock_guard<std::mutex> lock(mu_);
   last_error_ = ec.message() + " (" + during + ")";
+  failed_during_ = during;
   ++failures_;
   if (!failing_.exchange(true, std::memory_order_relaxed)) {
     TIERFS_LOG_WARNING("%s store failing: %s; %s; retrying with backoff",
@@ -16,9 +17,10 @@ void StoreHealth::Failed(std::error_code ec, const char* during) {
   }
 }
 
-void StoreHealth::Worked() {
+void StoreHealth::Worked(const char* during) {
   if (!failing_.load(std::memory_order_relaxed)) return;
   std::lock_guard<std::mutex> lock(mu_);
+  if (failed_during_ != during) return;
   if (!failing_.exchange(false, std::memory_order_relaxed)) return;
   TIERFS_LOG_WARNING("%s store works again after %llu failed operations",
                      store_, static_cast<unsigned long long>(failures_));

@@ -30,8 +30,11 @@ class StoreHealth {
 
   // `during` names the operation that failed ("promotion", "writeback").
   void Failed(std::error_code ec, const char* during);
-  // Cheap (one atomic load) while the store is healthy.
-  void Worked();
+  // An operation of kind `during` succeeded. Only the kind that failed
+  // proves the store healthy again (a writeback reading a full cache store
+  // says nothing about promotions writing to it). Cheap (one atomic load)
+  // while the store is healthy.
+  void Worked(const char* during);
 
   bool failing() const { return failing_.load(std::memory_order_relaxed); }
   // "No space left on device (promotion)"; empty if none since the mount.
@@ -42,8 +45,9 @@ class StoreHealth {
   const char* const effect_;
   std::atomic<bool> failing_{false};
   mutable std::mutex mu_;
-  std::string last_error_;  // guarded by mu_
-  uint64_t failures_ = 0;   // since failing_ was set; guarded by mu_
+  std::string last_error_;     // guarded by mu_
+  uint64_t failures_ = 0;      // since failing_ was set; guarded by mu_
+  std::string failed_during_;  // guarded by mu_
 };
 
 class MigrationBackoff {
