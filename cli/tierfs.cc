@@ -264,6 +264,11 @@ int Mount(int argc, char** argv) {
     return UsageError("mount: --force only goes with --discard-cache");
   if (config.slow_dir.empty())
     return UsageError("mount: --slow DIR is required");
+  if (config.cache && config.cache_size < config.engine.block_size) {
+    return UsageError("--cache-size " + tierfs::FormatSize(config.cache_size) +
+                      " is smaller than one block (" +
+                      tierfs::FormatSize(config.engine.block_size) + ")");
+  }
   config.services =
       [](tierfs::cache::CacheEngine& engine,
          const tierfs::fusefs::MountFacts& facts) -> std::shared_ptr<void> {
@@ -304,7 +309,9 @@ int Umount(int argc, char** argv) {
       case kTimeout: {
         char* end = nullptr;
         timeout = std::strtod(optarg, &end);
-        if (end == optarg || *end != '\0' || timeout <= 0) {
+        // !(timeout > 0) also refuses "nan"; "inf" would overflow later.
+        if (end == optarg || *end != '\0' || !(timeout > 0) ||
+            timeout > 365.0 * 24 * 3600) {
           return UsageError(std::string("--timeout: bad value ") + optarg);
         }
         break;

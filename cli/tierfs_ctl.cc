@@ -5,11 +5,14 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -60,6 +63,27 @@ std::string Percent(double r) {
   char buf[16];
   std::snprintf(buf, sizeof(buf), "%.1f%%", r * 100);
   return buf;
+}
+
+// One line, only once a store has failed since the mount: which store,
+// whether it still fails, and why.
+void PrintHealth(const json& health) {
+  std::string line;
+  for (const char* store : {"cache", "origin"}) {
+    const json& h = health.value(store, json::object());
+    const std::string error = h.value("last_error", std::string());
+    if (error.empty()) continue;
+    if (!line.empty()) line += "; ";
+    line += std::string(store) +
+            (h.value("failing", false) ? " FAILING: " : " recovered, last: ") +
+            error;
+  }
+  if (line.empty()) return;
+  const uint64_t backoff = health.value("migration_backoff_ms", uint64_t{0});
+  if (backoff > 0) {
+    line += "   migrations back off " + std::to_string(backoff) + " ms";
+  }
+  std::printf("health      %s\n", line.c_str());
 }
 
 void PrintStats(const json& s) {
@@ -114,6 +138,7 @@ void PrintStats(const json& s) {
       static_cast<unsigned long long>(u("bypassed")),
       static_cast<unsigned long long>(s["errors"]["cache"].get<uint64_t>()),
       static_cast<unsigned long long>(s["errors"]["origin"].get<uint64_t>()));
+  if (s.contains("health")) PrintHealth(s["health"]);
   const json& lat = s["latency_us"];
   std::printf(
       "latency     read p50 %llu us p99 %llu us p999 %llu us; write "
@@ -145,7 +170,46 @@ struct Args {
   bool json_out = false, prometheus = false, wait = false, all = false;
   double watch = 0, timeout = 0;
   std::string volume;
+  std::set<std::string> options;  // the long options given, e.g. "--json"
 };
+
+// Every usage error, found before connecting: a wrong command line gets
+// exit 2 whether or not a tier is mounted, and never reaches the daemon.
+std::optional<std::string> CheckUsage(const Args& a) {
+  if (a.positional.empty()) return "missing command";
+  const std::string& cmd = a.positional[0];
+  const size_t nargs = a.positional.size() - 1;
+  static const std::map<std::string, std::set<std::string>> kAllowed = {
+      {"stats", {"--json", "--prometheus", "--watch", "--volume"}},
+      {"volumes", {"--json"}},
+      {"get", {}},
+      {"set", {}},
+      {"policy", {}},
+      {"flush", {"--wait", "--timeout"}},
+      {"invalidate", {"--all"}},
+  };
+  auto allowed = kAllowed.find(cmd);
+  if (allowed == kAllowed.end()) return "unknown command '" + cmd + "'";
+  for (const std::string& o : a.options) {
+    if (!allowed->second.contains(o)) return o + " does not apply to " + cmd;
+  }
+  if (cmd == "stats" && nargs != 0) return "stats takes no arguments";
+  if (cmd == "stats" && a.json_out && a.prometheus) {
+    return "--json and --prometheus exclude each other";
+  }
+  if (cmd == "volumes" && nargs != 0) return "volumes takes no arguments";
+  if (cmd == "get" && nargs > 1) return "get takes at most one KEY";
+  if (cmd == "set" && nargs != 2) return "usage: set KEY VALUE";
+  if (cmd == "policy" && nargs != 1) return "usage: policy NAME";
+  if (cmd == "flush" && nargs != 0) return "flush takes no arguments";
+  if (cmd == "flush" && a.options.contains("--timeout") && !a.wait) {
+    return "--timeout needs --wait";
+  }
+  if (cmd == "invalidate" && (nargs == 1) == a.all) {
+    return "usage: invalidate VOLUME | invalidate --all";
+  }
+  return std::nullopt;
+}
 
 int Run(const Args& a) {
   const std::string& cmd = a.positional[0];
@@ -160,7 +224,6 @@ int Run(const Args& a) {
   };
   const size_t nargs = a.positional.size() - 1;
   if (cmd == "stats") {
-    if (nargs != 0) return UsageError("stats takes no arguments");
     for (;;) {
       auto reply = call({{"cmd", "stats"}});
       if (!reply) return Fail(error);
@@ -204,7 +267,6 @@ int Run(const Args& a) {
     return kExitOk;
   }
   if (cmd == "get") {
-    if (nargs > 1) return UsageError("get takes at most one KEY");
     json request{{"cmd", "get"}};
     if (nargs == 1) request["key"] = a.positional[1];
     auto reply = call(request);
@@ -220,7 +282,6 @@ int Run(const Args& a) {
     return kExitOk;
   }
   if (cmd == "set") {
-    if (nargs != 2) return UsageError("usage: set KEY VALUE");
     if (!call({{"cmd", "set"},
                {"key", a.positional[1]},
                {"value", a.positional[2]}})) {
@@ -229,16 +290,12 @@ int Run(const Args& a) {
     return kExitOk;
   }
   if (cmd == "policy") {
-    if (nargs != 1) return UsageError("usage: policy NAME");
     if (!call({{"cmd", "policy"}, {"name", a.positional[1]}})) {
       return Fail(error);
     }
     return kExitOk;
   }
   if (cmd == "invalidate") {
-    if ((nargs == 1) == a.all) {
-      return UsageError("usage: invalidate VOLUME | invalidate --all");
-    }
     json request{{"cmd", "invalidate"}};
     if (nargs == 1) request["volume"] = a.positional[1];
     auto reply = call(request);
@@ -249,7 +306,6 @@ int Run(const Args& a) {
     return kExitOk;
   }
   if (cmd == "flush") {
-    if (nargs != 0) return UsageError("flush takes no arguments");
     const uint64_t timeout_ms =
         a.wait ? static_cast<uint64_t>((a.timeout > 0 ? a.timeout : 24 * 3600) *
                                        1000)
@@ -331,14 +387,23 @@ int main(int argc, char** argv) {
   };
   opterr = 0;
   int c;
+  // Seconds: positive, finite ("inf" and "nan" parse as doubles) and at
+  // most a year, so conversions to milliseconds cannot overflow.
   auto number = [](const char* text, double* out) {
     char* end = nullptr;
     *out = std::strtod(text, &end);
-    return end != text && *end == '\0' && *out > 0;
+    return end != text && *end == '\0' && std::isfinite(*out) && *out > 0 &&
+           *out <= 365.0 * 24 * 3600;
   };
-  while ((c = getopt_long(argc, argv, ":m:hV", kOptions, nullptr)) != -1) {
+  int index = -1;
+  while ((c = getopt_long(argc, argv, ":m:hV", kOptions, &index)) != -1) {
+    if (index >= 0 && kOptions[index].val >= kJson) {
+      a.options.insert(std::string("--") + kOptions[index].name);
+    }
+    index = -1;
     switch (c) {
       case 'm':
+        if (*optarg == '\0') return UsageError("-m: empty mount point");
         a.mountpoint = optarg;
         break;
       case kJson:
@@ -349,7 +414,7 @@ int main(int argc, char** argv) {
         break;
       case kWatch:
         if (!number(optarg, &a.watch)) {
-          return UsageError(std::string("--watch: not a positive number: ") +
+          return UsageError(std::string("--watch: not a number of seconds: ") +
                             optarg);
         }
         break;
@@ -361,8 +426,8 @@ int main(int argc, char** argv) {
         break;
       case kTimeout:
         if (!number(optarg, &a.timeout)) {
-          return UsageError(std::string("--timeout: not a positive number: ") +
-                            optarg);
+          return UsageError(
+              std::string("--timeout: not a number of seconds: ") + optarg);
         }
         break;
       case kAll:
@@ -382,6 +447,8 @@ int main(int argc, char** argv) {
     }
   }
   for (int i = optind; i < argc; ++i) a.positional.push_back(argv[i]);
-  if (a.positional.empty()) return UsageError("missing command");
+  if (std::optional<std::string> usage = CheckUsage(a)) {
+    return UsageError(*usage);
+  }
   return Run(a);
 }

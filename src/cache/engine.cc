@@ -564,17 +564,24 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
       Status st = cache_->WriteAt(CacheOffset(cblock) + in_block, src);
       if (!st.ok()) {
         Bump(counters_.cache_errors);
-        if (mode == Mode::kWriteback) {
+        if (mode == Mode::kWriteback && was_dirty) {
+          // The cache holds the only copy of the block's other bytes.
           ec = st.error();
         } else {
-          // The origin has the data; the stale cache copy must go, for
-          // good before the write completes (a crash must not revive it).
+          // The stale or torn cache copy must go, for good (a crash must
+          // not revive it) before the origin takes the data: a clean block
+          // in writeback mode gets it now, so a failing cache store does not
+          // fail the write (writethrough wrote the origin above).
           uint64_t seq;
           {
             std::lock_guard<std::mutex> lock(policy_mu_);
             seq = Unmap(cblock);
           }
           ec = Durable(seq);
+          if (!ec && mode == Mode::kWriteback) {
+            ec = WriteOrigin(volume, index * options_.block_size + in_block,
+                             src);
+          }
         }
       } else {
         cache_sync_.Wrote();
@@ -1057,6 +1064,11 @@ EngineSnapshot CacheEngine::Snapshot() const {
   s.cache_direct_io = cache_->direct();
   s.writeback_rate = writeback_rate_.load();
   s.migrations_allowed = migrations_allowed_.load();
+  s.cache_last_error = cache_health_.last_error();
+  s.origin_last_error = origin_health_.last_error();
+  s.cache_failing = cache_health_.failing();
+  s.origin_failing = origin_health_.failing();
+  s.migration_backoff_ms = backoff_.delay_ms();
   return s;
 }
 

@@ -29,6 +29,7 @@
 #include "meta/volumes.h"
 #include "policy/policy.h"
 #include "src/cache/stats.h"
+#include "src/cache/store_health.h"
 #include "src/io/file.h"
 #include "src/util/ids.h"
 #include "src/util/result.h"
@@ -139,6 +140,11 @@ struct EngineSnapshot {
   bool cache_direct_io = true;
   double writeback_rate = 0;  // blocks per second, recent average
   bool migrations_allowed = true;
+  // Why background work is failing (empty if it never did since the mount)
+  // and for how long it pauses after each failure (0 when healthy).
+  std::string cache_last_error, origin_last_error;
+  bool cache_failing = false, origin_failing = false;
+  uint64_t migration_backoff_ms = 0;
 };
 
 class CacheEngine {
@@ -321,6 +327,11 @@ class CacheEngine {
   std::condition_variable drain_cv_;
 
   EngineCounters counters_;
+  StoreHealth cache_health_{"cache",
+                            "promotions stop and IO is served from the origin"};
+  StoreHealth origin_health_{
+      "origin", "dirty blocks stay in the cache until writeback succeeds"};
+  MigrationBackoff backoff_;
   int overwrites_pending_ = 0;         // guarded by policy_mu_
   std::condition_variable policy_cv_;  // overwrites_pending_ reached 0
   // Writeback rate, updated each tick.

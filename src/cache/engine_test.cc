@@ -444,6 +444,13 @@ struct FaultFixture {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   }
+  // Until every one of the 16 blocks is cached.
+  void WarmAllFully() {
+    for (int i = 0; i < 50 && engine->Snapshot().used_blocks < 16; ++i) {
+      WarmAll();
+    }
+    ASSERT_EQ(engine->Snapshot().used_blocks, 16u);
+  }
   TempDir dir;
   std::shared_ptr<io::FaultInjector> injector;
   std::unique_ptr<CacheEngine> engine;
@@ -537,6 +544,110 @@ TEST(EngineFaultTest, ColdMultiBlockReadIsOneOriginRead) {
   ASSERT_TRUE(back.ok()) << back.error().message();
   EXPECT_EQ(*back, f.data);
   EXPECT_EQ(f.engine->Snapshot().read_misses, 16u);
+}
+
+TEST(EngineFaultTest, FullCacheStoreSaysWhyAndRecoversWhenSpaceReturns) {
+  FaultFixture f;
+  f.injector->AddRule(
+      {.ops = io::kFaultWrite, .path_contains = "cache", .error = ENOSPC});
+  f.WarmAll();
+  EngineSnapshot s = f.engine->Snapshot();
+  EXPECT_EQ(s.used_blocks, 0u);
+  EXPECT_TRUE(s.cache_failing);
+  EXPECT_NE(s.cache_last_error.find("No space left on device (promotion)"),
+            std::string::npos)
+      << s.cache_last_error;
+  EXPECT_GT(s.migration_backoff_ms, 0u);
+  // Space returns: promotions resume on their own, no remount or command.
+  f.injector->ClearRules();
+  for (int i = 0; i < 100 && f.engine->Snapshot().used_blocks == 0; ++i) {
+    f.WarmAll();
+  }
+  s = f.engine->Snapshot();
+  EXPECT_GT(s.used_blocks, 0u);
+  EXPECT_FALSE(s.cache_failing);
+  EXPECT_EQ(s.migration_backoff_ms, 0u);
+  auto back = f.Read(0, 16 * kBlock);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, f.data);
+}
+
+TEST(EngineFaultTest, CacheWriteErrorOnCleanBlockGoesToOriginInWriteback) {
+  FaultFixture f;
+  f.WarmAllFully();
+  f.injector->AddRule(
+      {.ops = io::kFaultWrite, .path_contains = "cache", .error = EIO});
+  // A partial-block write hit: the cache copy cannot take it, the origin can.
+  auto d = Pattern(4096, 3);
+  ASSERT_TRUE(f.Write(5 * kBlock + 512, d).ok());
+  EXPECT_EQ(f.engine->Snapshot().dirty_blocks, 0u);
+  EXPECT_EQ(f.engine->Snapshot().used_blocks, 15u);
+  std::copy(d.begin(), d.end(), f.data.begin() + 5 * kBlock + 512);
+  auto back = f.Read(0, 16 * kBlock);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, f.data);
+}
+
+TEST(EngineFaultTest, OriginReadErrorsReachTheCallerCachedBlocksStillRead) {
+  FaultFixture f;
+  f.WarmAllFully();
+  f.injector->AddRule(
+      {.ops = io::kFaultRead, .path_contains = "origin", .error = EIO});
+  auto back = f.Read(0, 16 * kBlock);
+  ASSERT_TRUE(back.ok()) << "cached clean blocks need no origin";
+  EXPECT_EQ(*back, f.data);
+  ASSERT_TRUE(f.engine->InvalidateClean("").ok());
+  const uint64_t errors = f.engine->Snapshot().origin_errors;
+  back = f.Read(kBlock, 4096);
+  ASSERT_FALSE(back.ok());
+  EXPECT_EQ(back.error().value(), EIO);
+  EXPECT_GT(f.engine->Snapshot().origin_errors, errors);
+  f.injector->ClearRules();
+  back = f.Read(kBlock, 4096);
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(std::equal(back->begin(), back->end(), f.data.begin() + kBlock));
+}
+
+// A dead origin must not turn writeback into a hot loop: attempts are
+// spaced out (MigrationBackoff), the reason is visible, and the blocks
+// are written back once the origin heals.
+TEST(EngineFaultTest, FailingWritebackBacksOffAndKeepsDirtyBlocks) {
+  FaultFixture f;
+  f.WarmAll();
+  auto d = Pattern(8 * kBlock, 4);
+  for (uint64_t b = 0; b < 8; ++b) {
+    std::vector<std::byte> piece(d.begin() + b * kBlock,
+                                 d.begin() + (b + 1) * kBlock);
+    ASSERT_TRUE(f.Write(b * kBlock, piece).ok());
+  }
+  ASSERT_EQ(f.engine->Snapshot().dirty_blocks, 8u);
+  f.injector->AddRule(
+      {.ops = io::kFaultWrite, .path_contains = "origin", .error = EIO});
+  // Writeback runs for 3 s, fails, and backs off.
+  EXPECT_FALSE(f.engine->Flush(std::chrono::seconds(3)).ok());
+  EngineSnapshot s = f.engine->Snapshot();
+  const uint64_t attempts = f.injector->Injected(io::kFaultWrite);
+  // Without backoff, 8 blocks retried back to back make thousands of
+  // attempts in 3 s; with 50, 100, 200, ... ms pauses (retried on the
+  // 10 ms tick) at most ~7 rounds of 8 blocks.
+  EXPECT_GT(attempts, 0u);
+  EXPECT_LE(attempts, 8u * 10);
+  EXPECT_EQ(s.dirty_blocks, 8u);
+  EXPECT_TRUE(s.origin_failing);
+  EXPECT_NE(s.origin_last_error.find("(writeback)"), std::string::npos)
+      << s.origin_last_error;
+  EXPECT_GE(s.migration_backoff_ms, 400u);
+  f.injector->ClearRules();
+  ASSERT_TRUE(f.engine->Flush(std::chrono::seconds(30)).ok());
+  s = f.engine->Snapshot();
+  EXPECT_EQ(s.dirty_blocks, 0u);
+  EXPECT_FALSE(s.origin_failing);
+  std::vector<std::byte> origin(8 * kBlock);
+  int fd = ::open((f.dir.path() + "/origin").c_str(), O_RDONLY);
+  ASSERT_EQ(::pread(fd, origin.data(), origin.size(), 0),
+            static_cast<ssize_t>(origin.size()));
+  ::close(fd);
+  EXPECT_EQ(origin, d);
 }
 
 TEST(EngineFaultTest, SlowOriginStillReadsCorrectlyDuringMigrations) {

@@ -22,6 +22,10 @@ struct CacheEngine::Migration {
   std::shared_ptr<Volume> volume;
   prison::Cell* cell = nullptr;
   io::AlignedBuffer buffer;
+  // Set when the migration failed on an IO error (not a lost race): the
+  // store is recorded as failing and migrations back off.
+  std::error_code error;
+  StoreHealth* failed_store = nullptr;
 };
 
 void CacheEngine::KickMigrations() {
@@ -35,6 +39,8 @@ void CacheEngine::KickMigrations() {
 
 void CacheEngine::PullWork() {
   const uint64_t bs = options_.block_size;
+  // A failing store is retried after the backoff, by the tick.
+  if (backoff_.Waiting(NowMs())) return;
   while (!shut_down_.load() &&
          in_flight_bytes_.load() + bs <= migration_threshold_.load()) {
     const bool idle = flushing_.load() ||
@@ -95,6 +101,18 @@ bool LockThen(prison::Prison& prison, WorkerPool& pool, const prison::Key& key,
   return true;
 }
 
+const char* OpName(policy::WorkOp op) {
+  switch (op) {
+    case policy::WorkOp::kPromote:
+      return "promotion";
+    case policy::WorkOp::kDemote:
+      return "demotion";
+    case policy::WorkOp::kWriteback:
+      return "writeback";
+  }
+  return "migration";
+}
+
 }  // namespace
 
 void CacheEngine::RunPromotion(std::shared_ptr<Migration> m) {
@@ -117,7 +135,11 @@ void CacheEngine::RunPromotion(std::shared_ptr<Migration> m) {
     m->buffer = io::AlignedBuffer(bs, false);
     Result<size_t> n = volume.origin_->ReadAt(start, m->buffer.span());
     if (!n.ok() || *n != bs) {
-      if (!n.ok()) Bump(counters_.origin_errors);
+      if (!n.ok()) {
+        Bump(counters_.origin_errors);
+        m->error = n.error();
+        m->failed_store = &origin_health_;
+      }
       return FinishMigration(std::move(m), false);
     }
     // The slot may have been freed by a record not yet durable; until it
@@ -127,6 +149,8 @@ void CacheEngine::RunPromotion(std::shared_ptr<Migration> m) {
     st = cache_->WriteAt(CacheOffset(m->work.cblock), m->buffer.span());
     if (!st.ok()) {
       Bump(counters_.cache_errors);
+      m->error = st.error();
+      m->failed_store = &cache_health_;
       return FinishMigration(std::move(m), false);
     }
     cache_sync_.Wrote();
@@ -176,6 +200,8 @@ void CacheEngine::RunWriteback(std::shared_ptr<Migration> m) {
         cache_->ReadAt(CacheOffset(m->work.cblock), m->buffer.span());
     if (!n.ok() || *n != bs) {
       Bump(counters_.cache_errors);
+      m->error = n.ok() ? ErrnoCode(EIO) : n.error();
+      m->failed_store = &cache_health_;
       return FinishMigration(std::move(m), false);
     }
     Status st =
@@ -184,6 +210,8 @@ void CacheEngine::RunWriteback(std::shared_ptr<Migration> m) {
     if (st.ok()) st = volume.origin_->Sync();
     if (!st.ok()) {
       Bump(counters_.origin_errors);
+      m->error = st.error();
+      m->failed_store = &origin_health_;
       return FinishMigration(std::move(m), false);
     }
     m->buffer = io::AlignedBuffer();
@@ -245,6 +273,17 @@ void CacheEngine::FinishMigration(std::shared_ptr<Migration> m, bool success) {
     }
   } else {
     Bump(counters_.migration_failures);
+  }
+  if (m->failed_store != nullptr) {
+    m->failed_store->Failed(m->error, OpName(m->work.op));
+    backoff_.Failed(NowMs());
+  } else if (success) {
+    backoff_.Succeeded();
+    // Promotions and writebacks both read one store and write the other.
+    if (m->work.op != policy::WorkOp::kDemote) {
+      cache_health_.Worked(OpName(m->work.op));
+      origin_health_.Worked(OpName(m->work.op));
+    }
   }
   if (m->cell != nullptr) Dispatch(prison_->Unlock(m->cell));
   in_flight_bytes_.fetch_sub(options_.block_size);

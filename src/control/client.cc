@@ -15,6 +15,65 @@
 #include "src/util/runtime_paths.h"
 
 namespace tierfs::control {
+namespace {
+
+// /proc/self/mounts escapes space, tab, newline and backslash as \ooo.
+std::string UnescapeMountField(const std::string& field) {
+  auto octal = [](char c) { return c >= '0' && c <= '7'; };
+  std::string out;
+  for (size_t i = 0; i < field.size(); ++i) {
+    if (field[i] == '\\' && i + 3 < field.size() && octal(field[i + 1]) &&
+        octal(field[i + 2]) && octal(field[i + 3])) {
+      out.push_back(static_cast<char>((field[i + 1] - '0') * 64 +
+                                      (field[i + 2] - '0') * 8 +
+                                      (field[i + 3] - '0')));
+      i += 3;
+    } else {
+      out.push_back(field[i]);
+    }
+  }
+  return out;
+}
+
+struct TierfsMount {
+  std::string mountpoint;
+  uid_t owner;  // the mounting user (FUSE's user_id= option)
+};
+
+// Every tierfs mount the kernel knows, whoever mounted it: a user whose
+// runtime dir has no state file for a mount learns it is someone else's.
+std::vector<TierfsMount> TierfsMounts() {
+  std::vector<TierfsMount> out;
+  std::ifstream in("/proc/self/mounts");
+  std::string device, mountpoint, type, options, rest;
+  while (in >> device >> mountpoint >> type >> options) {
+    std::getline(in, rest);
+    if (type != "fuse.tierfs") continue;
+    TierfsMount m{UnescapeMountField(mountpoint), 0};
+    const size_t at = ("," + options + ",").find(",user_id=");
+    if (at != std::string::npos) {
+      m.owner = static_cast<uid_t>(
+          std::strtoul(options.c_str() + at + 8, nullptr, 10));
+    }
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+bool IsTierfsMount(const std::string& path) {
+  for (const TierfsMount& m : TierfsMounts()) {
+    if (m.mountpoint == path) return true;
+  }
+  return false;
+}
+
+std::string NotYoursMessage(const TierfsMount& m) {
+  return "permission denied: the tier on " + m.mountpoint +
+         " was mounted by uid " + std::to_string(m.owner) +
+         "; only root or that user may control it";
+}
+
+}  // namespace
 
 std::optional<std::string> FindSocket(const std::string& mountpoint,
                                       std::string* error) {
@@ -25,6 +84,16 @@ std::optional<std::string> FindSocket(const std::string& mountpoint,
     state = MountStatePath(path);
     if (::access(state.c_str(), R_OK) != 0) {
       *error = "no tierfs mount on " + path;
+      for (const TierfsMount& m : TierfsMounts()) {
+        if (m.mountpoint == path && m.owner != ::geteuid()) {
+          *error = NotYoursMessage(m);
+        }
+      }
+      return std::nullopt;
+    }
+    if (!IsTierfsMount(path)) {
+      *error = "no tierfs mount on " + path + " (" + state +
+               " is left from a daemon that ended without unmounting)";
       return std::nullopt;
     }
   } else {
@@ -34,13 +103,24 @@ std::optional<std::string> FindSocket(const std::string& mountpoint,
       while (dirent* e = ::readdir(d)) {
         std::string name = e->d_name;
         if (name.size() > 6 && name.substr(name.size() - 6) == ".mount") {
-          found.push_back(dir + "/" + name);
+          // A daemon killed with -9 leaves its state file behind; it is
+          // not a mount to choose from.
+          const std::string path = dir + "/" + name;
+          if (IsTierfsMount(ReadKeyValues(path)["mountpoint"])) {
+            found.push_back(path);
+          }
         }
       }
       ::closedir(d);
     }
     if (found.empty()) {
       *error = "no tierfs mount found (looked in " + dir + ")";
+      for (const TierfsMount& m : TierfsMounts()) {
+        if (m.owner != ::geteuid()) {
+          *error = NotYoursMessage(m);
+          break;
+        }
+      }
       return std::nullopt;
     }
     if (found.size() > 1) {

@@ -1,5 +1,6 @@
 #include "src/control/protocol.h"
 
+#include <algorithm>
 #include <chrono>
 #include <sstream>
 
@@ -81,6 +82,13 @@ json StatsJson(cache::CacheEngine& engine, const DaemonInfo& info) {
       {"migration_bytes_in_flight", s.migration_bytes_in_flight},
       {"migration_failures", s.migration_failures},
       {"errors", {{"cache", s.cache_errors}, {"origin", s.origin_errors}}},
+      // Why background work fails, if it does (StoreHealth).
+      {"health",
+       {{"cache",
+         {{"failing", s.cache_failing}, {"last_error", s.cache_last_error}}},
+        {"origin",
+         {{"failing", s.origin_failing}, {"last_error", s.origin_last_error}}},
+        {"migration_backoff_ms", s.migration_backoff_ms}}},
       {"latency_us",
        {{"read",
          {{"p50", s.read_p50_us},
@@ -120,6 +128,13 @@ json HandleRequest(cache::CacheEngine& engine, const DaemonInfo& info,
     return Error("request must be a JSON object with a string \"cmd\"");
   }
   const std::string cmd = request["cmd"];
+  // A present argument of the wrong type is an error, not "absent" (which
+  // for invalidate would mean every volume).
+  for (const char* name : {"key", "value", "name", "volume"}) {
+    if (request.contains(name) && !request[name].is_string()) {
+      return Error(cmd + ": \"" + name + "\" must be a string");
+    }
+  }
   auto string_arg = [&](const char* name) -> std::optional<std::string> {
     if (!request.contains(name) || !request[name].is_string()) {
       return std::nullopt;
@@ -170,12 +185,14 @@ json HandleRequest(cache::CacheEngine& engine, const DaemonInfo& info,
     return json{{"ok", true}};
   }
   if (cmd == "flush") {
+    constexpr uint64_t kMaxFlushMs = 365ull * 24 * 3600 * 1000;
     uint64_t timeout_ms = 24ull * 3600 * 1000;
     if (request.contains("timeout_ms")) {
       if (!request["timeout_ms"].is_number_unsigned()) {
         return Error("flush: \"timeout_ms\" must be a non-negative integer");
       }
-      timeout_ms = request["timeout_ms"];
+      // Bounded so the deadline arithmetic cannot overflow.
+      timeout_ms = std::min(request["timeout_ms"].get<uint64_t>(), kMaxFlushMs);
     }
     Status st = engine.Flush(std::chrono::milliseconds(timeout_ms));
     if (!st.ok()) {
@@ -267,6 +284,15 @@ std::string PrometheusText(const json& stats) {
   for (const char* store : {"cache", "origin"}) {
     out << "tierfs_errors_total{store=\"" << store << "\"} "
         << stats["errors"][store].dump() << '\n';
+  }
+  out << "# HELP tierfs_store_failing 1 while background IO to the store "
+         "fails.\n"
+      << "# TYPE tierfs_store_failing gauge\n";
+  for (const char* store : {"cache", "origin"}) {
+    const bool failing =
+        stats.contains("health") && stats["health"][store]["failing"] == true;
+    out << "tierfs_store_failing{store=\"" << store << "\"} "
+        << (failing ? 1 : 0) << '\n';
   }
   out << "# HELP tierfs_latency_microseconds Foreground IO latency "
          "percentiles.\n"

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <exception>
 
 #include "src/util/log.h"
 
@@ -24,6 +25,14 @@ bool WriteAll(int fd, const std::string& s) {
     done += static_cast<size_t>(n);
   }
   return true;
+}
+
+// File and directory names need not be UTF-8, JSON strings must be: bytes
+// that are not valid UTF-8 are shown as U+FFFD instead of making dump()
+// throw (which would end the daemon).
+std::string Dump(const nlohmann::json& reply) {
+  return reply.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+         "\n";
 }
 
 }  // namespace
@@ -100,10 +109,8 @@ void ControlServer::AcceptLoop() {
       }
     }
     if (connections_.size() >= kMaxConnections) {
-      WriteAll(fd, nlohmann::json{{"ok", false},
-                                  {"error", "too many control connections"}}
-                           .dump() +
-                       "\n");
+      WriteAll(
+          fd, Dump({{"ok", false}, {"error", "too many control connections"}}));
       ::close(fd);
       continue;
     }
@@ -128,10 +135,7 @@ void ControlServer::Serve(int fd) {
     size_t newline;
     while ((newline = buffer.find('\n')) == std::string::npos) {
       if (buffer.size() > kMaxLine) {
-        WriteAll(fd, nlohmann::json{{"ok", false},
-                                    {"error", "request line too long"}}
-                             .dump() +
-                         "\n");
+        WriteAll(fd, Dump({{"ok", false}, {"error", "request line too long"}}));
         return;
       }
       ssize_t n = ::recv(fd, chunk, sizeof(chunk), 0);
@@ -147,9 +151,16 @@ void ControlServer::Serve(int fd) {
     if (request.is_discarded()) {
       reply = {{"ok", false}, {"error", "malformed JSON request"}};
     } else {
-      reply = HandleRequest(*engine_, info_, request, cred.uid);
+      // A bug in one request must not take the daemon (and the mount) down.
+      try {
+        reply = HandleRequest(*engine_, info_, request, cred.uid);
+      } catch (const std::exception& e) {
+        TIERFS_LOG_ERROR("control request failed: %s", e.what());
+        reply = {{"ok", false},
+                 {"error", std::string("internal error: ") + e.what()}};
+      }
     }
-    if (!WriteAll(fd, reply.dump() + "\n")) return;
+    if (!WriteAll(fd, Dump(reply))) return;
   }
 }
 

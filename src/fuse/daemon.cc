@@ -398,6 +398,8 @@ int Serve(const DaemonConfig& config, const ResolvedDirs& dirs,
         << "\nfast=" << dirs.fast << "\nslow=" << dirs.slow
         << "\nsocket=" << socket_path << "\n";
   }
+  // Written under umask(0): only its owner needs it (like the socket).
+  ::chmod(state.c_str(), 0600);
   if (ready != nullptr) {
     ready->Ready();
     DetachFromTerminal();
