@@ -613,7 +613,12 @@ TEST(EngineFaultTest, OriginReadErrorsReachTheCallerCachedBlocksStillRead) {
 // are written back once the origin heals.
 TEST(EngineFaultTest, FailingWritebackBacksOffAndKeepsDirtyBlocks) {
   FaultFixture f;
-  f.WarmAll();
+  f.WarmAllFully();
+  // No idle writeback may clean a block before the origin starts failing.
+  f.engine->AllowMigrations(false);
+  while (f.engine->Snapshot().migrations_in_flight != 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   auto d = Pattern(8 * kBlock, 4);
   for (uint64_t b = 0; b < 8; ++b) {
     std::vector<std::byte> piece(d.begin() + b * kBlock,
@@ -623,6 +628,7 @@ TEST(EngineFaultTest, FailingWritebackBacksOffAndKeepsDirtyBlocks) {
   ASSERT_EQ(f.engine->Snapshot().dirty_blocks, 8u);
   f.injector->AddRule(
       {.ops = io::kFaultWrite, .path_contains = "origin", .error = EIO});
+  f.engine->AllowMigrations(true);
   // Writeback runs for 3 s, fails, and backs off.
   EXPECT_FALSE(f.engine->Flush(std::chrono::seconds(3)).ok());
   EngineSnapshot s = f.engine->Snapshot();

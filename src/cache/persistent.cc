@@ -297,7 +297,6 @@ Result<std::unique_ptr<CacheEngine>> OpenPersistentCache(
                                         fast + ": " + st.error().message());
   }
   report->uuid = meta::UuidString(store->super().uuid);
-  MarkSlowDir(options.slow_dirfd, report->uuid, true);
   for (const meta::MappingRecord& m : mappings) report->dirty += m.dirty;
   report->mappings = mappings.size();
   report->load_seconds =

@@ -43,7 +43,7 @@ struct StartReport {
   uint64_t replayed_records = 0;
   uint64_t dropped_clean = 0;  // of volumes changed or gone while unmounted
   double load_seconds = 0;
-  std::string uuid;  // of the cache
+  std::string uuid;                // of the cache
   std::vector<std::string> notes;  // one line each, worth telling the user
 };
 
@@ -51,6 +51,8 @@ struct StartReport {
 // dir lost or swapped is noticed at the next mount instead of silently
 // dropping dirty blocks. `may_be_dirty`: false only once the cache is
 // closed with no dirty block. Best effort (filesystems without xattrs).
+// The daemon marks it once the mount is up (a mount that fails before
+// that never wrote a byte through the cache).
 void MarkSlowDir(int slow_dirfd, const std::string& uuid, bool may_be_dirty);
 
 // On failure returns an error with a one-line reason in *error_message.

@@ -377,6 +377,7 @@ int Serve(const DaemonConfig& config, const ResolvedDirs& dirs,
     lock.Abandon();
     return kExitFailure;
   }
+  if (engine) cache::MarkSlowDir(slow_fd, cache_uuid, true);
   if (fuse_set_signal_handlers(se) != 0) {
     PrintError("cannot install signal handlers");
     fuse_session_unmount(se);
