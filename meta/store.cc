@@ -339,13 +339,13 @@ Result<std::unique_ptr<MetaStore>> MetaStore::Format(
   sb.block_size = options.block_size;
   sb.cache_blocks = options.cache_blocks;
   sb.policy = options.policy;
-  // About 256 bytes of ring per cache block (4 MiB for a 1 GiB cache of
-  // 64 KiB blocks): a checkpoint, which writes 24 bytes per block, at most
-  // every ~10 mapping changes per block. At least the 4 batches the format
-  // requires, so a small cache fits a small fast dir.
+  // About 64 bytes of ring per cache block: a checkpoint every few
+  // thousand commits at most, one every ~1M mapping changes at 1M blocks.
+  // At least the 4 batches the format requires (not more: a small cache
+  // must fit a small fast dir); replay after a crash reads the whole ring.
   uint64_t journal = options.journal_size;
   if (journal == 0) {
-    journal = std::clamp<uint64_t>(options.cache_blocks * 256,
+    journal = std::clamp<uint64_t>(options.cache_blocks * 64,
                                    4 * kMaxBatchBytes, 256ull << 20);
   }
   sb.journal_size = (journal + kPage - 1) / kPage * kPage;
