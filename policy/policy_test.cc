@@ -422,9 +422,8 @@ uint64_t CachedStreamBlocks(uint64_t region, ConfigValues config) {
     p->Tick(now += 100, true);
   }
   uint64_t cached = 0;
-  p->ForEachMapping([&](OBlock o, CBlock, bool) {
-    cached += o.volume.value() == 2;
-  });
+  p->ForEachMapping(
+      [&](OBlock o, CBlock, bool) { cached += o.volume.value() == 2; });
   return cached;
 }
 

@@ -389,8 +389,7 @@ int Main(int argc, char** argv) {
     } else if (arg == "--config") {
       if (!value(&v)) return Usage("--config needs POLICY:KEY=VALUE");
       const size_t colon = v.find(':'), eq = v.find('=');
-      if (colon == std::string::npos || eq == std::string::npos ||
-          eq < colon) {
+      if (colon == std::string::npos || eq == std::string::npos || eq < colon) {
         return Usage("--config needs POLICY:KEY=VALUE");
       }
       configs[v.substr(0, colon)].emplace_back(
