@@ -132,8 +132,11 @@ def mount_passthrough_ll(binary, source, mnt):
 
 
 def mount_tierfs(mnt, fast, slow, cache_bytes, prefix=(), extra=()):
+    # Every workload starts from a cold cache on purpose (the slow dir
+    # remembers the previous workload's cache; its data is throwaway).
     sh(list(prefix) + [TIERFS, "mount", mnt, "--fast", fast, "--slow", slow,
-                       "--cache-size", str(cache_bytes)] + list(extra))
+                       "--cache-size", str(cache_bytes), "--discard-cache",
+                       "--force"] + list(extra))
 
 
 def unmount(mnt, tierfs=False):
