@@ -24,18 +24,7 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-TIERFS = os.environ.get("TIERFS_BIN", os.path.join(ROOT, "build/cli/tierfs"))
-CTL = os.environ.get("TIERFS_CTL_BIN",
-                     os.path.join(os.path.dirname(TIERFS), "tierfs-ctl"))
-MIB = 1 << 20
-BLOCK = 64 * 1024
-
-
-def is_mounted(path):
-    with open("/proc/self/mounts") as f:
-        return any(line.split()[1] == path for line in f)
+from testlib import BLOCK, CTL, MIB, TIERFS, mounted as is_mounted
 
 
 def tierfs(*args, expect=0):
