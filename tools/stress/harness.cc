@@ -1,0 +1,467 @@
+// The harness's life: temp dirs, the engine and its env, crashes and clean
+// restarts with their full checks, the reader threads, the watchdog and
+// the summary.
+
+#include "tools/stress/harness.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "tools/stress/engine_compat.h"
+
+namespace tierfs::stress {
+namespace {
+
+constexpr auto kFlushTimeout = std::chrono::seconds(60);
+
+std::mutex print_mu;  // one failure report at a time, whole
+
+// Engine log lines during a simulated kill are the expected fallout of
+// every IO failing; they would bury the run's own output.
+class QuietStderr {
+ public:
+  explicit QuietStderr(bool quiet) {
+    if (!quiet) return;
+    std::fflush(stderr);
+    saved_ = ::dup(2);
+    const int null = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (null >= 0) {
+      ::dup2(null, 2);
+      ::close(null);
+    }
+  }
+  ~QuietStderr() {
+    if (saved_ < 0) return;
+    std::fflush(stderr);
+    ::dup2(saved_, 2);
+    ::close(saved_);
+  }
+
+ private:
+  int saved_ = -1;
+};
+
+}  // namespace
+
+Harness::Harness(const Options& options)
+    : options_(options), rng_(options.seed) {}
+
+Harness::~Harness() {
+  done_.store(true);
+  if (watchdog_.joinable()) watchdog_.join();
+  StopReaders();
+  if (admin_.valid()) admin_.wait();
+  engine_.reset();
+  slots_.clear();
+  env_.reset();
+  fault_env_.reset();
+  if (slow_fd_ >= 0) ::close(slow_fd_);
+  if (root_.empty()) return;
+  if (options_.keep) {
+    std::printf("tierfs-stress: kept %s\n", root_.c_str());
+  } else {
+    std::error_code ec;
+    std::filesystem::remove_all(root_, ec);
+  }
+}
+
+bool Harness::Setup() {
+  std::string tmpl = options_.dir + "/tierfs-stress-XXXXXX";
+  if (::mkdtemp(tmpl.data()) == nullptr) {
+    return Fail("cannot create a temp dir in " + options_.dir + ": " +
+                std::strerror(errno));
+  }
+  root_ = tmpl;
+  meta_dir_ = root_ + "/fast/tierfs";
+  std::error_code ec;
+  std::filesystem::create_directories(meta_dir_, ec);
+  if (!ec) std::filesystem::create_directories(root_ + "/slow", ec);
+  if (ec) return Fail("cannot create the dirs in " + root_);
+  slow_fd_ = ::open((root_ + "/slow").c_str(), O_PATH | O_DIRECTORY);
+  if (slow_fd_ < 0) return Fail("cannot open the slow dir");
+  if (!OpenEngine()) return false;
+  for (int i = 0; i < options_.volumes; ++i) {
+    slots_.push_back(std::make_unique<Slot>());
+    slots_.back()->name = "vol" + std::to_string(i) + ".img";
+    if (!CreateFile(*slots_.back(), /*first=*/true)) return false;
+  }
+  watchdog_ = std::thread([this] { Watchdog(); });
+  return true;
+}
+
+bool Harness::OpenEngine() {
+  injector_ = std::make_shared<io::FaultInjector>(options_.seed);
+  fault_env_ =
+      std::make_unique<io::FaultInjectingEnv>(io::Env::Default(), injector_);
+  // Latency sits above the fault injector: a delayed op is checked against
+  // the crash rule only when it is really issued, like a syscall.
+  LatencyConfig latency{options_.latency_probability,
+                        options_.latency ? options_.latency_max_us : 0};
+  env_ = std::make_unique<LatencyEnv>(fault_env_.get(), latency);
+
+  cache::PersistentOptions o;
+  o.env = env_.get();
+  o.meta_dir = meta_dir_;
+  o.fast_dir = root_ + "/fast";
+  o.slow_dirfd = slow_fd_;
+  o.cache_size = options_.cache_blocks * options_.block_size;
+  o.cache_size_given = o.block_size_given = true;
+  o.engine.block_size = options_.block_size;
+  o.engine.tick = std::chrono::milliseconds(10);
+  o.engine.migration_threads = 2;
+  // A restarted daemon comes up with its configured mode and policy, which
+  // need not be what the last one switched to at run time.
+  o.engine.mode =
+      rng_() % 2 == 0 ? cache::Mode::kWriteback : cache::Mode::kWritethrough;
+  o.engine.policy = rng_() % 3 == 0 ? "lru" : "smq";
+  cache::StartReport report;
+  std::string error;
+  auto engine = cache::OpenPersistentCache(o, &report, &error);
+  if (!engine.ok()) {
+    return Fail("the cache does not start: " + error + " (" +
+                engine.error().message() + ")");
+  }
+  engine_ = std::move(engine).value();
+  return true;
+}
+
+bool Harness::CreateFile(Slot& slot, bool first) {
+  const uint64_t bs = options_.block_size, max = options_.max_file_size;
+  uint64_t size = rng_() % (first ? max / 2 : max) + (first ? max / 2 : 0);
+  if (rng_() % 4 != 0) size = size / bs * bs;  // mostly whole blocks
+  io::OpenOptions open;
+  open.create = open.exclusive = true;
+  Result<std::unique_ptr<io::File>> file =
+      env_->OpenAt(slow_fd_, slot.name, open);
+  if (!file.ok()) {
+    return Fail("cannot create " + slot.name + ": " + file.error().message());
+  }
+  std::vector<std::byte> model(size);
+  Status st = (*file)->Truncate(size);
+  constexpr uint64_t kChunk = 256 * 1024;
+  for (uint64_t off = 0; st.ok() && off < size; off += kChunk) {
+    const uint64_t seed = rng_();
+    if (seed % 5 == 0) continue;  // a hole: images are sparse
+    std::span<std::byte> chunk(model.data() + off,
+                               std::min(kChunk, size - off));
+    for (size_t i = 0; i < chunk.size(); i += 8) {
+      uint64_t v = seed * 0x9e3779b97f4a7c15ull + i;
+      std::memcpy(chunk.data() + i, &v, std::min<size_t>(8, chunk.size() - i));
+    }
+    st = (*file)->WriteAt(off, chunk);
+  }
+  if (!st.ok()) {
+    return Fail("cannot fill " + slot.name + ": " + st.error().message());
+  }
+  slot.model = std::move(model);
+  return OpenSlot(slot, std::move(file).value());
+}
+
+bool Harness::OpenSlot(Slot& slot, std::unique_ptr<io::File> file) {
+  if (!file) {
+    Result<std::unique_ptr<io::File>> opened =
+        env_->OpenAt(slow_fd_, slot.name, io::OpenOptions{});
+    if (!opened.ok()) {
+      return Fail("cannot open " + slot.name + ": " + opened.error().message());
+    }
+    file = std::move(opened).value();
+  }
+  Result<io::FileStat> stat = file->Stat();
+  if (!stat.ok()) return Fail("cannot stat " + slot.name);
+  slot.volume =
+      OpenVolume(*engine_, stat->dev, stat->ino,
+                 std::shared_ptr<io::File>(std::move(file)), slot.name);
+  return true;
+}
+
+bool Harness::Reopen(bool crash) {
+  if (!WaitAdmin()) return false;
+  StopReaders();
+  AddStats(engine_->Snapshot());
+  if (crash) {
+    ++crashes_;
+    QuietStderr quiet(!options_.verbose);
+    // kill -9: from now on no IO reaches the files. Ops already past the
+    // check finish, like syscalls in flight when a process dies.
+    injector_->AddRule(io::FaultRule{});
+    // No CloseCleanly: the destructor only waits for migrations in flight,
+    // which now fail at once.
+    engine_.reset();
+  } else {
+    ++restarts_;
+    Status st = engine_->CloseCleanly();
+    engine_.reset();
+    if (!st.ok()) return Fail("clean close failed: " + st.error().message());
+  }
+  for (auto& slot : slots_) slot->volume.reset();
+  env_.reset();
+  fault_env_.reset();
+  if (!OpenEngine()) return false;
+  for (auto& slot : slots_) {
+    if (!OpenSlot(*slot, nullptr)) return false;
+  }
+  const std::string when =
+      crash ? "after kill -9 and recovery, cycle " + std::to_string(crashes_)
+            : "after a clean restart";
+  if (!VerifyAll(when)) return false;
+  // Migrations run between the two passes: nothing may change a block
+  // that was not written.
+  Status st = engine_->Flush(kFlushTimeout);
+  if (!st.ok()) return Fail("flush " + when + ": " + st.error().message());
+  if (!VerifyAll(when + ", after a flush")) return false;
+  if (!VerifyOrigins(when + ", after a flush")) return false;
+  StartReaders();
+  return true;
+}
+
+bool Harness::VerifyAll(const std::string& when) {
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    if (!CheckFile(*slots_[i], "full check " + when)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool Harness::VerifyOrigins(const std::string& when) {
+  // With nothing dirty, the slow dir alone must hold every byte.
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    const Slot& slot = *slots_[i];
+    const int fd = ::openat(slow_fd_, slot.name.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return Fail("cannot open origin " + slot.name);
+    std::vector<std::byte> data(slot.model.size() + 1);
+    size_t got = 0;
+    for (;;) {
+      const ssize_t n = ::pread(fd, data.data() + got, data.size() - got,
+                                static_cast<off_t>(got));
+      if (n <= 0) break;
+      got += static_cast<size_t>(n);
+    }
+    ::close(fd);
+    data.resize(got);
+    std::string diff =
+        DescribeDifference(slot.model, data, 0, options_.block_size);
+    if (!diff.empty()) {
+      return Fail("MISMATCH (origin file " + when + "): " + slot.name + "\n" +
+                  diff);
+    }
+  }
+  return true;
+}
+
+void Harness::StartReaders() {
+  stop_readers_.store(false);
+  ++reader_generation_;
+  for (int id = 0; id < options_.readers; ++id) {
+    readers_.emplace_back([this, id] { ReaderLoop(id); });
+  }
+}
+
+void Harness::StopReaders() {
+  stop_readers_.store(true);
+  for (std::thread& t : readers_) t.join();
+  readers_.clear();
+}
+
+void Harness::ReaderLoop(int id) {
+  // Readers' choices need not be reproducible (their timing is not), only
+  // different per reader and per engine lifetime.
+  Rng rng(options_.seed ^
+          (0x9e3779b97f4a7c15ull * (reader_generation_ * 64 + id + 1)));
+  while (!stop_readers_.load() && !failed_.load()) {
+    const int index = static_cast<int>(rng() % slots_.size());
+    Slot& slot = *slots_[index];
+    while (slot.writer_waiting.load() && !stop_readers_.load()) {
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+    std::shared_lock<std::shared_mutex> lock(slot.mu);
+    const uint64_t size = slot.model.size();
+    const uint64_t offset = PickOffset(slot, rng, size + 4096);
+    const uint64_t length = 1 + rng() % (rng() % 4 == 0 ? 256 * 1024 : 8192);
+    if (!CheckRead(slot, offset, length, "reader")) return;
+    reader_reads_.fetch_add(1);
+  }
+}
+
+void Harness::Watchdog() {
+  uint64_t last = progress_.load();
+  auto since = std::chrono::steady_clock::now();
+  while (!done_.load()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const auto now = std::chrono::steady_clock::now();
+    if (progress_.load() != last || failed_.load()) {
+      last = progress_.load();
+      since = now;
+      continue;
+    }
+    if (now - since < std::chrono::duration<double>(options_.stall_s)) {
+      continue;
+    }
+    // A hang is a bug too; nothing can be torn down safely any more.
+    std::lock_guard<std::mutex> lock(print_mu);
+    std::printf(
+        "\n*** HANG: no IO finished for %.0f s (seed %llu, op #%llu %s)\n"
+        "last ops (oldest first):\n%s",
+        options_.stall_s, static_cast<unsigned long long>(options_.seed),
+        static_cast<unsigned long long>(op_no_.load()),
+        OpName(current_op_.load()), history_.Dump().c_str());
+    std::fflush(stdout);
+    if (!options_.keep && !root_.empty()) {
+      std::error_code ec;
+      std::filesystem::remove_all(root_, ec);
+    }
+    ::_exit(1);
+  }
+}
+
+bool Harness::Fail(const std::string& what) {
+  failures_.fetch_add(1);
+  stop_readers_.store(true);
+  if (failed_.exchange(true)) return false;  // the first report is the one
+  std::lock_guard<std::mutex> lock(print_mu);
+  std::printf("\n*** FAILURE (seed %llu, during op #%llu %s)\n%s\n",
+              static_cast<unsigned long long>(options_.seed),
+              static_cast<unsigned long long>(op_no_.load()),
+              OpName(current_op_.load()), what.c_str());
+  std::printf("last ops (oldest first):\n%s", history_.Dump().c_str());
+  std::string again;
+  for (size_t i = 0; i < options_.argv.size(); ++i) {
+    if (options_.argv[i] == "--seed")
+      ++i;  // replaced below
+    else
+      again += options_.argv[i] + " ";
+  }
+  std::printf("reproduce: %s--seed %llu\n", again.c_str(),
+              static_cast<unsigned long long>(options_.seed));
+  std::fflush(stdout);
+  return false;
+}
+
+void Harness::AddStats(const cache::EngineSnapshot& s) {
+  totals_.promotions += s.promotions;
+  totals_.demotions += s.demotions;
+  totals_.writebacks += s.writebacks;
+  totals_.overwrites += s.overwrites;
+  totals_.migration_failures += s.migration_failures;
+  totals_.read_hits += s.read_hits;
+  totals_.read_misses += s.read_misses;
+  totals_.write_hits += s.write_hits;
+  totals_.write_misses += s.write_misses;
+  totals_.hole_skips += s.hole_skips;
+}
+
+int Harness::Run() {
+  if (!Setup()) return 1;
+  std::printf(
+      "tierfs-stress: seed %llu, %d volumes up to %llu MiB, cache %llu x "
+      "%llu KiB, %d readers, crash every %llu ops, in %s\n",
+      static_cast<unsigned long long>(options_.seed), options_.volumes,
+      static_cast<unsigned long long>(options_.max_file_size >> 20),
+      static_cast<unsigned long long>(options_.cache_blocks),
+      static_cast<unsigned long long>(options_.block_size >> 10),
+      options_.readers, static_cast<unsigned long long>(options_.crash_every),
+      root_.c_str());
+  std::fflush(stdout);
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline =
+      start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                  std::chrono::duration<double>(options_.duration_s));
+  std::discrete_distribution<int> pick(options_.mix.begin(),
+                                       options_.mix.end());
+  StartReaders();
+  while (!failed_.load() && std::chrono::steady_clock::now() < deadline &&
+         (options_.ops == 0 || op_no_.load() < options_.ops)) {
+    const uint64_t n = op_no_.fetch_add(1) + 1;
+    const int op = options_.crash_every != 0 && n % options_.crash_every == 0
+                       ? kCrash
+                       : pick(rng_);
+    ++op_counts_[op];
+    current_op_.store(op);
+    if (!RunOp(op)) break;
+    progress_.fetch_add(1);
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  // The end of a run is a clean unmount and remount, checked like a crash.
+  if (!failed_.load()) {
+    current_op_.store(kRestart);
+    Reopen(/*crash=*/false);
+  }
+  WaitAdmin();
+  StopReaders();
+  if (engine_) AddStats(engine_->Snapshot());
+  PrintSummary(seconds);
+  return failed_.load() ? 1 : 0;
+}
+
+void Harness::PrintSummary(double seconds) {
+  const uint64_t ops = op_no_.load();
+  nlohmann::json j;
+  j["seed"] = options_.seed;
+  j["result"] = failed_.load() ? "FAIL" : "PASS";
+  j["ops"] = ops;
+  j["seconds"] = seconds;
+  j["ops_per_second"] = seconds > 0 ? ops / seconds : 0;
+  j["reader_reads"] = reader_reads_.load();
+  j["crashes"] = crashes_;
+  j["clean_restarts"] = restarts_;
+  j["failures"] = failures_.load();
+  j["verified_bytes"] = verified_bytes_;
+  std::string mix;
+  for (int op = 0; op < kOpCount; ++op) {
+    j["mix"][OpName(op)] = op_counts_[op];
+    if (op_counts_[op] == 0) continue;
+    mix += std::string(mix.empty() ? "" : ",") + OpName(op) + "=" +
+           std::to_string(op_counts_[op]);
+  }
+  const cache::EngineSnapshot& t = totals_;
+  j["engine"] = {{"promotions", t.promotions},
+                 {"demotions", t.demotions},
+                 {"writebacks", t.writebacks},
+                 {"overwrites", t.overwrites},
+                 {"migration_failures", t.migration_failures},
+                 {"hole_skips", t.hole_skips},
+                 {"read_hits", t.read_hits},
+                 {"read_misses", t.read_misses},
+                 {"write_hits", t.write_hits},
+                 {"write_misses", t.write_misses}};
+  std::printf(
+      "tierfs-stress: %s seed=%llu ops=%llu (%.0f ops/s) reader_reads=%llu "
+      "crashes=%llu restarts=%llu failures=%llu verified=%llu MiB\n"
+      "  mix: %s\n"
+      "  engine: promotions=%llu demotions=%llu writebacks=%llu "
+      "overwrites=%llu migration_failures=%llu read_hits=%llu "
+      "read_misses=%llu write_hits=%llu write_misses=%llu\n",
+      failed_.load() ? "FAIL" : "PASS",
+      static_cast<unsigned long long>(options_.seed),
+      static_cast<unsigned long long>(ops), seconds > 0 ? ops / seconds : 0.0,
+      static_cast<unsigned long long>(reader_reads_.load()),
+      static_cast<unsigned long long>(crashes_),
+      static_cast<unsigned long long>(restarts_),
+      static_cast<unsigned long long>(failures_.load()),
+      static_cast<unsigned long long>(verified_bytes_ >> 20), mix.c_str(),
+      static_cast<unsigned long long>(t.promotions),
+      static_cast<unsigned long long>(t.demotions),
+      static_cast<unsigned long long>(t.writebacks),
+      static_cast<unsigned long long>(t.overwrites),
+      static_cast<unsigned long long>(t.migration_failures),
+      static_cast<unsigned long long>(t.read_hits),
+      static_cast<unsigned long long>(t.read_misses),
+      static_cast<unsigned long long>(t.write_hits),
+      static_cast<unsigned long long>(t.write_misses));
+  std::fflush(stdout);
+  if (!options_.json.empty()) {
+    std::ofstream(options_.json) << j.dump(2) << "\n";
+  }
+}
+
+}  // namespace tierfs::stress

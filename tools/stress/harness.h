@@ -1,0 +1,137 @@
+// The stress harness: one engine over a temp fast dir and slow dir, an
+// in-memory model of every file, one writer thread issuing seeded ops and
+// reader threads checking every byte they read against the model
+// (RocksDB db_stress's expected-state oracle).
+//
+// The model is exact because only the writer mutates, one op at a time, and
+// holds its volume's lock exclusively while it does; readers hold it shared
+// while they read and compare. Migrations are never paused: they run on the
+// engine's pool under all of this. Admin ops (mode, policy, invalidate,
+// flush, fsync) change no byte, so they may run on a helper thread while
+// the writer's next op is in flight.
+#ifndef TIERFS_TOOLS_STRESS_HARNESS_H_
+#define TIERFS_TOOLS_STRESS_HARNESS_H_
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <future>
+#include <memory>
+#include <random>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "src/cache/persistent.h"
+#include "src/io/fault_injection.h"
+#include "tools/stress/history.h"
+#include "tools/stress/latency_env.h"
+#include "tools/stress/options.h"
+
+namespace tierfs::stress {
+
+using Rng = std::mt19937_64;
+
+// One file of the slow dir and what it must read back as.
+struct Slot {
+  std::string name;  // path in the slow dir, also the volume's name
+  // Readers shared, the writer's mutating op exclusive.
+  std::shared_mutex mu;
+  // Set while the writer waits for `mu`, so a stream of readers cannot
+  // starve it (the rwlock prefers readers).
+  std::atomic<bool> writer_waiting{false};
+  // Reads and writes favour this window, so blocks get hot enough to be
+  // promoted; the writer moves it now and then.
+  std::atomic<uint64_t> hot_start{0};
+  std::shared_ptr<cache::Volume> volume;  // guarded by mu
+  std::vector<std::byte> model;           // guarded by mu
+};
+
+class Harness {
+ public:
+  explicit Harness(const Options& options);
+  ~Harness();  // stops everything and removes the temp dirs (unless --keep)
+
+  // Returns the exit code: 0 clean, 1 mismatch or engine error.
+  int Run();
+
+ private:
+  // Lifecycle (harness.cc).
+  bool Setup();
+  bool OpenEngine();
+  // Creates the slot's origin file with random content and opens it.
+  bool CreateFile(Slot& slot, bool first);
+  // Opens the slot's origin (`file`, or else by name) as a volume.
+  bool OpenSlot(Slot& slot, std::unique_ptr<io::File> file);
+  // Kill -9 (crash) or clean unmount, then a fresh engine on the same dirs
+  // and a full check of every byte, before and after a flush.
+  bool Reopen(bool crash);
+  bool VerifyAll(const std::string& when);
+  bool VerifyOrigins(const std::string& when);
+  void StartReaders();
+  void StopReaders();
+  void ReaderLoop(int id);
+  void Watchdog();
+  void AddStats(const cache::EngineSnapshot& s);
+  void PrintSummary(double seconds);
+
+  // Ops (ops.cc). Each returns false after a failure was reported.
+  bool RunOp(int op);
+  bool DoWrite(Slot& slot, int index, bool zeros);
+  bool DoRead(Slot& slot, int index);
+  bool DoPunch(Slot& slot, int index, bool past_eof);
+  bool DoTruncate(Slot& slot, int index);
+  bool DoFallocate(Slot& slot, int index);
+  bool DoUnlink(Slot& slot, int index);
+  bool DoAdmin(int op, int index);
+  bool WaitAdmin();
+  uint64_t PickOffset(Slot& slot, Rng& rng, uint64_t limit);
+
+  // Reads through the engine and compares with the model; the caller holds
+  // slot.mu (shared or exclusive) or is the writer.
+  bool CheckRead(Slot& slot, uint64_t offset, size_t length,
+                 const std::string& who);
+  bool CheckFile(Slot& slot, const std::string& who);
+  // Records a failure (the first one is printed in full) and stops the run.
+  bool Fail(const std::string& what);
+  void Record(int op, int index, uint64_t offset, uint64_t length,
+              std::string result);
+
+  const Options options_;
+  std::string root_, meta_dir_;
+  int slow_fd_ = -1;
+
+  // The env stack (engine -> latency -> fault injection -> POSIX) outlives
+  // the engine, whose metadata store opens files through it.
+  std::shared_ptr<io::FaultInjector> injector_;
+  std::unique_ptr<io::FaultInjectingEnv> fault_env_;
+  std::unique_ptr<LatencyEnv> env_;
+  std::unique_ptr<cache::CacheEngine> engine_;
+
+  std::vector<std::unique_ptr<Slot>> slots_;
+  Rng rng_;  // the writer's: the op sequence depends on the seed alone
+  std::atomic<uint64_t> op_no_{0};
+  std::atomic<int> current_op_{-1};
+  std::array<uint64_t, kOpCount> op_counts_{};
+  std::future<bool> admin_;  // an admin op running beside the writer
+
+  std::vector<std::thread> readers_;
+  std::atomic<bool> stop_readers_{false};
+  std::atomic<uint64_t> reader_reads_{0}, reader_bytes_{0};
+  uint64_t reader_generation_ = 0;
+
+  std::thread watchdog_;
+  std::atomic<bool> done_{false};
+  std::atomic<uint64_t> progress_{0};
+
+  std::atomic<bool> failed_{false};
+  std::atomic<uint64_t> failures_{0};
+  History history_{50};
+  uint64_t crashes_ = 0, restarts_ = 0, verified_bytes_ = 0;
+  cache::EngineSnapshot totals_;  // counters summed over engine lifetimes
+};
+
+}  // namespace tierfs::stress
+
+#endif  // TIERFS_TOOLS_STRESS_HARNESS_H_

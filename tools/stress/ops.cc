@@ -1,0 +1,392 @@
+// The writer's ops and the read check every thread uses.
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <future>
+
+#include "tools/stress/engine_compat.h"
+#include "tools/stress/harness.h"
+
+namespace tierfs::stress {
+namespace {
+
+constexpr uint64_t kHotWindow = 2 << 20;
+constexpr uint64_t kScanChunk = 1 << 20;
+constexpr auto kFlushTimeout = std::chrono::seconds(60);
+
+uint64_t Uniform(Rng& rng, uint64_t lo, uint64_t hi) {  // inclusive
+  return lo + rng() % (hi - lo + 1);
+}
+
+// Payloads from a seed, so the writer's generator stays the only source of
+// what is written (splitmix64: fast, and no two blocks alike).
+void Fill(std::span<std::byte> out, uint64_t seed) {
+  for (size_t i = 0; i < out.size(); i += 8) {
+    uint64_t z = (seed += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    std::memcpy(out.data() + i, &z, std::min<size_t>(8, out.size() - i));
+  }
+}
+
+// 1 byte to 256 KiB, skewed small like guest IO, with 512-byte multiples.
+uint64_t IoLength(Rng& rng, uint64_t block_size) {
+  switch (rng() % 8) {
+    case 0:
+    case 1:
+    case 2:
+      return Uniform(rng, 1, 4096);
+    case 3:
+      return 512 * Uniform(rng, 1, 16);
+    case 4:
+    case 5:
+      return Uniform(rng, 1, block_size);
+    default:
+      return Uniform(rng, 1, 256 * 1024);
+  }
+}
+
+Result<std::vector<std::byte>> ReadSync(cache::CacheEngine& engine,
+                                        const std::shared_ptr<cache::Volume>& v,
+                                        uint64_t offset, size_t length) {
+  std::promise<Result<std::vector<std::byte>>> done;
+  engine.Read(v, offset, length, [&done](Result<std::span<const std::byte>> r) {
+    if (!r.ok()) {
+      done.set_value(r.error());
+    } else {
+      done.set_value(std::vector<std::byte>(r->begin(), r->end()));
+    }
+  });
+  return done.get_future().get();
+}
+
+Status WriteSync(cache::CacheEngine& engine,
+                 const std::shared_ptr<cache::Volume>& v, uint64_t offset,
+                 std::span<const std::byte> data) {
+  std::promise<Status> done;
+  engine.Write(v, offset, data, [&done](Status st) { done.set_value(st); });
+  return done.get_future().get();
+}
+
+// The writer's hold on a slot, ahead of readers queued for it.
+class WriterLock {
+ public:
+  explicit WriterLock(Slot& slot) : slot_(slot) {
+    slot_.writer_waiting.store(true);
+    slot_.mu.lock();
+    slot_.writer_waiting.store(false);
+  }
+  ~WriterLock() { slot_.mu.unlock(); }
+
+ private:
+  Slot& slot_;
+};
+
+std::string Describe(const char* what, const std::string& name, uint64_t off,
+                     uint64_t len) {
+  return std::string(what) + " " + name + " offset " + std::to_string(off) +
+         " length " + std::to_string(len);
+}
+
+}  // namespace
+
+uint64_t Harness::PickOffset(Slot& slot, Rng& rng, uint64_t limit) {
+  if (limit <= 1) return 0;
+  const uint64_t hot = slot.hot_start.load();
+  if (rng() % 10 < 6 && hot < limit) {
+    return hot + rng() % std::min(kHotWindow, limit - hot);
+  }
+  return rng() % limit;
+}
+
+bool Harness::CheckRead(Slot& slot, uint64_t offset, size_t length,
+                        const std::string& who) {
+  Result<std::vector<std::byte>> got =
+      ReadSync(*engine_, slot.volume, offset, length);
+  progress_.fetch_add(1);
+  if (!got.ok()) {
+    return Fail(who + ": " + Describe("read of", slot.name, offset, length) +
+                " failed: " + got.error().message());
+  }
+  const uint64_t size = slot.model.size();
+  const uint64_t begin = std::min(offset, size);
+  const uint64_t end = std::min(offset + length, size);
+  std::span<const std::byte> expected(slot.model.data() + begin, end - begin);
+  std::string diff =
+      DescribeDifference(expected, *got, offset, options_.block_size);
+  if (diff.empty()) return true;
+  return Fail("MISMATCH (" + who +
+              "): " + Describe("read of", slot.name, offset, length) +
+              ", file size " + std::to_string(size) + "\n" + diff);
+}
+
+bool Harness::CheckFile(Slot& slot, const std::string& who) {
+  const uint64_t size = slot.model.size();
+  if (slot.volume->size() != size) {
+    return Fail("MISMATCH (" + who + "): " + slot.name + " has size " +
+                std::to_string(slot.volume->size()) + ", expected " +
+                std::to_string(size));
+  }
+  // One read past the end too: it must come back empty.
+  for (uint64_t off = 0; off <= size; off += kScanChunk) {
+    if (!CheckRead(slot, off, kScanChunk, who)) return false;
+  }
+  verified_bytes_ += size;
+  return true;
+}
+
+void Harness::Record(int op, int index, uint64_t offset, uint64_t length,
+                     std::string result) {
+  history_.Add(HistoryEntry{op_no_.load(), op, index, offset, length,
+                            std::move(result)});
+}
+
+bool Harness::RunOp(int op) {
+  const int index = static_cast<int>(rng_() % slots_.size());
+  Slot& slot = *slots_[index];
+  if (rng_() % 64 == 0) {
+    // The working set moves: old hot blocks cool down and get demoted.
+    slot.hot_start.store(Uniform(rng_, 0, options_.max_file_size) /
+                         options_.block_size * options_.block_size);
+  }
+  switch (op) {
+    case kWrite:
+    case kZero:
+      return DoWrite(slot, index, op == kZero);
+    case kRead:
+      return DoRead(slot, index);
+    case kPunch:
+    case kPunchPastEof:
+      return DoPunch(slot, index, op == kPunchPastEof);
+    case kTruncate:
+      return DoTruncate(slot, index);
+    case kFallocate:
+      return DoFallocate(slot, index);
+    case kScan:
+      Record(op, index, 0, slot.model.size(), "");
+      return CheckFile(slot, "scan");
+    case kUnlink:
+      return DoUnlink(slot, index);
+    case kCrash:
+    case kRestart:
+      Record(op, -1, 0, 0, "");
+      return Reopen(op == kCrash);
+    default:
+      return DoAdmin(op, index);
+  }
+}
+
+bool Harness::DoWrite(Slot& slot, int index, bool zeros) {
+  const uint64_t bs = options_.block_size, max = options_.max_file_size;
+  WriterLock lock(slot);
+  const uint64_t size = slot.model.size();
+  uint64_t offset, length;
+  const uint64_t kind = rng_() % 10;
+  if (kind < 2) {
+    // Whole aligned blocks take the overwrite path (no promotion copy).
+    length = bs * Uniform(rng_, 1, 4);
+    offset = PickOffset(slot, rng_, std::max<uint64_t>(size, 1)) / bs * bs;
+  } else if (kind == 2) {
+    // Around the end of the file, often extending it (maybe over a gap).
+    length = IoLength(rng_, bs);
+    offset = size - std::min(size, length / 2) + Uniform(rng_, 0, 2 * bs);
+  } else {
+    length = IoLength(rng_, bs);
+    offset = PickOffset(slot, rng_, std::max<uint64_t>(size, 1));
+  }
+  length = std::min(length, max);
+  offset = std::min(offset, max - length);
+  std::vector<std::byte> data(length);
+  if (!zeros) Fill(data, rng_());
+  const bool read_back = rng_() % 4 == 0;
+  Status st = WriteSync(*engine_, slot.volume, offset, data);
+  Record(zeros ? kZero : kWrite, index, offset, length,
+         st.ok() ? "ok" : st.error().message());
+  if (!st.ok()) {
+    return Fail(Describe("write of", slot.name, offset, length) +
+                " failed: " + st.error().message());
+  }
+  if (offset + length > size) slot.model.resize(offset + length);
+  std::copy(data.begin(), data.end(), slot.model.begin() + offset);
+  return !read_back || CheckRead(slot, offset, length, "read-back");
+}
+
+bool Harness::DoRead(Slot& slot, int index) {
+  const uint64_t size = slot.model.size();
+  const uint64_t offset =
+      PickOffset(slot, rng_, size + options_.block_size);  // some past EOF
+  const uint64_t length = IoLength(rng_, options_.block_size);
+  Record(kRead, index, offset, length, "");
+  return CheckRead(slot, offset, length, "writer read");
+}
+
+bool Harness::DoPunch(Slot& slot, int index, bool past_eof) {
+  const uint64_t bs = options_.block_size;
+  WriterLock lock(slot);
+  const uint64_t size = slot.model.size();
+  const int op = past_eof ? kPunchPastEof : kPunch;
+  if (size == 0) {
+    Record(op, index, 0, 0, "skipped: empty file");
+    return true;
+  }
+  uint64_t offset, length;
+  if (past_eof) {
+    // fallocate(PUNCH_HOLE|KEEP_SIZE) may reach past EOF; the size stays.
+    offset = size - std::min(size, Uniform(rng_, 1, 256 * 1024));
+    length = size - offset + Uniform(rng_, 1, 256 * 1024);
+  } else if (rng_() % 2 == 0) {
+    offset = PickOffset(slot, rng_, size) / bs * bs;
+    length = std::min(bs * Uniform(rng_, 1, 8), size - offset);
+  } else {
+    offset = PickOffset(slot, rng_, size);
+    length = std::min(Uniform(rng_, 1, 512 * 1024), size - offset);
+  }
+  Status st = engine_->Discard(slot.volume, offset, length);
+  Record(op, index, offset, length, st.ok() ? "ok" : st.error().message());
+  if (!st.ok()) {
+    return Fail(Describe("discard of", slot.name, offset, length) +
+                " failed: " + st.error().message());
+  }
+  std::fill(slot.model.begin() + offset,
+            slot.model.begin() + std::min(offset + length, size), std::byte{0});
+  return true;
+}
+
+bool Harness::DoTruncate(Slot& slot, int index) {
+  const uint64_t bs = options_.block_size;
+  WriterLock lock(slot);
+  const uint64_t size = slot.model.size();
+  uint64_t new_size =
+      rng_() % 2 == 0
+          ? Uniform(rng_, 0, size)
+          : std::min(size + Uniform(rng_, 1, 4 << 20), options_.max_file_size);
+  if (rng_() % 3 == 0) new_size = new_size / bs * bs;
+  Status st = engine_->Truncate(*slot.volume, new_size);
+  Record(kTruncate, index, new_size, 0,
+         (size < new_size ? "grow " : "shrink ") +
+             std::string(st.ok() ? "ok" : st.error().message()));
+  if (!st.ok()) {
+    return Fail("truncate of " + slot.name + " to " + std::to_string(new_size) +
+                " failed: " + st.error().message());
+  }
+  slot.model.resize(new_size);  // grown bytes read as zeros
+  return true;
+}
+
+bool Harness::DoFallocate(Slot& slot, int index) {
+  WriterLock lock(slot);
+  const uint64_t size = slot.model.size();
+  const uint64_t max = options_.max_file_size;
+  const uint64_t offset = std::min(Uniform(rng_, size / 2, size), max - 1);
+  const uint64_t length =
+      std::min<uint64_t>(Uniform(rng_, 1, 1 << 20), max - offset);
+  Status st = Allocate(*engine_, *slot.volume, offset, length);
+  Record(kFallocate, index, offset, length,
+         st.ok() ? "ok" : st.error().message());
+  if (!st.ok()) {
+    return Fail(Describe("fallocate of", slot.name, offset, length) +
+                " failed: " + st.error().message());
+  }
+  if (offset + length > size) slot.model.resize(offset + length);
+  return true;
+}
+
+bool Harness::DoUnlink(Slot& slot, int index) {
+  // Nothing may still name the old volume (an invalidate by name would
+  // find nothing).
+  if (!WaitAdmin()) return false;
+  WriterLock lock(slot);
+  // The FUSE layer's order: the name goes first, then the engine forgets
+  // the volume and the last close follows; a new file takes the name.
+  struct stat st;
+  if (::fstatat(slow_fd_, slot.name.c_str(), &st, 0) != 0 ||
+      ::unlinkat(slow_fd_, slot.name.c_str(), 0) != 0) {
+    return Fail("unlink " + slot.name + ": " + std::strerror(errno));
+  }
+  Status forgot = ForgetVolume(*engine_, st.st_dev, st.st_ino);
+  engine_->CloseVolume(slot.volume, /*unlinked=*/true);
+  if (!forgot.ok()) {
+    Record(kUnlink, index, 0, 0, forgot.error().message());
+    return Fail("forgetting unlinked " + slot.name +
+                " failed: " + forgot.error().message());
+  }
+  slot.volume.reset();
+  if (!CreateFile(slot, /*first=*/false)) return false;
+  Record(kUnlink, index, 0, slot.model.size(), "recreated");
+  return true;
+}
+
+bool Harness::WaitAdmin() { return !admin_.valid() || admin_.get(); }
+
+bool Harness::DoAdmin(int op, int index) {
+  if (!WaitAdmin()) return false;
+  // Drawn now, on the writer's generator: the op sequence must not depend
+  // on how the helper thread is scheduled.
+  const bool beside = rng_() % 2 == 0;
+  const uint64_t choice = rng_();
+  std::shared_ptr<cache::Volume> volume = slots_[index]->volume;
+  const std::string name = slots_[index]->name;
+  const uint64_t op_no = op_no_.load();
+  auto run = [this, op, index, beside, choice, volume, name, op_no]() -> bool {
+    std::string result;
+    Status st;
+    bool allowed_error = false;
+    switch (op) {
+      case kMode: {
+        const auto mode = static_cast<cache::Mode>(choice % 3);
+        result = cache::ModeName(mode);
+        if (mode == cache::Mode::kPassthrough && (choice >> 8) % 2 == 0) {
+          // Clean first, so passthrough is reached and not just refused.
+          st = engine_->Flush(kFlushTimeout);
+          result += " after flush";
+        }
+        if (st.ok()) st = engine_->SetMode(mode);
+        // Refusing passthrough while blocks are dirty is the contract.
+        allowed_error =
+            mode == cache::Mode::kPassthrough && st.error().value() == EBUSY;
+        break;
+      }
+      case kPolicy: {
+        static const char* const kPolicies[] = {"smq", "lru", "cleaner"};
+        result = kPolicies[choice % 3];
+        std::string why;
+        st = engine_->SwitchPolicy(result, &why);
+        if (!why.empty()) result += " (" + why + ")";
+        break;
+      }
+      case kInvalidate: {
+        result = choice % 2 == 0 ? name : "all";
+        Result<uint64_t> n =
+            engine_->InvalidateClean(choice % 2 == 0 ? name : "");
+        if (n.ok()) result += ": dropped " + std::to_string(*n);
+        st = n.error();
+        break;
+      }
+      case kFlush:
+        st = engine_->Flush(kFlushTimeout);
+        break;
+      case kFsync:
+        st = engine_->Fsync(*volume);
+        break;
+    }
+    if (!st.ok())
+      result += (allowed_error ? ": " : ": FAILED ") + st.error().message();
+    if (beside) result = "finished: " + result;
+    history_.Add(HistoryEntry{op_no, op, index, 0, 0, result});
+    if (!st.ok() && !allowed_error) {
+      return Fail(std::string(OpName(op)) + " " + result);
+    }
+    return true;
+  };
+  if (!beside) return run();
+  Record(op, index, 0, 0, "started, runs beside the next ops");
+  admin_ = std::async(std::launch::async, std::move(run));
+  return true;
+}
+
+}  // namespace tierfs::stress
