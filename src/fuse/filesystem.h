@@ -107,9 +107,10 @@ class Filesystem {
   // Opens (or reuses) the inode's shared data file and cache volume.
   Result<OpenData> AcquireData(Inode* inode, bool write);
   void ReleaseData(Inode* inode);
-  // After an unlink or rename-over: if no name and no open is left, the
-  // file's cached blocks are garbage.
-  void ForgetIfGone(const struct stat& before);
+  // After an unlink or rename-over of the file (dev, ino): if that removed
+  // its last name (`last_link_gone`, read from the inode after the removal)
+  // and no open is left, the file's cached blocks are garbage.
+  void ForgetIfGone(dev_t dev, ino_t ino, bool last_link_gone);
   std::string DisplayName(int fd) const;
 
   InodeTable inodes_;

@@ -184,11 +184,17 @@ void Filesystem::Link(Reply reply, fuse_ino_t ino, fuse_ino_t parent,
 void Filesystem::Unlink(Reply reply, fuse_ino_t parent, const char* name) {
   if (!IsSafeName(name)) return reply.Error(EINVAL);
   Inode* dir = Get(parent);
-  struct stat before;
-  const bool known =
-      ::fstatat(dir->fd, name, &before, AT_SYMLINK_NOFOLLOW) == 0;
-  if (::unlinkat(dir->fd, name, 0) != 0) return reply.Error(errno);
-  if (known) ForgetIfGone(before);
+  // Whether this was the last name is read from the inode after the unlink:
+  // a link count read before it is stale if a link() races with it. The fd
+  // also keeps the inode number from being reused while the cache decides.
+  const int fd = ::openat(dir->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  const int err = ::unlinkat(dir->fd, name, 0) == 0 ? 0 : errno;
+  struct stat after;
+  if (err == 0 && fd >= 0 && ::fstat(fd, &after) == 0) {
+    ForgetIfGone(after.st_dev, after.st_ino, after.st_nlink == 0);
+  }
+  if (fd >= 0) ::close(fd);
+  if (err != 0) return reply.Error(err);
   reply.Ok();
 }
 
@@ -204,15 +210,22 @@ void Filesystem::Rename(Reply reply, fuse_ino_t parent, const char* name,
                         fuse_ino_t newparent, const char* newname,
                         unsigned int flags) {
   if (!IsSafeName(name) || !IsSafeName(newname)) return reply.Error(EINVAL);
-  struct stat replaced;
-  const bool known = (flags & RENAME_EXCHANGE) == 0 &&
-                     ::fstatat(Get(newparent)->fd, newname, &replaced,
-                               AT_SYMLINK_NOFOLLOW) == 0;
-  if (::renameat2(Get(parent)->fd, name, Get(newparent)->fd, newname, flags) !=
-      0) {
-    return reply.Error(errno);
+  Inode* dir = Get(parent);
+  Inode* newdir = Get(newparent);
+  // The file a rename may replace, held to read its link count after the
+  // rename (see Unlink); an exchange removes no name.
+  const int fd =
+      (flags & RENAME_EXCHANGE) != 0
+          ? -1
+          : ::openat(newdir->fd, newname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  const int err =
+      ::renameat2(dir->fd, name, newdir->fd, newname, flags) == 0 ? 0 : errno;
+  struct stat after;
+  if (err == 0 && fd >= 0 && ::fstat(fd, &after) == 0) {
+    ForgetIfGone(after.st_dev, after.st_ino, after.st_nlink == 0);
   }
-  if (known) ForgetIfGone(replaced);
+  if (fd >= 0) ::close(fd);
+  if (err != 0) return reply.Error(err);
   reply.Ok();
 }
 

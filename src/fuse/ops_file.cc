@@ -106,15 +106,12 @@ void Filesystem::ReleaseData(Inode* inode) {
   inode->data.reset();
 }
 
-void Filesystem::ForgetIfGone(const struct stat& before) {
-  if (options_.engine == nullptr || !S_ISREG(before.st_mode) ||
-      before.st_nlink != 1) {
-    return;
-  }
-  auto volume = options_.engine->FindVolume(before.st_dev, before.st_ino);
+void Filesystem::ForgetIfGone(dev_t dev, ino_t ino, bool last_link_gone) {
+  if (options_.engine == nullptr || !last_link_gone) return;
+  auto volume = options_.engine->FindVolume(dev, ino);
   // An open volume is forgotten by its last close (ReleaseData).
   if (volume && volume->opens() == 0) {
-    options_.engine->ForgetVolume(before.st_dev, before.st_ino);
+    options_.engine->ForgetVolume(dev, ino);
   }
 }
 
@@ -142,23 +139,71 @@ void Filesystem::Open(Reply reply, fuse_ino_t ino, fuse_file_info* fi) {
   }
 }
 
+namespace {
+
+// The kernel sends CREATE for a name it believes absent, but the name may
+// exist after all (made in the slow dir behind a cached negative entry).
+// Creates `name` exclusively, or — unless `flags` has O_EXCL — finds the
+// regular file already there, which stays as it is: only a file this call
+// created (`*created`) is the caller's to own or to remove. Returns an fd to
+// close, or -errno.
+int CreateOrFind(int dirfd, const char* name, int flags, mode_t mode,
+                 bool* created) {
+  const int create_flags = (flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC) &
+                           ~(O_DIRECT | O_APPEND | O_TRUNC);
+  // A name that vanishes between the two opens is created on the next pass.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    int fd = ::openat(dirfd, name, create_flags, mode);
+    if (fd >= 0) {
+      *created = true;
+      return fd;
+    }
+    if (errno != EEXIST || (flags & O_EXCL) != 0) return -errno;
+    // O_PATH: opening a device or a FIFO before its type is known could
+    // block or have side effects; the data is opened later by AcquireData.
+    fd = ::openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) continue;
+    if (fd < 0) return -errno;
+    struct stat st;
+    // What open(O_CREAT | O_NOFOLLOW) of the existing name would say; the
+    // kernel accepts only a regular file from CREATE.
+    int err = ::fstat(fd, &st) != 0  ? errno
+              : S_ISLNK(st.st_mode)  ? ELOOP
+              : S_ISDIR(st.st_mode)  ? EISDIR
+              : !S_ISREG(st.st_mode) ? EEXIST
+                                     : 0;
+    if (err == 0) return fd;
+    ::close(fd);
+    return -err;
+  }
+  return -ENOENT;
+}
+
+}  // namespace
+
 void Filesystem::Create(Reply reply, fuse_ino_t parent, const char* name,
                         mode_t mode, fuse_file_info* fi) {
   if (!IsSafeName(name)) return reply.Error(EINVAL);
   Inode* dir = Get(parent);
   // Create the name first (with the caller as owner), then open it through
   // the inode like any other open so the data path is the same.
-  int fd = ::openat(dir->fd, name,
-                    (fi->flags | O_CREAT | O_NOFOLLOW | O_CLOEXEC) &
-                        ~(O_DIRECT | O_APPEND | O_TRUNC),
-                    mode);
-  if (fd < 0) return reply.Error(errno);
-  ::close(fd);
-  int err = ChownToCaller(reply, dir, dir->fd, name);
-  if (err != 0) {
-    ::unlinkat(dir->fd, name, 0);
-    return reply.Error(err);
+  bool created = false;
+  const int fd = CreateOrFind(dir->fd, name, fi->flags, mode, &created);
+  if (fd < 0) return reply.Error(-fd);
+  int err = 0;
+  if (created) {
+    err = ChownToCaller(reply, dir, dir->fd, name);
+    struct stat mine, now;
+    // Leave nothing behind that the caller does not own, but remove only
+    // the file created here, not one that took its name since.
+    if (err != 0 && ::fstat(fd, &mine) == 0 &&
+        ::fstatat(dir->fd, name, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+        now.st_dev == mine.st_dev && now.st_ino == mine.st_ino) {
+      ::unlinkat(dir->fd, name, 0);
+    }
   }
+  ::close(fd);
+  if (err != 0) return reply.Error(err);
   fuse_entry_param entry;
   err = inodes_.Lookup(dir, name, &entry, options_.timeout);
   if (err != 0) return reply.Error(err);
