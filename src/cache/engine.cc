@@ -9,6 +9,7 @@
 #include "src/io/aligned_buffer.h"
 #include "src/prison/prison.h"
 #include "src/util/log.h"
+#include "src/util/sync_point.h"
 
 namespace tierfs::cache {
 namespace {
@@ -55,6 +56,7 @@ struct CacheEngine::Request {
   std::span<const std::byte> in;
   size_t in_skip = 0;           // bytes of the write before in[0]
   bool skip_overwrite = false;  // this block lost an overwrite race
+  bool entered = false;         // inside the IO gate
   io::AlignedBuffer owned;
   ReadDone read_done;
   Done write_done;
@@ -143,13 +145,25 @@ void CacheEngine::TakeCheckpoint(meta::Checkpoint* cp,
   capture();
 }
 
+void CacheEngine::Reindex(OBlock oblock) {
+  std::optional<CBlock> cblock = policy_->Peek(oblock);
+  index_.Set(oblock, cblock, cblock && policy_->IsDirty(*cblock));
+}
+
 uint64_t CacheEngine::Unmap(CBlock cblock) {
+  std::optional<OBlock> oblock = policy_->MappedOBlock(cblock);
+  if (!oblock) return 0;
   policy_->InvalidateMapping(cblock);
+  writethrough_writers_.erase(cblock.value());
+  Reindex(*oblock);
   return meta_ != nullptr ? meta_->AppendUnmap(cblock) : 0;
 }
 
 uint64_t CacheEngine::MarkDirty(CBlock cblock) {
   policy_->SetDirty(cblock);
+  if (std::optional<OBlock> oblock = policy_->MappedOBlock(cblock)) {
+    Reindex(*oblock);
+  }
   return meta_ != nullptr ? meta_->AppendDirty(cblock) : 0;
 }
 
@@ -159,6 +173,10 @@ std::error_code CacheEngine::Durable(uint64_t seq) {
   if (st.ok()) return {};
   EnterReadOnly("metadata write failed: " + st.error().message());
   return st.error();
+}
+
+std::error_code CacheEngine::AllDurable() {
+  return meta_ != nullptr ? Durable(meta_->last_seq()) : std::error_code();
 }
 
 std::error_code CacheEngine::FreedSlotsDurable() {
@@ -182,13 +200,20 @@ void CacheEngine::EnterReadOnly(const std::string& reason) {
 }
 
 meta::VolumeRecord CacheEngine::VolumeRecordOf(const Volume& volume) {
-  Result<io::FileStat> st = volume.origin_->Stat();
-  io::FileStat stat = st.ok() ? *st : io::FileStat{};
+  io::FileStat stat;
+  {
+    std::lock_guard<std::mutex> lock(volume.mu_);
+    stat = volume.last_stat_;
+    if (volume.origin_ != nullptr) {
+      Result<io::FileStat> now = volume.origin_->Stat();
+      if (now.ok()) stat = *now;
+    }
+  }
   return meta::RecordFor(volume.id(), stat, volume.name_);
 }
 
 std::shared_ptr<Volume> CacheEngine::OpenVolume(
-    uint64_t dev, uint64_t ino, std::shared_ptr<io::File> origin,
+    uint64_t dev, uint64_t ino, std::shared_ptr<io::File> origin, bool writable,
     std::string name) {
   Result<io::FileStat> stat = origin->Stat();
   std::lock_guard<std::mutex> lock(volumes_mu_);
@@ -197,15 +222,23 @@ std::shared_ptr<Volume> CacheEngine::OpenVolume(
   if (!slot) {
     const VolumeId id =
         meta_ != nullptr ? meta_->NewVolumeId() : VolumeId(next_volume_id_++);
-    slot = std::make_shared<Volume>(id, dev, ino, std::move(origin),
-                                    stat.ok() ? stat->size : 0);
+    slot = std::make_shared<Volume>(id, dev, ino, stat.ok() ? stat->size : 0);
     by_id_[id.value()] = slot;
     record = true;
-  } else if (slot->opens_.load() == 0) {
-    // Reopened: keep the volume's own origin handle (migrations use it);
-    // the file's size is whatever the origin says now.
-    Result<uint64_t> now = slot->origin_->Size();
-    if (now.ok()) slot->size_.store(*now, std::memory_order_release);
+  }
+  {
+    std::lock_guard<std::mutex> vlock(slot->mu_);
+    // A volume first opened read-only (or closed since) takes the handle
+    // that can do everything asked of it; writeback needs a writable one.
+    if (slot->origin_ == nullptr || (writable && !slot->origin_writable_)) {
+      slot->origin_ = std::move(origin);
+      slot->origin_writable_ = writable;
+    }
+    if (slot->opens_++ == 0 && !record) {
+      // Reopened: the file's size is whatever the origin says now.
+      Result<uint64_t> now = slot->origin_->Size();
+      if (now.ok()) slot->size_.store(*now, std::memory_order_release);
+    }
   }
   if (!name.empty() && name != slot->name_) {
     slot->name_ = std::move(name);
@@ -218,7 +251,6 @@ std::shared_ptr<Volume> CacheEngine::OpenVolume(
     std::lock_guard<std::mutex> policy_lock(policy_mu_);
     meta_->AppendVolume(r);
   }
-  slot->opens_.fetch_add(1);
   return slot;
 }
 
@@ -236,32 +268,53 @@ std::shared_ptr<Volume> CacheEngine::VolumeById(VolumeId id) {
 
 void CacheEngine::CloseVolume(const std::shared_ptr<Volume>& volume,
                               bool unlinked) {
-  if (volume->opens_.fetch_sub(1) != 1) return;
-  if (unlinked) ForgetVolume(volume->dev_, volume->ino_);
-  // Otherwise the volume stays known (and its origin open) so its cached
-  // blocks remain valid and dirty ones can still be written back.
+  {
+    std::lock_guard<std::mutex> lock(volume->mu_);
+    if (--volume->opens_ != 0) return;
+  }
+  if (unlinked && !volume->removed()) {
+    // Unlinked behind the mount's back (or ForgetVolume failed): nobody can
+    // reach the data any more.
+    std::shared_lock<std::shared_mutex> admin(admin_mu_);
+    Status st = DropVolumeBlocks(*volume, /*keep_dirty=*/false);
+    if (!st.ok()) {
+      TIERFS_LOG_ERROR("cannot drop the blocks of an unlinked file: %s",
+                       st.error().message().c_str());
+    }
+  }
+  MaybeRelease(volume);
 }
 
-void CacheEngine::ForgetVolume(uint64_t dev, uint64_t ino) {
-  std::shared_ptr<Volume> volume;
+void CacheEngine::MaybeRelease(const std::shared_ptr<Volume>& volume) {
+  std::lock_guard<std::mutex> lock(volumes_mu_);
+  std::lock_guard<std::mutex> vlock(volume->mu_);
+  if (volume->opens_ != 0) return;
+  bool forget = false;
   {
-    std::lock_guard<std::mutex> lock(volumes_mu_);
-    auto it = volumes_.find({dev, ino});
-    if (it == volumes_.end()) return;
-    volume = it->second;
-    volume->removed_.store(true);
-    volumes_.erase(it);
-    by_id_.erase(volume->id().value());
+    std::lock_guard<std::mutex> plock(policy_mu_);
+    if (index_.Dirty(volume->id()) != 0) return;  // writeback needs the origin
+    if (index_.Blocks(volume->id()) == 0 && !volume->removed()) {
+      // Nothing cached and nobody using it: the identity is worth nothing.
+      // removed_ under policy_mu_ stops a promotion in flight from mapping
+      // a block of it.
+      volume->removed_.store(true, std::memory_order_release);
+      index_.Erase(volume->id());
+      if (meta_ != nullptr) meta_->AppendVolumeGone(volume->id());
+      forget = true;
+    }
   }
-  // In-flight migrations of this volume see removed_ and fail harmlessly;
-  // no foreground IO can reach it any more (no names, no opens).
-  std::lock_guard<std::mutex> lock(policy_mu_);
-  std::vector<CBlock> drop;
-  policy_->ForEachMapping([&](OBlock oblock, CBlock cblock, bool) {
-    if (oblock.volume == volume->id()) drop.push_back(cblock);
-  });
-  for (CBlock cblock : drop) Unmap(cblock);
-  if (meta_ != nullptr) meta_->AppendVolumeGone(volume->id());
+  if (volume->origin_ != nullptr) {
+    Result<io::FileStat> stat = volume->origin_->Stat();
+    if (stat.ok()) volume->last_stat_ = *stat;
+    volume->origin_.reset();
+    volume->origin_writable_ = false;
+  }
+  if (forget || volume->removed()) {
+    auto it = volumes_.find({volume->dev(), volume->ino()});
+    if (it != volumes_.end() && it->second == volume) volumes_.erase(it);
+    auto id = by_id_.find(volume->id().value());
+    if (id != by_id_.end() && id->second == volume) by_id_.erase(id);
+  }
 }
 
 void CacheEngine::GrowTo(Volume& volume, uint64_t size) {
@@ -270,10 +323,25 @@ void CacheEngine::GrowTo(Volume& volume, uint64_t size) {
   }
 }
 
+Status CacheEngine::Allocate(Volume& volume, uint64_t offset, uint64_t length) {
+  std::shared_ptr<io::File> origin = volume.origin();
+  if (origin == nullptr) return ErrnoCode(EBADF);
+  Status st = origin->Allocate(offset, length);
+  if (!st.ok()) return st;
+  volume.origin_sync_.Wrote();  // fsync covers the new size
+  GrowTo(volume, offset + length);
+  return OkStatus();
+}
+
 bool CacheEngine::Cacheable(const Volume& volume, uint64_t index) const {
   // The partial tail block is never cached: its end moves with the file.
-  return mode() != Mode::kPassthrough &&
+  return mode() != Mode::kPassthrough && !volume.removed() &&
          (index + 1) * options_.block_size <= volume.size();
+}
+
+void CacheEngine::CountIo(Volume& volume, Counter VolumeCounters::*counter) {
+  Bump(volume.counters_.*counter);
+  Bump(counters_.io.*counter);
 }
 
 void CacheEngine::MarkIo() {
@@ -321,6 +389,14 @@ void CacheEngine::Write(const std::shared_ptr<Volume>& volume, uint64_t offset,
 }
 
 void CacheEngine::Process(Request* req) {
+  if (!req->entered) {
+    IoGate::Continuation retry = [this, req] { Resume(req); };
+    if (!gate_.Enter(retry)) {
+      Park(req);  // a mode switch is under way
+      return;
+    }
+    req->entered = true;
+  }
   const uint64_t bs = options_.block_size;
   while (req->progress < req->size) {
     const uint64_t pos = req->offset + req->progress;
@@ -375,6 +451,7 @@ void CacheEngine::Finish(Request* req, std::error_code ec) {
           std::chrono::steady_clock::now() - req->start)
           .count());
   std::unique_ptr<Request> owner(req);
+  const bool entered = req->entered;
   if (req->write) {
     counters_.write_latency.Record(micros);
     if (!ec) Bump(req->volume->counters_.bytes_written, req->size);
@@ -389,6 +466,8 @@ void CacheEngine::Finish(Request* req, std::error_code ec) {
           std::span<const std::byte>(req->out.data(), req->progress));
     }
   }
+  owner.reset();
+  if (entered) gate_.Leave();
 }
 
 CacheEngine::Step CacheEngine::ReadBlock(Request* req, uint64_t index,
@@ -410,14 +489,12 @@ CacheEngine::Step CacheEngine::ReadBlock(Request* req, uint64_t index,
                           policy::IoDir::kRead, true, &queued);
     if (hit) dirty = policy_->IsDirty(cblock);
   } else {
-    Bump(volume.counters_.bypassed);
-    Bump(counters_.io.bypassed);
+    CountIo(volume, &VolumeCounters::bypassed);
   }
   std::error_code ec;
   size_t got = len;
   if (hit) {
-    Bump(volume.counters_.read_hits);
-    Bump(counters_.io.read_hits);
+    CountIo(volume, &VolumeCounters::read_hits);
     Result<size_t> n = cache_->ReadAt(CacheOffset(cblock) + in_block, dest);
     if (!n.ok() || *n != len) {
       Bump(counters_.cache_errors);
@@ -426,8 +503,7 @@ CacheEngine::Step CacheEngine::ReadBlock(Request* req, uint64_t index,
       if (dirty) ec = n.ok() ? ErrnoCode(EIO) : n.error();
     }
   } else {
-    Bump(volume.counters_.read_misses);
-    Bump(counters_.io.read_misses);
+    CountIo(volume, &VolumeCounters::read_misses);
   }
   // Misses that follow in the same request join one origin read: a scan
   // through tierfs must not turn each 1 MiB request into a string of
@@ -451,11 +527,9 @@ CacheEngine::Step CacheEngine::ReadBlock(Request* req, uint64_t index,
         bool q = false;
         policy_->Lookup(oblock, &unused, policy::IoDir::kRead, true, &q);
         queued |= q;
-        Bump(volume.counters_.read_misses);
-        Bump(counters_.io.read_misses);
+        CountIo(volume, &VolumeCounters::read_misses);
       } else {
-        Bump(volume.counters_.bypassed);
-        Bump(counters_.io.bypassed);
+        CountIo(volume, &VolumeCounters::bypassed);
       }
       joined.push_back(c);
       run += static_cast<size_t>(std::min<uint64_t>(
@@ -464,8 +538,11 @@ CacheEngine::Step CacheEngine::ReadBlock(Request* req, uint64_t index,
     dest = req->out.subspan(req->progress, run);
   }
   if (!hit && !ec) {
+    std::shared_ptr<io::File> origin = volume.origin();
     Result<size_t> n =
-        volume.origin_->ReadAt(index * options_.block_size + in_block, dest);
+        origin != nullptr
+            ? origin->ReadAt(index * options_.block_size + in_block, dest)
+            : Result<size_t>(ErrnoCode(EBADF));
     if (!n.ok()) {
       Bump(counters_.origin_errors);
       ec = n.error();
@@ -500,9 +577,12 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
   }
   std::span<const std::byte> src =
       req->in.subspan(req->progress - req->in_skip, len);
+  // Constant while this request runs: a mode switch waits for it (IoGate).
   const Mode mode = this->mode();
   bool hit = false, queued = false, was_dirty = false;
-  uint64_t dirty_seq = 0;  // the dirty record to wait for
+  bool writethrough_dirty = false;  // dirty only while writethrough writes run
+  uint64_t dirty_seq = 0;           // the dirty record to wait for
+  uint64_t generation = 0;
   CBlock cblock;
   std::optional<policy::Work> work;
   if (Cacheable(volume, index)) {
@@ -512,7 +592,10 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
         len == options_.block_size) {
       hit = policy_->LookupWithWork(oblock, &cblock, policy::IoDir::kWrite,
                                     true, &work);
-      if (work) ++overwrites_pending_;
+      if (work) {
+        ++overwrites_pending_;
+        generation = index_.Generation(volume.id());
+      }
     } else {
       hit = policy_->Lookup(oblock, &cblock, policy::IoDir::kWrite, true,
                             &queued);
@@ -520,23 +603,36 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
     if (hit) {
       was_dirty = policy_->IsDirty(cblock);
       // The clean->dirty transition is recorded before the cache copy
-      // changes, so a crash never leaves newer data in a "clean" block.
-      if (mode == Mode::kWriteback) {
-        if (!was_dirty) {
-          dirty_seq = MarkDirty(cblock);
-        } else if (meta_ != nullptr) {
+      // changes, so a crash never leaves newer data in a "clean" block. In
+      // writethrough mode too: the origin and the cache copy are written one
+      // after the other, and a crash in between must not leave a clean
+      // mapping that differs from the origin. The block is clean again once
+      // the last writethrough write to it is done (FinishWriteHit).
+      auto writers = writethrough_writers_.find(cblock.value());
+      if (!was_dirty) {
+        dirty_seq = MarkDirty(cblock);
+        if (mode == Mode::kWritethrough) {
+          writethrough_writers_[cblock.value()] = 1;
+          writethrough_dirty = true;
+        }
+      } else {
+        if (meta_ != nullptr) {
           // Dirtied by a concurrent write whose record is still on its way.
           dirty_seq = meta_->PendingDirty(cblock).value_or(0);
+        }
+        if (mode == Mode::kWritethrough &&
+            writers != writethrough_writers_.end()) {
+          ++writers->second;
+          writethrough_dirty = true;
         }
       }
     }
   } else {
-    Bump(volume.counters_.bypassed);
-    Bump(counters_.io.bypassed);
+    CountIo(volume, &VolumeCounters::bypassed);
   }
   if (work) {
     prison_->Put(cell);
-    Result<bool> done = TryOverwrite(req, index, *work);
+    Result<bool> done = TryOverwrite(req, index, *work, generation);
     if (!done.ok()) {
       Finish(req, done.error());
       return Step::kFailed;
@@ -552,44 +648,11 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
   }
   std::error_code ec;
   if (hit) {
-    Bump(volume.counters_.write_hits);
-    Bump(counters_.io.write_hits);
-    // The clean->dirty record must be durable before the cache copy
-    // changes (DESIGN.md "Durability contract" 3).
-    ec = Durable(dirty_seq);
-    if (!ec && mode != Mode::kWriteback) {
-      ec = WriteOrigin(volume, index * options_.block_size + in_block, src);
-    }
-    if (!ec) {
-      Status st = cache_->WriteAt(CacheOffset(cblock) + in_block, src);
-      if (!st.ok()) {
-        Bump(counters_.cache_errors);
-        if (mode == Mode::kWriteback && was_dirty) {
-          // The cache holds the only copy of the block's other bytes.
-          ec = st.error();
-        } else {
-          // The stale or torn cache copy must go, for good (a crash must
-          // not revive it) before the origin takes the data: a clean block
-          // in writeback mode gets it now, so a failing cache store does not
-          // fail the write (writethrough wrote the origin above).
-          uint64_t seq;
-          {
-            std::lock_guard<std::mutex> lock(policy_mu_);
-            seq = Unmap(cblock);
-          }
-          ec = Durable(seq);
-          if (!ec && mode == Mode::kWriteback) {
-            ec = WriteOrigin(volume, index * options_.block_size + in_block,
-                             src);
-          }
-        }
-      } else {
-        cache_sync_.Wrote();
-      }
-    }
+    CountIo(volume, &VolumeCounters::write_hits);
+    ec = WriteHit(volume, index, in_block, src, cblock, mode, was_dirty,
+                  writethrough_dirty, dirty_seq);
   } else {
-    Bump(volume.counters_.write_misses);
-    Bump(counters_.io.write_misses);
+    CountIo(volume, &VolumeCounters::write_misses);
     ec = WriteOrigin(volume, index * options_.block_size + in_block, src);
   }
   prison_->Put(cell);
@@ -604,52 +667,159 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
   return Step::kDone;
 }
 
+std::error_code CacheEngine::WriteHit(Volume& volume, uint64_t index,
+                                      uint64_t in_block,
+                                      std::span<const std::byte> src,
+                                      CBlock cblock, Mode mode, bool was_dirty,
+                                      bool writethrough_dirty,
+                                      uint64_t dirty_seq) {
+  const uint64_t origin_offset = index * options_.block_size + in_block;
+  // The clean->dirty record must be durable before the cache copy changes
+  // (DESIGN.md "Durability contract" 3).
+  std::error_code ec = Durable(dirty_seq);
+  bool origin_failed = false, cache_failed = false;
+  if (!ec && writethrough_dirty) {
+    // Origin first: if the cache write then fails, the copy is dropped and
+    // the origin already has the data.
+    ec = WriteOrigin(volume, origin_offset, src);
+    origin_failed = static_cast<bool>(ec);
+    TIERFS_SYNC_POINT("engine:writethrough-origin-written", &cblock);
+  }
+  if (!ec) {
+    Status st = cache_->WriteAt(CacheOffset(cblock) + in_block, src);
+    if (st.ok()) {
+      cache_sync_.Wrote();
+    } else {
+      Bump(counters_.cache_errors);
+      cache_failed = true;
+      if (was_dirty && !writethrough_dirty) {
+        // The cache holds the only copy of the block's other bytes.
+        ec = st.error();
+      } else {
+        // The stale or torn cache copy must go, for good (a crash must not
+        // revive it), before the origin takes the data: the write does not
+        // fail because the cache store does.
+        uint64_t seq;
+        {
+          std::lock_guard<std::mutex> lock(policy_mu_);
+          seq = Unmap(cblock);
+        }
+        ec = Durable(seq);
+        if (!ec && !writethrough_dirty) {
+          ec = WriteOrigin(volume, origin_offset, src);
+        }
+      }
+    }
+  }
+  if (!ec && mode == Mode::kWritethrough && !writethrough_dirty &&
+      !cache_failed) {
+    // A block left dirty by writeback mode: the cache copy (written above)
+    // is the newest; the origin gets the bytes too, as writethrough says.
+    ec = WriteOrigin(volume, origin_offset, src);
+  }
+  if (writethrough_dirty) {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    auto it = writethrough_writers_.find(cblock.value());
+    if (it != writethrough_writers_.end()) {
+      // A failed origin write leaves the origin behind the cache copy: the
+      // block stays dirty, for writeback to fix.
+      if (origin_failed) it->second += 1 << 20;
+      if (--it->second == 0) {
+        writethrough_writers_.erase(it);
+        policy_->ClearDirty(cblock);
+        Reindex(OBlock{volume.id(), index});
+        // Lazy: a crash before it is durable costs one needless writeback.
+        if (meta_ != nullptr) meta_->AppendClean(cblock);
+      }
+    }
+  }
+  return ec;
+}
+
 Result<bool> CacheEngine::TryOverwrite(Request* req, uint64_t index,
-                                       const policy::Work& work) {
+                                       const policy::Work& work,
+                                       uint64_t generation) {
   // A whole-block write miss: the policy gave us a fresh cblock; write the
   // data straight there instead of copying the origin block first. Needs
   // the block to ourselves; if anyone else holds it, give the work back.
   Volume& volume = *req->volume;
   prison::LockResult lock =
       prison_->Lock(prison::BlockKey(volume.id(), index), 1);
+  uint64_t unused;
   if (lock.cell == nullptr || lock.status != prison::LockStatus::kLocked) {
     if (lock.cell != nullptr) Dispatch(prison_->Unlock(lock.cell));
-    CompleteOverwrite(work, false);
+    CompleteOverwrite(volume, work, false, generation, &unused);
     return false;
   }
+  auto unlock = [&] { Dispatch(prison_->Unlock(lock.cell)); };
   std::span<const std::byte> src =
       req->in.subspan(req->progress - req->in_skip, options_.block_size);
   Status st = FreedSlotsDurable();
   if (st.ok()) st = cache_->WriteAt(CacheOffset(work.cblock), src);
+  bool installed = false;
   if (st.ok()) {
     cache_sync_.Wrote();
+    TIERFS_SYNC_POINT("engine:overwrite-written",
+                      const_cast<policy::Work*>(&work));
+    uint64_t seq = 0;
+    installed = CompleteOverwrite(volume, work, true, generation, &seq);
     // The new mapping is durable before anyone can read the block through
     // it: data read newer never reverts after a crash.
-    if (std::error_code ec = Durable(CompleteOverwrite(work, true))) {
-      Dispatch(prison_->Unlock(lock.cell));
+    if (std::error_code ec = Durable(seq)) {
+      unlock();
       return ec;
     }
   } else {
     Bump(counters_.cache_errors);
-    CompleteOverwrite(work, false);
-    // Keep the data: it goes to the origin like any write miss.
+    CompleteOverwrite(volume, work, false, generation, &unused);
+  }
+  if (!installed) {
+    // Keep the data: it goes to the origin like any write miss (a range
+    // operation that ran meanwhile, or a failing cache store).
     if (std::error_code ec =
             WriteOrigin(volume, index * options_.block_size, src)) {
-      Dispatch(prison_->Unlock(lock.cell));
+      unlock();
       return ec;
     }
+  } else {
+    Bump(counters_.overwrites);
   }
-  Bump(counters_.overwrites);
-  Bump(volume.counters_.write_misses);
-  Bump(counters_.io.write_misses);
-  Dispatch(prison_->Unlock(lock.cell));
+  CountIo(volume, &VolumeCounters::write_misses);
+  unlock();
   GrowTo(volume, (index + 1) * options_.block_size);
   return true;
 }
 
+bool CacheEngine::CompleteOverwrite(Volume& volume, const policy::Work& work,
+                                    bool success, uint64_t generation,
+                                    uint64_t* seq) {
+  *seq = 0;
+  std::lock_guard<std::mutex> guard(policy_mu_);
+  // Discipline point 4: the block must still be inside the file, of a live
+  // volume, with no range operation since the lookup (a truncate that ran
+  // meanwhile does not know about this block).
+  if (success &&
+      (mode() != Mode::kWriteback || !Cacheable(volume, work.oblock.index) ||
+       generation % 2 != 0 || index_.Generation(volume.id()) != generation)) {
+    success = false;
+  }
+  policy_->CompleteBackgroundWork(work, success);
+  if (success) {
+    policy_->SetDirty(work.cblock);
+    // Its commit syncs the cache data written before it.
+    if (meta_ != nullptr)
+      *seq = meta_->AppendMap(work.cblock, work.oblock, true);
+  }
+  Reindex(work.oblock);
+  if (--overwrites_pending_ == 0) policy_cv_.notify_all();
+  return success;
+}
+
 std::error_code CacheEngine::WriteOrigin(Volume& volume, uint64_t offset,
                                          std::span<const std::byte> data) {
-  Status st = volume.origin_->WriteAt(offset, data);
+  std::shared_ptr<io::File> origin = volume.origin();
+  if (origin == nullptr) return ErrnoCode(EBADF);
+  Status st = origin->WriteAt(offset, data);
   if (!st.ok()) {
     Bump(counters_.origin_errors);
     return st.error();
@@ -658,19 +828,17 @@ std::error_code CacheEngine::WriteOrigin(Volume& volume, uint64_t offset,
   return {};
 }
 
-uint64_t CacheEngine::CompleteOverwrite(const policy::Work& work,
-                                        bool success) {
-  std::lock_guard<std::mutex> guard(policy_mu_);
-  policy_->CompleteBackgroundWork(work, success);
-  uint64_t seq = 0;
-  if (success) {
-    policy_->SetDirty(work.cblock);
-    // Its commit syncs the cache data written before it.
-    if (meta_ != nullptr)
-      seq = meta_->AppendMap(work.cblock, work.oblock, true);
+bool CacheEngine::DrainMigrations() {
+  const bool was = migrations_allowed_.exchange(false);
+  {
+    // PullWork hands out work and counts it in flight under this lock, after
+    // checking migrations_allowed_: past here nothing new starts.
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    policy_->AllowMigrations(false);
   }
-  if (--overwrites_pending_ == 0) policy_cv_.notify_all();
-  return seq;
+  std::unique_lock<std::mutex> lock(drain_mu_);
+  drain_cv_.wait(lock, [this] { return in_flight_.load() == 0; });
+  return was;
 }
 
 Status CacheEngine::SwitchPolicy(std::string_view name,
@@ -679,33 +847,57 @@ Status CacheEngine::SwitchPolicy(std::string_view name,
       name, policy::PolicyParams{options_.cache_blocks, options_.block_size},
       {}, error_message);
   if (!fresh.ok()) return fresh.error();
+  std::unique_lock<std::shared_mutex> admin(admin_mu_);
   // Quiet the old policy: no new background work, none in flight.
-  AllowMigrations(false);
-  {
-    std::unique_lock<std::mutex> lock(drain_mu_);
-    drain_cv_.wait(lock, [this] { return in_flight_.load() == 0; });
-  }
+  const bool allowed = DrainMigrations();
+  Status st;
   {
     std::unique_lock<std::mutex> lock(policy_mu_);
     policy_cv_.wait(lock, [this] { return overwrites_pending_ == 0; });
     const bool same_kind = policy_->Name() == (*fresh)->Name();
-    Status st;
     policy_->ForEachMapping([&](OBlock oblock, CBlock cblock, bool dirty) {
       Status one = (*fresh)->LoadMapping(oblock, cblock, dirty,
                                          policy_->GetHint(cblock), same_kind);
       if (st.ok() && !one.ok()) st = one;
     });
-    if (!st.ok()) {
-      lock.unlock();
-      AllowMigrations(true);
-      if (error_message)
-        *error_message = "cannot move mappings to the new policy";
-      return st;
+    if (st.ok()) {
+      policy_ = std::move(fresh).value();
+    } else if (error_message != nullptr) {
+      *error_message = "cannot move mappings to the new policy";
     }
-    policy_ = std::move(fresh).value();
   }
-  AllowMigrations(true);
-  return OkStatus();
+  if (allowed) AllowMigrations(true);
+  return st;
+}
+
+Status CacheEngine::SetMode(Mode mode) {
+  std::unique_lock<std::shared_mutex> admin(admin_mu_);
+  // No request and no migration may run across the switch (discipline
+  // point 1): a write that looked the mode up before it changed must not
+  // finish after it, and the mode flips only together with the unmaps
+  // that passthrough needs, once they are durable.
+  gate_.Close();
+  const bool allowed = DrainMigrations();
+  Status result;
+  {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    if (mode == Mode::kPassthrough && policy_->DirtyCount() != 0) {
+      result = ErrnoCode(EBUSY);
+    } else if (mode_.exchange(mode) != Mode::kPassthrough &&
+               mode == Mode::kPassthrough) {
+      // No new mappings appear in passthrough; drop the clean ones so a
+      // later switch back never serves a copy that passthrough writes made
+      // stale.
+      std::vector<CBlock> all;
+      policy_->ForEachMapping(
+          [&](OBlock, CBlock cblock, bool) { all.push_back(cblock); });
+      for (CBlock cblock : all) Unmap(cblock);
+    }
+  }
+  if (result.ok()) result = AllDurable();
+  if (allowed) AllowMigrations(true);
+  Dispatch(gate_.Open());
+  return result;
 }
 
 void CacheEngine::Dispatch(std::vector<UniqueFunction<void()>> continuations) {
@@ -729,203 +921,12 @@ Status CacheEngine::Fsync(Volume& volume) {
     return st;
   }
   // The mappings the data depends on (DESIGN.md "Durability contract" 1).
-  if (meta_ != nullptr) {
-    if (std::error_code ec = Durable(meta_->last_seq())) return ec;
-  }
-  st = volume.origin_sync_.Sync(*volume.origin_);
+  if (std::error_code ec = AllDurable()) return ec;
+  std::shared_ptr<io::File> origin = volume.origin();
+  if (origin == nullptr) return OkStatus();  // closed: nothing unsynced
+  st = volume.origin_sync_.Sync(*origin);
   if (!st.ok()) Bump(counters_.origin_errors);
   return st;
-}
-
-std::vector<void*> CacheEngine::LockBlocksForResize(
-    VolumeId volume, const std::vector<uint64_t>& indices) {
-  std::vector<void*> cells;
-  for (uint64_t index : indices) {
-    const prison::Key key = prison::BlockKey(volume, index);
-    for (;;) {
-      prison::LockResult lock = prison_->Lock(key, kReadLevel);
-      if (lock.cell != nullptr) {
-        if (lock.status == prison::LockStatus::kLockedNeedsQuiesce) {
-          std::promise<void> quiesced;
-          prison_->Quiesce(lock.cell, [&quiesced] { quiesced.set_value(); });
-          quiesced.get_future().wait();
-        }
-        cells.push_back(lock.cell);
-        break;
-      }
-      // A migration holds it: wait for its unlock by parking a shared get.
-      std::promise<void> unlocked;
-      prison::Continuation k = [&unlocked] { unlocked.set_value(); };
-      prison::Cell* probe = prison_->Get(key, kWriteLevel, k);
-      if (probe != nullptr) {
-        prison_->Put(probe);
-      } else {
-        unlocked.get_future().wait();
-      }
-    }
-  }
-  return cells;
-}
-
-void CacheEngine::UnlockBlocks(std::vector<void*> cells) {
-  for (void* c : cells) {
-    Dispatch(prison_->Unlock(static_cast<prison::Cell*>(c)));
-  }
-}
-
-Status CacheEngine::Truncate(Volume& volume, uint64_t new_size) {
-  if (read_only_.load()) return ErrnoCode(EROFS);
-  const uint64_t bs = options_.block_size;
-  const uint64_t first = new_size / bs;  // first block not wholly kept
-  std::vector<uint64_t> indices;
-  {
-    std::lock_guard<std::mutex> lock(policy_mu_);
-    policy_->ForEachMapping([&](OBlock oblock, CBlock, bool) {
-      if (oblock.volume == volume.id() && oblock.index >= first) {
-        indices.push_back(oblock.index);
-      }
-    });
-  }
-  std::sort(indices.begin(), indices.end());
-  std::vector<void*> cells = LockBlocksForResize(volume.id(), indices);
-  Status result;
-  for (uint64_t index : indices) {
-    std::optional<CBlock> cblock;
-    bool dirty = false;
-    {
-      std::lock_guard<std::mutex> lock(policy_mu_);
-      cblock = policy_->Peek(OBlock{volume.id(), index});
-      if (cblock) dirty = policy_->IsDirty(*cblock);
-    }
-    if (!cblock) continue;
-    if (dirty && index == first && new_size % bs != 0) {
-      // The block becomes the partial tail: keep its dirty bytes below the
-      // new end by writing them to the origin before dropping the mapping.
-      const size_t keep = static_cast<size_t>(new_size % bs);
-      io::AlignedBuffer buf(keep, false);
-      Result<size_t> n =
-          cache_->ReadAt(CacheOffset(*cblock), buf.span(0, keep));
-      Status st = n.ok() && *n == keep
-                      ? volume.origin_->WriteAt(index * bs, buf.span(0, keep))
-                      : Status(n.ok() ? ErrnoCode(EIO) : n.error());
-      if (st.ok()) st = volume.origin_->Sync();
-      if (!st.ok()) {
-        // Leave the mapping (and the file size) alone: nothing is lost.
-        result = st;
-        break;
-      }
-    }
-    std::lock_guard<std::mutex> lock(policy_mu_);
-    Unmap(*cblock);
-  }
-  // Dropped mappings are durable before the origin changes: a crash never
-  // brings back blocks of the old tail.
-  if (result.ok() && meta_ != nullptr) result = Durable(meta_->last_seq());
-  if (result.ok()) {
-    result = volume.origin_->Truncate(new_size);
-    if (result.ok()) volume.size_.store(new_size, std::memory_order_release);
-  }
-  UnlockBlocks(std::move(cells));
-  return result;
-}
-
-Status CacheEngine::Discard(const std::shared_ptr<Volume>& volume,
-                            uint64_t offset, uint64_t length) {
-  if (read_only_.load()) return ErrnoCode(EROFS);
-  const uint64_t bs = options_.block_size;
-  const uint64_t end = offset + length;
-  const uint64_t first_full = (offset + bs - 1) / bs;
-  const uint64_t end_full = end / bs;
-  // Partial blocks at the edges: write zeros through the normal path, so a
-  // cached copy (clean or dirty) gets them too.
-  auto zero_range = [&](uint64_t from, uint64_t to) -> Status {
-    if (from >= to) return OkStatus();
-    std::vector<std::byte> zeros(static_cast<size_t>(to - from));
-    std::promise<Status> done;
-    Write(volume, from, zeros, [&done](Status st) { done.set_value(st); });
-    return done.get_future().get();
-  };
-  if (first_full >= end_full) return zero_range(offset, end);
-  Status st = zero_range(offset, first_full * bs);
-  if (st.ok()) st = zero_range(end_full * bs, end);
-  if (!st.ok()) return st;
-  std::vector<uint64_t> indices;
-  {
-    std::lock_guard<std::mutex> lock(policy_mu_);
-    policy_->ForEachMapping([&](OBlock oblock, CBlock, bool) {
-      if (oblock.volume == volume->id() && oblock.index >= first_full &&
-          oblock.index < end_full) {
-        indices.push_back(oblock.index);
-      }
-    });
-  }
-  std::sort(indices.begin(), indices.end());
-  std::vector<void*> cells = LockBlocksForResize(volume->id(), indices);
-  {
-    std::lock_guard<std::mutex> lock(policy_mu_);
-    for (uint64_t index : indices) {
-      if (auto cblock = policy_->Peek(OBlock{volume->id(), index})) {
-        Unmap(*cblock);
-      }
-    }
-  }
-  if (meta_ != nullptr) st = Durable(meta_->last_seq());
-  if (st.ok()) {
-    st = volume->origin_->PunchHole(first_full * bs,
-                                    (end_full - first_full) * bs);
-  }
-  UnlockBlocks(std::move(cells));
-  return st;
-}
-
-Result<uint64_t> CacheEngine::Seek(Volume& volume, uint64_t offset, bool data) {
-  const uint64_t bs = options_.block_size;
-  if (data) {
-    Result<uint64_t> origin = volume.origin_->SeekData(offset);
-    if (!origin.ok()) return origin;
-    uint64_t best = *origin;
-    std::lock_guard<std::mutex> lock(policy_mu_);
-    policy_->ForEachMapping([&](OBlock oblock, CBlock, bool) {
-      if (oblock.volume != volume.id()) return;
-      const uint64_t begin = oblock.index * bs;
-      if (begin + bs > offset) best = std::min(best, std::max(begin, offset));
-    });
-    return best;
-  }
-  uint64_t pos = offset;
-  for (;;) {
-    Result<uint64_t> hole = volume.origin_->SeekHole(pos);
-    if (!hole.ok()) return hole;
-    Result<uint64_t> size = volume.origin_->Size();
-    if (!size.ok()) return size;
-    if (*hole >= *size) return *hole;
-    std::optional<CBlock> mapped;
-    {
-      std::lock_guard<std::mutex> lock(policy_mu_);
-      mapped = policy_->Peek(OBlock{volume.id(), *hole / bs});
-    }
-    if (!mapped) return *hole;
-    pos = (*hole / bs + 1) * bs;  // a cached block covers this hole
-  }
-}
-
-Status CacheEngine::SetMode(Mode mode) {
-  if (mode == Mode::kPassthrough) {
-    std::lock_guard<std::mutex> lock(policy_mu_);
-    if (policy_->DirtyCount() != 0) return ErrnoCode(EBUSY);
-  }
-  const Mode old = mode_.exchange(mode);
-  if (mode == Mode::kPassthrough && old != Mode::kPassthrough) {
-    // No new mappings appear in passthrough; drop the clean ones so a later
-    // switch back never serves a copy that passthrough writes made stale.
-    std::lock_guard<std::mutex> lock(policy_mu_);
-    std::vector<CBlock> all;
-    policy_->ForEachMapping(
-        [&](OBlock, CBlock cblock, bool) { all.push_back(cblock); });
-    for (CBlock cblock : all) Unmap(cblock);
-  }
-  if (meta_ != nullptr) return Durable(meta_->last_seq());
-  return OkStatus();
 }
 
 void CacheEngine::SetMigrationThreshold(uint64_t bytes) {
@@ -946,80 +947,6 @@ void CacheEngine::AllowMigrations(bool allow) {
     policy_->AllowMigrations(allow);
   }
   if (allow) KickMigrations();
-}
-
-std::vector<VolumeInfo> CacheEngine::Volumes() {
-  std::vector<VolumeInfo> out;
-  std::map<uint32_t, size_t> index;
-  {
-    std::lock_guard<std::mutex> lock(volumes_mu_);
-    for (const auto& [id, v] : by_id_) {
-      VolumeInfo info;
-      info.id = v->id();
-      info.name = v->name_;
-      info.size = v->size();
-      info.opens = v->opens();
-      auto get = [](const Counter& c) { return c.load(); };
-      info.read_hits = get(v->counters_.read_hits);
-      info.read_misses = get(v->counters_.read_misses);
-      info.write_hits = get(v->counters_.write_hits);
-      info.write_misses = get(v->counters_.write_misses);
-      info.bypassed = get(v->counters_.bypassed);
-      info.bytes_read = get(v->counters_.bytes_read);
-      info.bytes_written = get(v->counters_.bytes_written);
-      index[id] = out.size();
-      out.push_back(std::move(info));
-    }
-  }
-  std::lock_guard<std::mutex> lock(policy_mu_);
-  policy_->ForEachMapping([&](OBlock oblock, CBlock, bool dirty) {
-    auto it = index.find(oblock.volume.value());
-    if (it == index.end()) return;
-    ++out[it->second].cached_blocks;
-    if (dirty) ++out[it->second].dirty_blocks;
-  });
-  return out;
-}
-
-Result<uint64_t> CacheEngine::InvalidateClean(std::string_view name) {
-  std::vector<std::pair<VolumeId, uint64_t>> targets;
-  std::optional<VolumeId> only;
-  if (!name.empty()) {
-    std::lock_guard<std::mutex> lock(volumes_mu_);
-    for (const auto& [id, v] : by_id_) {
-      if (v->name_ == name) only = v->id();
-    }
-    if (!only) return ErrnoCode(ENOENT);
-  }
-  {
-    std::lock_guard<std::mutex> lock(policy_mu_);
-    policy_->ForEachMapping([&](OBlock oblock, CBlock, bool dirty) {
-      if (!dirty && (!only || oblock.volume == *only)) {
-        targets.emplace_back(oblock.volume, oblock.index);
-      }
-    });
-  }
-  uint64_t dropped = 0;
-  // One block at a time under its exclusive lock, so no reader is still
-  // using a cblock that a promotion could reuse at once.
-  for (const auto& [volume, index] : targets) {
-    std::vector<void*> cells = LockBlocksForResize(volume, {index});
-    {
-      std::lock_guard<std::mutex> lock(policy_mu_);
-      std::optional<CBlock> cblock = policy_->Peek(OBlock{volume, index});
-      if (cblock && !policy_->IsDirty(*cblock)) {
-        Unmap(*cblock);
-        ++dropped;
-      }
-    }
-    UnlockBlocks(std::move(cells));
-  }
-  // Before anyone writes the origin past a dropped copy, which a crash
-  // must not bring back.
-  if (meta_ != nullptr) {
-    if (std::error_code ec = Durable(meta_->last_seq())) return ec;
-  }
-  return dropped;
 }
 
 EngineSnapshot CacheEngine::Snapshot() const {
@@ -1048,6 +975,7 @@ EngineSnapshot CacheEngine::Snapshot() const {
   s.writebacks = get(counters_.writebacks);
   s.overwrites = get(counters_.overwrites);
   s.migration_failures = get(counters_.migration_failures);
+  s.migration_aborts = get(counters_.migration_aborts);
   s.cache_errors = get(counters_.cache_errors);
   s.origin_errors = get(counters_.origin_errors);
   s.hole_skips = get(counters_.hole_skips);
@@ -1075,27 +1003,42 @@ EngineSnapshot CacheEngine::Snapshot() const {
 Status CacheEngine::Restore(std::vector<meta::ResolvedVolume> volumes,
                             const std::vector<meta::MappingRecord>& mappings,
                             bool hints_valid, std::string_view hints_policy) {
-  std::lock_guard<std::mutex> vlock(volumes_mu_);
-  for (meta::ResolvedVolume& rv : volumes) {
-    if (!rv.origin) continue;
-    const VolumeId id = rv.record.id;
-    auto volume = std::make_shared<Volume>(id, rv.stat.dev, rv.stat.ino,
-                                           std::move(rv.origin), rv.stat.size);
-    volume->name_ = rv.record.path;
-    volumes_[{rv.stat.dev, rv.stat.ino}] = volume;
-    by_id_[id.value()] = volume;
-    next_volume_id_ = std::max(next_volume_id_, id.value() + 1);
-  }
-  std::lock_guard<std::mutex> plock(policy_mu_);
-  const bool hints = hints_valid && hints_policy == policy_->Name();
-  for (const meta::MappingRecord& m : mappings) {
-    if (!by_id_.count(m.oblock.volume.value())) {
-      return ErrnoCode(EINVAL);  // the caller broke the contract
+  std::vector<std::shared_ptr<Volume>> restored;
+  {
+    std::lock_guard<std::mutex> vlock(volumes_mu_);
+    for (meta::ResolvedVolume& rv : volumes) {
+      if (!rv.origin) continue;
+      const VolumeId id = rv.record.id;
+      auto volume =
+          std::make_shared<Volume>(id, rv.stat.dev, rv.stat.ino, rv.stat.size);
+      volume->origin_ = std::move(rv.origin);
+      volume->origin_writable_ = true;  // ResolveVolumes opens read-write
+      volume->name_ = rv.record.path;
+      volumes_[{rv.stat.dev, rv.stat.ino}] = volume;
+      by_id_[id.value()] = volume;
+      next_volume_id_ = std::max(next_volume_id_, id.value() + 1);
+      restored.push_back(volume);
     }
-    Status st =
-        policy_->LoadMapping(m.oblock, m.cblock, m.dirty, m.hint, hints);
-    if (!st.ok()) return st;
+    std::lock_guard<std::mutex> plock(policy_mu_);
+    const bool hints = hints_valid && hints_policy == policy_->Name();
+    for (const meta::MappingRecord& m : mappings) {
+      auto it = by_id_.find(m.oblock.volume.value());
+      if (it == by_id_.end()) {
+        return ErrnoCode(EINVAL);  // the caller broke the contract
+      }
+      if ((m.oblock.index + 1) * options_.block_size > it->second->size()) {
+        // Past the end of the file: a truncate reached the origin and the
+        // crash came before its unmaps were durable. The truncate wins.
+        continue;
+      }
+      Status st =
+          policy_->LoadMapping(m.oblock, m.cblock, m.dirty, m.hint, hints);
+      if (!st.ok()) return st;
+      index_.Set(m.oblock, m.cblock, m.dirty);
+    }
   }
+  // Nothing is open yet: keep origin fds only where writeback needs them.
+  for (const std::shared_ptr<Volume>& volume : restored) MaybeRelease(volume);
   return OkStatus();
 }
 
@@ -1106,12 +1049,13 @@ Status CacheEngine::CloseCleanly() {
   {
     // Each volume's size and mtime now, so the next mount can tell whether
     // the file changed behind tierfs's back.
+    std::vector<meta::VolumeRecord> records;
     std::lock_guard<std::mutex> vlock(volumes_mu_);
-    std::lock_guard<std::mutex> plock(policy_mu_);
     for (const auto& [id, volume] : by_id_) {
-      if (!volume->removed_.load())
-        meta_->AppendVolume(VolumeRecordOf(*volume));
+      if (!volume->removed()) records.push_back(VolumeRecordOf(*volume));
     }
+    std::lock_guard<std::mutex> plock(policy_mu_);
+    for (const meta::VolumeRecord& r : records) meta_->AppendVolume(r);
   }
   Status st = meta_->Checkpoint(true);
   if (!st.ok())

@@ -7,6 +7,34 @@
 // pool when the migration unlocks, and its completion callback runs there.
 // No caller thread ever sleeps on a block lock.
 //
+// THE LOCK DISCIPLINE (the kernel dm-cache's; check code against it):
+//  1. A block's mapping (cblock <-> oblock, dirty bit) changes only while
+//     that block's prison cell is held exclusively, under policy_mu_. The
+//     one exception is a mode switch, which runs with no request and no
+//     migration in flight at all (the IO gate is closed, migrations
+//     drained).
+//  2. A migration holds its block's cell from before it reads its source
+//     until its mapping change is committed (durable where the durability
+//     rules below need it).
+//  3. Every operation that changes what a block holds takes the block's
+//     cell: writes a shared hold at level 0; discard, punch, truncate,
+//     invalidate and forget the exclusive cell of every *mapped* block of
+//     their range (LockBlocksForResize). Unmapped blocks of the range are
+//     covered by the volume's range generation (mapping_index.h): work that
+//     read the origin while a range operation ran never installs a mapping.
+//  4. Issued work re-checks once it holds its cell: the same cblock <->
+//     oblock pair (demotion, writeback), still dirty (writeback), still
+//     inside the file, the volume still alive and cacheable, the mode still
+//     allows it. Otherwise it completes as aborted and records nothing.
+//  5. Durability order (DESIGN.md "Durability contract"): the clean->dirty
+//     record is durable before the cache copy changes; a new mapping is
+//     durable before it is served; a dropped clean mapping is durable before
+//     the origin is written past it; a dropped dirty mapping only after the
+//     origin change that supersedes it (punch, truncate) is durable; a freed
+//     cblock takes new data only once its unmap is durable.
+// Lock order: admin_mu_, volumes_mu_, Volume::mu_, policy_mu_, the metadata
+// store's own lock. Prison cells are never waited for under any of them.
+//
 // Thread-safety: all public methods are thread-safe.
 #ifndef TIERFS_SRC_CACHE_ENGINE_H_
 #define TIERFS_SRC_CACHE_ENGINE_H_
@@ -19,6 +47,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -28,8 +57,11 @@
 #include "meta/store.h"
 #include "meta/volumes.h"
 #include "policy/policy.h"
+#include "src/cache/io_gate.h"
+#include "src/cache/mapping_index.h"
 #include "src/cache/stats.h"
 #include "src/cache/store_health.h"
+#include "src/cache/volume.h"
 #include "src/io/file.h"
 #include "src/util/ids.h"
 #include "src/util/result.h"
@@ -65,52 +97,6 @@ struct EngineOptions {
   bool read_only = false;
 };
 
-// Makes writes to one file durable with as few fdatasyncs as possible:
-// callers count completed writes with Wrote(); Sync() returns once every
-// write counted before it began is durable, sharing one fdatasync among
-// concurrent callers.
-class SyncTracker {
- public:
-  void Wrote() { written_.fetch_add(1, std::memory_order_acq_rel); }
-  Status Sync(io::File& file);
-
- private:
-  std::atomic<uint64_t> written_{0};
-  std::mutex mu_;
-  uint64_t synced_ = 0;  // guarded by mu_
-};
-
-// One origin file served through the cache. Created by OpenVolume.
-class Volume {
- public:
-  Volume(VolumeId id, uint64_t dev, uint64_t ino,
-         std::shared_ptr<io::File> origin, uint64_t size)
-      : id_(id),
-        dev_(dev),
-        ino_(ino),
-        origin_(std::move(origin)),
-        size_(size) {}
-
-  VolumeId id() const { return id_; }
-  // The origin file; tierfs's only handle on it while the volume exists.
-  const std::shared_ptr<io::File>& origin() const { return origin_; }
-  int opens() const { return opens_.load(); }
-  uint64_t size() const { return size_.load(std::memory_order_acquire); }
-  const VolumeCounters& counters() const { return counters_; }
-
- private:
-  friend class CacheEngine;
-  const VolumeId id_;
-  const uint64_t dev_, ino_;
-  const std::shared_ptr<io::File> origin_;
-  std::atomic<uint64_t> size_;
-  std::atomic<int> opens_{0};
-  std::atomic<bool> removed_{false};
-  SyncTracker origin_sync_;
-  VolumeCounters counters_;
-  std::string name_;  // guarded by the engine's volumes_mu_
-};
-
 struct VolumeInfo {
   VolumeId id;
   std::string name;
@@ -124,8 +110,8 @@ struct EngineSnapshot {
   uint64_t block_size = 0, cache_blocks = 0, used_blocks = 0, dirty_blocks = 0;
   uint64_t read_hits = 0, read_misses = 0, write_hits = 0, write_misses = 0;
   uint64_t promotions = 0, demotions = 0, writebacks = 0, overwrites = 0;
-  uint64_t bypassed = 0, migration_failures = 0, cache_errors = 0,
-           origin_errors = 0, hole_skips = 0;
+  uint64_t bypassed = 0, migration_failures = 0, migration_aborts = 0,
+           cache_errors = 0, origin_errors = 0, hole_skips = 0;
   bool read_only = false;
   std::string read_only_reason;
   bool persistent = false;
@@ -160,20 +146,28 @@ class CacheEngine {
   ~CacheEngine();  // Shutdown()
 
   // Returns the volume for origin file (dev, ino), creating it on first use.
-  // Each OpenVolume is matched by one CloseVolume.
-  // `name` (the path in the slow dir, for display) is refreshed every open.
+  // Each OpenVolume is matched by one CloseVolume. `origin` becomes the
+  // volume's origin handle if it has none or only a read-only one and
+  // `writable` is true. `name` (the path in the slow dir, for display) is
+  // refreshed every open.
   std::shared_ptr<Volume> OpenVolume(uint64_t dev, uint64_t ino,
                                      std::shared_ptr<io::File> origin,
-                                     std::string name = {});
+                                     bool writable, std::string name = {});
   // `unlinked`: the origin file has no names left, so when the last opener
-  // closes its cached blocks (dirty or not) are dropped.
+  // closes, its cached blocks (dirty or not) are dropped. Otherwise a volume
+  // with cached blocks stays known; one without is forgotten.
   void CloseVolume(const std::shared_ptr<Volume>& volume, bool unlinked);
   // Looks a volume up without opening it (nullptr if unknown).
   std::shared_ptr<Volume> FindVolume(uint64_t dev, uint64_t ino);
-  // Drops every mapping of a volume whose origin was removed.
-  void ForgetVolume(uint64_t dev, uint64_t ino);
-  // Records that the origin grew outside Write (e.g. fallocate).
-  void GrowTo(Volume& volume, uint64_t size);
+  // The origin (dev, ino) lost its last name (unlink, rename over it).
+  // Returns once the volume's blocks are dropped durably, so a crash never
+  // leaves cached blocks of a file that no longer exists: the next mount
+  // needs no flag. A volume still open keeps working uncached; its dirty
+  // blocks are written back to the (unlinked) origin first, since openers
+  // can still read them.
+  Status ForgetVolume(uint64_t dev, uint64_t ino);
+  // fallocate(mode 0) on the origin; the file may grow.
+  Status Allocate(Volume& volume, uint64_t offset, uint64_t length);
 
   // Reads `size` bytes at `offset` (short at end of file). `done` runs
   // exactly once, possibly before Read returns.
@@ -183,13 +177,15 @@ class CacheEngine {
   // returns. `done` runs exactly once, possibly before Write returns.
   void Write(const std::shared_ptr<Volume>& volume, uint64_t offset,
              std::span<const std::byte> data, Done done);
-  // Makes every completed write of the volume durable.
+  // Makes every completed write, truncate, punch and allocation of the
+  // volume durable.
   Status Fsync(Volume& volume);
   // Size changes go to the origin synchronously; cached blocks past the new
   // end are dropped (dirty data inside the new size is written back first).
   Status Truncate(Volume& volume, uint64_t new_size);
-  // Discards a range: mappings of whole blocks inside it are dropped, the
-  // origin range is punched; partial blocks are zeroed through the cache.
+  // Discards a range (punch, keeping the size): mappings of whole blocks
+  // inside it are dropped, the origin range is punched; partial blocks are
+  // zeroed through the cache. Nothing past the end of the file changes.
   Status Discard(const std::shared_ptr<Volume>& volume, uint64_t offset,
                  uint64_t length);
 
@@ -239,32 +235,49 @@ class CacheEngine {
   CacheEngine(const EngineOptions& options, std::unique_ptr<io::File> cache,
               std::unique_ptr<policy::Policy> policy);
 
+  // The IO path (engine.cc).
+  void Start(Request* req);
   void Process(Request* req);
   enum class Step { kDone, kParked, kFailed };
   Step ReadBlock(Request* req, uint64_t index, uint64_t in_block, size_t len);
   Step WriteBlock(Request* req, uint64_t index, uint64_t in_block, size_t len);
+  // Writes a hit in writethrough mode, or one whose block was dirty
+  // before; see the definition. REQUIRES: the block's shared cell held.
+  std::error_code WriteHit(Volume& volume, uint64_t index, uint64_t in_block,
+                           std::span<const std::byte> src, CBlock cblock,
+                           Mode mode, bool was_dirty, bool writethrough_dirty,
+                           uint64_t dirty_seq);
   // Returns true if done, false if contended (the caller takes the normal
   // path), or an error (the request is not finished yet).
   Result<bool> TryOverwrite(Request* req, uint64_t index,
-                            const policy::Work& work);
-  // Returns the sequence of the new mapping's record (0: none).
-  uint64_t CompleteOverwrite(const policy::Work& work, bool success);
+                            const policy::Work& work, uint64_t generation);
+  // Installs an overwrite's mapping if nothing invalidated it meanwhile.
+  // Returns whether it did, and in *seq the record to wait for.
+  bool CompleteOverwrite(Volume& volume, const policy::Work& work, bool success,
+                         uint64_t generation, uint64_t* seq);
   // Writes foreground data to the origin, counting errors and syncs.
   std::error_code WriteOrigin(Volume& volume, uint64_t offset,
                               std::span<const std::byte> data);
   void Park(Request* req);
   void Resume(Request* req);
   void Finish(Request* req, std::error_code ec);
+  void CountIo(Volume& volume, Counter VolumeCounters::*counter);
+  // Records that the origin grew to at least `size`.
+  void GrowTo(Volume& volume, uint64_t size);
 
+  // REQUIRES: policy_mu_ (mode and generations are read under it).
   bool Cacheable(const Volume& volume, uint64_t index) const;
 
-  // Metadata records; each REQUIRES policy_mu_ and returns the record's
-  // sequence (0 without persistent metadata).
+  // Mapping changes; each REQUIRES policy_mu_, keeps index_ in step with the
+  // policy, and returns the record's sequence (0 without metadata).
   uint64_t Unmap(CBlock cblock);
   uint64_t MarkDirty(CBlock cblock);
+  // Re-reads oblock's mapping from the policy into index_.
+  void Reindex(OBlock oblock);
   // Waits until record `seq` is durable; on failure the engine goes
   // read-only. REQUIRES: policy_mu_ not held.
   std::error_code Durable(uint64_t seq);
+  std::error_code AllDurable();
   // A cblock the policy handed out may still be named by a freeing record
   // that is not durable yet; new data may go into it only after that.
   std::error_code FreedSlotsDurable();
@@ -278,30 +291,53 @@ class CacheEngine {
   std::shared_ptr<Volume> VolumeById(VolumeId id);
   void Dispatch(std::vector<UniqueFunction<void()>> continuations);
   void MarkIo();
+  // Drops a closed volume's origin handle when nothing needs it, and the
+  // volume itself when it has no cached block left.
+  void MaybeRelease(const std::shared_ptr<Volume>& volume);
+
+  // Range operations (range_ops.cc).
+  // Takes exclusive level-1 locks on `indices` of a volume, waiting (this
+  // thread sleeps) while migrations or IO hold them. Used by the rare
+  // range operations only, never by reads or writes.
+  std::vector<void*> LockBlocksForResize(VolumeId volume,
+                                         const std::vector<uint64_t>& indices);
+  void UnlockBlocks(std::vector<void*> cells);
+  // Drops every mapping of `volume` (durably), writing dirty blocks back
+  // first if `keep_dirty`. REQUIRES: admin_mu_ shared.
+  Status DropVolumeBlocks(Volume& volume, bool keep_dirty);
+  // Copies `length` bytes of a cached block to the origin.
+  Status CopyToOrigin(Volume& volume, uint64_t index, CBlock cblock,
+                      size_t length);
 
   // Migrations (migration.cc).
   void KickMigrations();
   void PullWork();
-  void StartMigration(const policy::Work& work);
+  void StartMigration(const policy::Work& work, std::shared_ptr<Volume> volume);
   void RunPromotion(std::shared_ptr<Migration> m);
   void RunDemotion(std::shared_ptr<Migration> m);
   void RunWriteback(std::shared_ptr<Migration> m);
+  // Re-checks issued work under its cell (discipline point 4).
+  bool StillValid(Migration& m);
   void FinishMigration(std::shared_ptr<Migration> m, bool success);
   void OnTick();
-  // Takes exclusive level-1 locks on `indices` of a volume, waiting (this
-  // thread sleeps) while migrations hold them. Used by the rare size-changing
-  // operations only, never by reads or writes.
-  std::vector<void*> LockBlocksForResize(VolumeId volume,
-                                         const std::vector<uint64_t>& indices);
-  void UnlockBlocks(std::vector<void*> cells);
+  // Stops migrations and waits for those in flight; returns whether they
+  // were allowed before.
+  bool DrainMigrations();
 
   const EngineOptions options_;
   std::unique_ptr<io::File> cache_;
   std::unique_ptr<prison::Prison> prison_;
   std::atomic<Mode> mode_;
+  IoGate gate_;
+  // Range operations hold it shared; mode and policy switches exclusive.
+  std::shared_mutex admin_mu_;
 
   mutable std::mutex policy_mu_;
   std::unique_ptr<policy::Policy> policy_;  // guarded by policy_mu_
+  MappingIndex index_;                      // guarded by policy_mu_
+  // Writethrough write hits in flight per cblock that they marked dirty:
+  // the block is clean again once the last of them wrote both copies.
+  std::map<uint32_t, int> writethrough_writers_;  // guarded by policy_mu_
 
   std::mutex volumes_mu_;
   std::map<std::pair<uint64_t, uint64_t>, std::shared_ptr<Volume>>
@@ -320,7 +356,7 @@ class CacheEngine {
   std::atomic<bool> migrations_allowed_{true};
   std::atomic<uint64_t> migration_threshold_;
   std::atomic<uint64_t> in_flight_bytes_{0};
-  std::atomic<uint64_t> in_flight_{0};
+  std::atomic<uint64_t> in_flight_{0};  // changed under policy_mu_ upwards
   std::atomic<bool> pull_scheduled_{false};
   std::atomic<bool> shut_down_{false};
   std::mutex drain_mu_;

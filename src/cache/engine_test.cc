@@ -79,7 +79,7 @@ struct Fixture {
     }
     struct stat st;
     ::stat((dir.path() + "/" + name).c_str(), &st);
-    return engine->OpenVolume(st.st_dev, st.st_ino, f);
+    return engine->OpenVolume(st.st_dev, st.st_ino, f, true);
   }
 
   Status WriteSync(const std::shared_ptr<Volume>& v, uint64_t off,
@@ -419,8 +419,9 @@ struct FaultFixture {
     EXPECT_TRUE((*origin)->WriteAt(0, data).ok());
     struct stat st;
     ::stat((dir.path() + "/origin").c_str(), &st);
-    volume = engine->OpenVolume(st.st_dev, st.st_ino,
-                                std::shared_ptr<io::File>(std::move(*origin)));
+    volume =
+        engine->OpenVolume(st.st_dev, st.st_ino,
+                           std::shared_ptr<io::File>(std::move(*origin)), true);
   }
   Result<std::vector<std::byte>> Read(uint64_t off, size_t size) {
     std::promise<Result<std::vector<std::byte>>> p;

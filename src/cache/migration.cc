@@ -15,13 +15,21 @@
 #include "src/io/aligned_buffer.h"
 #include "src/prison/prison.h"
 #include "src/util/log.h"
+#include "src/util/sync_point.h"
 
 namespace tierfs::cache {
 struct CacheEngine::Migration {
   policy::Work work;
   std::shared_ptr<Volume> volume;
+  // The origin handle, taken when the work re-checked under its cell.
+  std::shared_ptr<io::File> origin;
   prison::Cell* cell = nullptr;
   io::AlignedBuffer buffer;
+  // The volume's range generation before a promotion read the origin.
+  uint64_t generation = 0;
+  // The work is no longer valid (discipline point 4): completes as
+  // aborted, recording nothing.
+  bool aborted = false;
   // Set when the migration failed on an IO error (not a lost race): the
   // store is recorded as failing and migrations back off.
   std::error_code error;
@@ -41,31 +49,37 @@ void CacheEngine::PullWork() {
   const uint64_t bs = options_.block_size;
   // A failing store is retried after the backoff, by the tick.
   if (backoff_.Waiting(NowMs())) return;
-  while (!shut_down_.load() &&
-         in_flight_bytes_.load() + bs <= migration_threshold_.load()) {
+  while (in_flight_bytes_.load() + bs <= migration_threshold_.load()) {
     const bool idle = flushing_.load() ||
                       NowMs() - last_io_ms_.load(std::memory_order_relaxed) >
                           2 * static_cast<uint64_t>(options_.tick.count());
     policy::Work work;
     {
+      // Work is counted in flight under the policy lock, together with the
+      // checks: DrainMigrations relies on it.
       std::lock_guard<std::mutex> lock(policy_mu_);
+      if (shut_down_.load() || !migrations_allowed_.load()) return;
       if (!policy_->GetBackgroundWork(idle, &work)) return;
+      in_flight_.fetch_add(1);
+      in_flight_bytes_.fetch_add(bs);
     }
-    in_flight_.fetch_add(1);
-    in_flight_bytes_.fetch_add(bs);
-    StartMigration(work);
+    StartMigration(work, VolumeById(work.oblock.volume));
   }
 }
 
-void CacheEngine::StartMigration(const policy::Work& work) {
+void CacheEngine::StartMigration(const policy::Work& work,
+                                 std::shared_ptr<Volume> volume) {
   auto m = std::make_shared<Migration>();
   m->work = work;
-  m->volume = VolumeById(work.oblock.volume);
+  m->volume = std::move(volume);
   if (!m->volume) {
+    m->aborted = true;
     FinishMigration(std::move(m), false);
     return;
   }
   pool_->Post([this, m]() mutable {
+    // Issued, not locked yet: the window discipline point 4 is about.
+    TIERFS_SYNC_POINT("engine:migration-issued", &m->work);
     switch (m->work.op) {
       case policy::WorkOp::kPromote:
         RunPromotion(std::move(m));
@@ -78,6 +92,31 @@ void CacheEngine::StartMigration(const policy::Work& work) {
         break;
     }
   });
+}
+
+bool CacheEngine::StillValid(Migration& m) {
+  Volume& volume = *m.volume;
+  const policy::Work& work = m.work;
+  if (work.op != policy::WorkOp::kDemote) {
+    m.origin = volume.origin();
+    if (m.origin == nullptr) return false;  // closed: nobody reads it now
+  }
+  std::lock_guard<std::mutex> lock(policy_mu_);
+  if (volume.removed()) return false;
+  switch (work.op) {
+    case policy::WorkOp::kPromote:
+      m.generation = index_.Generation(volume.id());
+      return Cacheable(volume, work.oblock.index) && m.generation % 2 == 0 &&
+             !index_.Find(work.oblock);
+    case policy::WorkOp::kDemote:
+      return policy_->MappedOBlock(work.cblock) == work.oblock &&
+             !policy_->IsDirty(work.cblock);
+    case policy::WorkOp::kWriteback:
+      return policy_->MappedOBlock(work.cblock) == work.oblock &&
+             policy_->IsDirty(work.cblock) &&
+             (work.oblock.index + 1) * options_.block_size <= volume.size();
+  }
+  return false;
 }
 
 namespace {
@@ -120,20 +159,19 @@ void CacheEngine::RunPromotion(std::shared_ptr<Migration> m) {
       prison::BlockKey(m->work.oblock.volume, m->work.oblock.index);
   auto copy = [this, m]() mutable {
     const uint64_t bs = options_.block_size;
-    Volume& volume = *m->volume;
-    const uint64_t index = m->work.oblock.index;
-    const uint64_t start = index * bs;
-    if (volume.removed_.load() || !Cacheable(volume, index)) {
+    const uint64_t start = m->work.oblock.index * bs;
+    if (!StillValid(*m)) {
+      m->aborted = true;
       return FinishMigration(std::move(m), false);
     }
     // Holes stay holes: promoting one would only waste a cblock.
-    Result<uint64_t> data = volume.origin_->SeekData(start);
+    Result<uint64_t> data = m->origin->SeekData(start);
     if (data.ok() && *data >= start + bs) {
       Bump(counters_.hole_skips);
       return FinishMigration(std::move(m), false);
     }
     m->buffer = io::AlignedBuffer(bs, false);
-    Result<size_t> n = volume.origin_->ReadAt(start, m->buffer.span());
+    Result<size_t> n = m->origin->ReadAt(start, m->buffer.span());
     if (!n.ok() || *n != bs) {
       if (!n.ok()) {
         Bump(counters_.origin_errors);
@@ -155,6 +193,7 @@ void CacheEngine::RunPromotion(std::shared_ptr<Migration> m) {
     }
     cache_sync_.Wrote();
     m->buffer = io::AlignedBuffer();
+    TIERFS_SYNC_POINT("engine:promotion-copied", &m->work);
     // Reads of the origin must drain before the mapping switches to the
     // cache copy.
     auto commit = [this, m]() mutable {
@@ -175,13 +214,10 @@ void CacheEngine::RunDemotion(std::shared_ptr<Migration> m) {
   const prison::Key key =
       prison::BlockKey(m->work.oblock.volume, m->work.oblock.index);
   auto commit = [this, m]() mutable {
-    bool ok;
-    {
-      // A write may have dirtied the block after the policy chose it.
-      std::lock_guard<std::mutex> lock(policy_mu_);
-      ok = !policy_->IsDirty(m->work.cblock);
-    }
-    FinishMigration(std::move(m), ok);
+    // A write may have dirtied the block after the policy chose it, or a
+    // range operation dropped it (and the slot may map another block now).
+    m->aborted = !StillValid(*m);
+    FinishMigration(std::move(m), !m->aborted);
   };
   if (!LockThen(*prison_, *pool_, key, 1, &m->cell, std::move(commit))) {
     FinishMigration(std::move(m), false);
@@ -194,7 +230,10 @@ void CacheEngine::RunWriteback(std::shared_ptr<Migration> m) {
   auto copy = [this, m]() mutable {
     const uint64_t bs = options_.block_size;
     Volume& volume = *m->volume;
-    if (volume.removed_.load()) return FinishMigration(std::move(m), false);
+    if (!StillValid(*m)) {
+      m->aborted = true;
+      return FinishMigration(std::move(m), false);
+    }
     m->buffer = io::AlignedBuffer(bs, false);
     Result<size_t> n =
         cache_->ReadAt(CacheOffset(m->work.cblock), m->buffer.span());
@@ -204,10 +243,12 @@ void CacheEngine::RunWriteback(std::shared_ptr<Migration> m) {
       m->failed_store = &cache_health_;
       return FinishMigration(std::move(m), false);
     }
-    Status st =
-        volume.origin_->WriteAt(m->work.oblock.index * bs, m->buffer.span());
+    Status st = m->origin->WriteAt(m->work.oblock.index * bs, m->buffer.span());
     // The block is clean only once the origin copy is durable.
-    if (st.ok()) st = volume.origin_->Sync();
+    if (st.ok()) {
+      volume.origin_sync_.Wrote();
+      st = volume.origin_sync_.Sync(*m->origin);
+    }
     if (!st.ok()) {
       Bump(counters_.origin_errors);
       m->error = st.error();
@@ -226,15 +267,17 @@ void CacheEngine::FinishMigration(std::shared_ptr<Migration> m, bool success) {
   uint64_t seq = 0;  // a record to make durable before the block unlocks
   {
     std::lock_guard<std::mutex> lock(policy_mu_);
-    // A volume forgotten or a switch to passthrough while the copy ran: the
-    // new mapping would be stale (ForgetVolume and SetMode invalidate under
-    // policy_mu_ after setting their flag, so one of the two sees it).
+    // A promotion's copy is stale if the volume was forgotten, or a range
+    // operation ran while it was read (discipline point 3), or the mode
+    // stopped caching.
     if (success && m->work.op == policy::WorkOp::kPromote &&
-        ((m->volume && m->volume->removed_.load()) ||
-         mode() == Mode::kPassthrough)) {
+        (m->volume->removed() || !Cacheable(*m->volume, m->work.oblock.index) ||
+         index_.Generation(m->volume->id()) != m->generation)) {
       success = false;
+      m->aborted = true;
     }
     policy_->CompleteBackgroundWork(m->work, success);
+    Reindex(m->work.oblock);
     if (success && meta_ != nullptr) {
       const CBlock cblock = m->work.cblock;
       switch (m->work.op) {
@@ -271,6 +314,8 @@ void CacheEngine::FinishMigration(std::shared_ptr<Migration> m, bool success) {
         Bump(counters_.writebacks);
         break;
     }
+  } else if (m->aborted) {
+    Bump(counters_.migration_aborts);
   } else {
     Bump(counters_.migration_failures);
   }
@@ -286,6 +331,10 @@ void CacheEngine::FinishMigration(std::shared_ptr<Migration> m, bool success) {
     }
   }
   if (m->cell != nullptr) Dispatch(prison_->Unlock(m->cell));
+  if (m->work.op == policy::WorkOp::kWriteback && m->volume &&
+      m->volume->opens() == 0) {
+    MaybeRelease(m->volume);  // its last dirty block may be clean now
+  }
   in_flight_bytes_.fetch_sub(options_.block_size);
   in_flight_.fetch_sub(1);
   { std::lock_guard<std::mutex> lock(drain_mu_); }
@@ -371,6 +420,7 @@ Status CacheEngine::Flush(std::chrono::milliseconds timeout) {
 
 void CacheEngine::Shutdown() {
   if (shut_down_.exchange(true)) return;
+  { std::lock_guard<std::mutex> lock(policy_mu_); }  // see PullWork
   {
     std::unique_lock<std::mutex> lock(drain_mu_);
     drain_cv_.wait(lock, [this] { return in_flight_.load() == 0; });

@@ -41,6 +41,9 @@ struct EngineCounters {
   Counter promotions{0}, demotions{0}, writebacks{0};
   Counter overwrites{0};  // whole-block writes promoted without a copy
   Counter migration_failures{0};
+  // Issued work that found its reason gone under its lock (a range
+  // operation, a write, a mode switch) and recorded nothing.
+  Counter migration_aborts{0};
   Counter cache_errors{0}, origin_errors{0};
   Counter hole_skips{0};  // promotions skipped because the block is a hole
   LatencyHistogram read_latency, write_latency;

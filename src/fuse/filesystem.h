@@ -15,6 +15,7 @@
 #include <memory>
 #include <string>
 
+#include "src/cache/engine.h"
 #include "src/fuse/inode_table.h"
 #include "src/fuse/reply.h"
 #include "src/io/file.h"
@@ -106,7 +107,7 @@ class Filesystem {
   };
   // Opens (or reuses) the inode's shared data file and cache volume.
   Result<OpenData> AcquireData(Inode* inode, bool write);
-  void ReleaseData(Inode* inode);
+  void ReleaseData(Inode* inode, const std::shared_ptr<cache::Volume>& volume);
   // After an unlink or rename-over of the file (dev, ino): if that removed
   // its last name (`last_link_gone`, read from the inode after the removal)
   // and no open is left, the file's cached blocks are garbage.

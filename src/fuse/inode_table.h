@@ -15,7 +15,6 @@
 #include <mutex>
 #include <utility>
 
-#include "src/cache/engine.h"
 #include "src/io/file.h"
 #include "src/util/result.h"
 
@@ -36,11 +35,8 @@ struct Inode {
   // extensions and sub-sector writes are serialised on one object.
   std::mutex mu;
   std::shared_ptr<io::File> data;  // guarded by mu
-  // The cache engine's view of this file while it is open (null without an
-  // engine).
-  std::shared_ptr<cache::Volume> volume;  // guarded by mu
-  bool data_writable = false;             // guarded by mu
-  int open_count = 0;                     // guarded by mu
+  bool data_writable = false;      // guarded by mu
+  int open_count = 0;              // guarded by mu
 };
 
 class InodeTable {

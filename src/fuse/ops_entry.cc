@@ -71,7 +71,7 @@ void Filesystem::SetAttr(Reply reply, fuse_ino_t ino, struct stat* attr,
     const auto size = static_cast<uint64_t>(attr->st_size);
     Status st = data->volume ? options_.engine->Truncate(*data->volume, size)
                              : data->file->Truncate(size);
-    ReleaseData(inode);
+    ReleaseData(inode, data->volume);
     if (!st.ok()) return reply.Error(st.error());
   }
   if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {

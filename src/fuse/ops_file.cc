@@ -11,6 +11,7 @@
 
 #include "src/fuse/filesystem.h"
 #include "src/io/aligned_buffer.h"
+#include "src/util/log.h"
 
 namespace tierfs::fusefs {
 
@@ -63,11 +64,12 @@ Result<Filesystem::OpenData> Filesystem::AcquireData(Inode* inode, bool write) {
   cache::CacheEngine* engine = options_.engine;
   std::lock_guard<std::mutex> lock(inode->mu);
   if (!inode->data && engine != nullptr) {
-    // A volume outlives its opens while it has cached blocks; its origin
-    // handle is the one to use.
+    // A volume with dirty blocks keeps its origin handle: share it.
     if (auto volume = engine->FindVolume(inode->dev, inode->ino)) {
-      inode->data = volume->origin();
-      inode->data_writable = true;
+      if (std::shared_ptr<io::File> origin = volume->origin()) {
+        inode->data = std::move(origin);
+        inode->data_writable = volume->origin_writable();
+      }
     }
   }
   if (!inode->data || (write && !inode->data_writable)) {
@@ -88,30 +90,35 @@ Result<Filesystem::OpenData> Filesystem::AcquireData(Inode* inode, bool write) {
     inode->data = std::move(file).value();
     inode->data_writable = writable;
   }
-  if (engine != nullptr && !inode->volume) {
-    inode->volume = engine->OpenVolume(inode->dev, inode->ino, inode->data,
-                                       DisplayName(inode->fd));
+  std::shared_ptr<cache::Volume> volume;
+  if (engine != nullptr) {
+    // The engine counts every open, and takes a writable origin in place of
+    // a read-only one (writeback needs it).
+    volume = engine->OpenVolume(inode->dev, inode->ino, inode->data,
+                                inode->data_writable, DisplayName(inode->fd));
   }
   ++inode->open_count;
-  return OpenData{inode->data, inode->volume};
+  return OpenData{inode->data, std::move(volume)};
 }
 
-void Filesystem::ReleaseData(Inode* inode) {
+void Filesystem::ReleaseData(Inode* inode,
+                             const std::shared_ptr<cache::Volume>& volume) {
   std::lock_guard<std::mutex> lock(inode->mu);
-  if (--inode->open_count > 0) return;
-  if (inode->volume) {
-    options_.engine->CloseVolume(inode->volume, Unlinked(inode->fd));
-    inode->volume.reset();
-  }
-  inode->data.reset();
+  if (volume) options_.engine->CloseVolume(volume, Unlinked(inode->fd));
+  if (--inode->open_count == 0) inode->data.reset();
 }
 
 void Filesystem::ForgetIfGone(dev_t dev, ino_t ino, bool last_link_gone) {
   if (options_.engine == nullptr || !last_link_gone) return;
-  auto volume = options_.engine->FindVolume(dev, ino);
-  // An open volume is forgotten by its last close (ReleaseData).
-  if (volume && volume->opens() == 0) {
-    options_.engine->ForgetVolume(dev, ino);
+  // Durable before the unlink is answered: a crash from here on leaves no
+  // cached block of a file that is gone (an open file keeps working, its
+  // dirty blocks written back first).
+  Status st = options_.engine->ForgetVolume(dev, ino);
+  if (!st.ok()) {
+    TIERFS_LOG_ERROR(
+        "cannot drop the cached blocks of a removed file: %s; the next "
+        "mount may need --discard-cache",
+        st.error().message().c_str());
   }
 }
 
@@ -124,7 +131,7 @@ void Filesystem::Open(Reply reply, fuse_ino_t ino, fuse_file_info* fi) {
     Status st = data->volume ? options_.engine->Truncate(*data->volume, 0)
                              : data->file->Truncate(0);
     if (!st.ok()) {
-      ReleaseData(inode);
+      ReleaseData(inode, data->volume);
       return reply.Error(st.error());
     }
   }
@@ -135,7 +142,7 @@ void Filesystem::Open(Reply reply, fuse_ino_t ino, fuse_file_info* fi) {
     handle.release();  // owned by the kernel's open file until Release
   } else {
     handle.reset();
-    ReleaseData(inode);
+    ReleaseData(inode, data->volume);
   }
 }
 
@@ -217,7 +224,7 @@ void Filesystem::Create(Reply reply, fuse_ino_t parent, const char* name,
     Status st = data->volume ? options_.engine->Truncate(*data->volume, 0)
                              : data->file->Truncate(0);
     if (!st.ok()) {
-      ReleaseData(inode);
+      ReleaseData(inode, data->volume);
       inodes_.Forget(inode, 1);
       return reply.Error(st.error());
     }
@@ -230,7 +237,7 @@ void Filesystem::Create(Reply reply, fuse_ino_t parent, const char* name,
     handle.release();
   } else {
     handle.reset();
-    ReleaseData(inode);
+    ReleaseData(inode, data->volume);
     inodes_.Forget(inode, 1);
   }
 }
@@ -278,9 +285,7 @@ void Filesystem::Flush(Reply reply, fuse_ino_t, fuse_file_info*) {
 
 void Filesystem::Release(Reply reply, fuse_ino_t, fuse_file_info* fi) {
   std::unique_ptr<FileHandle> handle(Handle(fi));
-  Inode* inode = handle->inode;
-  handle.reset();
-  ReleaseData(inode);
+  ReleaseData(handle->inode, handle->volume);
   reply.Ok();
 }
 
@@ -298,8 +303,8 @@ void Filesystem::Fallocate(Reply reply, fuse_ino_t, int mode, off_t offset,
   const auto len = static_cast<uint64_t>(length);
   Status st;
   if (mode == 0) {
-    st = h->file->Allocate(off, len);
-    if (st.ok() && h->volume) options_.engine->GrowTo(*h->volume, off + len);
+    st = h->volume ? options_.engine->Allocate(*h->volume, off, len)
+                   : h->file->Allocate(off, len);
   } else if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
     st = h->volume ? options_.engine->Discard(h->volume, off, len)
                    : h->file->PunchHole(off, len);

@@ -1,0 +1,86 @@
+#include "src/cache/mapping_index.h"
+
+namespace tierfs::cache {
+
+const MappingIndex::PerVolume* MappingIndex::Get(VolumeId volume) const {
+  auto it = volumes_.find(volume.value());
+  return it == volumes_.end() ? nullptr : &it->second;
+}
+
+void MappingIndex::Set(OBlock oblock, std::optional<CBlock> cblock,
+                       bool dirty) {
+  auto vit = volumes_.find(oblock.volume.value());
+  if (!cblock) {
+    if (vit == volumes_.end()) return;
+    auto it = vit->second.blocks.find(oblock.index);
+    if (it == vit->second.blocks.end()) return;
+    vit->second.dirty -= it->second.second;
+    vit->second.blocks.erase(it);
+    return;
+  }
+  PerVolume& v =
+      vit != volumes_.end() ? vit->second : volumes_[oblock.volume.value()];
+  auto [it, fresh] = v.blocks.try_emplace(oblock.index, *cblock, dirty);
+  if (!fresh) {
+    v.dirty -= it->second.second;
+    it->second = {*cblock, dirty};
+  }
+  v.dirty += dirty;
+}
+
+std::optional<CBlock> MappingIndex::Find(OBlock oblock) const {
+  const PerVolume* v = Get(oblock.volume);
+  if (v == nullptr) return std::nullopt;
+  auto it = v->blocks.find(oblock.index);
+  if (it == v->blocks.end()) return std::nullopt;
+  return it->second.first;
+}
+
+std::vector<MappingIndex::Block> MappingIndex::Range(VolumeId volume,
+                                                     uint64_t first,
+                                                     uint64_t end) const {
+  std::vector<Block> out;
+  const PerVolume* v = Get(volume);
+  if (v == nullptr) return out;
+  for (auto it = v->blocks.lower_bound(first);
+       it != v->blocks.end() && it->first < end; ++it) {
+    out.push_back(Block{it->first, it->second.first, it->second.second});
+  }
+  return out;
+}
+
+std::optional<uint64_t> MappingIndex::NextMapped(VolumeId volume,
+                                                 uint64_t first) const {
+  const PerVolume* v = Get(volume);
+  if (v == nullptr) return std::nullopt;
+  auto it = v->blocks.lower_bound(first);
+  if (it == v->blocks.end()) return std::nullopt;
+  return it->first;
+}
+
+uint64_t MappingIndex::Blocks(VolumeId volume) const {
+  const PerVolume* v = Get(volume);
+  return v == nullptr ? 0 : v->blocks.size();
+}
+
+uint64_t MappingIndex::Dirty(VolumeId volume) const {
+  const PerVolume* v = Get(volume);
+  return v == nullptr ? 0 : v->dirty;
+}
+
+void MappingIndex::Erase(VolumeId volume) { volumes_.erase(volume.value()); }
+
+uint64_t MappingIndex::Generation(VolumeId volume) const {
+  const PerVolume* v = Get(volume);
+  return v == nullptr ? 0 : v->generation;
+}
+
+void MappingIndex::BeginRange(VolumeId volume) {
+  ++volumes_[volume.value()].generation;
+}
+
+void MappingIndex::EndRange(VolumeId volume) {
+  ++volumes_[volume.value()].generation;
+}
+
+}  // namespace tierfs::cache

@@ -1,0 +1,376 @@
+// Range operations of the cache engine: truncate, punch (discard), forget
+// (unlink), invalidate, SEEK_DATA/SEEK_HOLE, per-volume counts. Each costs
+// O(the volume's cached blocks in the range) through the mapping index.
+//
+// They follow the lock discipline in engine.h: the exclusive cells of every
+// mapped block in the range are held from before the mapping is read until
+// the change is durable, and the volume's range generation is odd while
+// they run, so a promotion or overwrite that read the origin meanwhile
+// never installs its copy. Crash order, per block kind:
+//   clean copy:  unmap, durably, before the origin changes (afterwards the
+//                copy would differ from the origin and a crash would serve
+//                it again);
+//   dirty copy:  the origin change (punch, truncate) is made durable first,
+//                then the unmap (before, a crash would bring back the
+//                origin's older bytes under it).
+
+#include <algorithm>
+#include <future>
+
+#include "src/cache/engine.h"
+#include "src/io/aligned_buffer.h"
+#include "src/prison/prison.h"
+#include "src/util/log.h"
+
+namespace tierfs::cache {
+namespace {
+
+constexpr int kWriteLevel = 0;
+constexpr int kReadLevel = 1;
+
+std::vector<uint64_t> Indices(const std::vector<MappingIndex::Block>& blocks) {
+  std::vector<uint64_t> out;
+  out.reserve(blocks.size());
+  for (const MappingIndex::Block& b : blocks) out.push_back(b.index);
+  return out;
+}
+
+}  // namespace
+
+std::vector<void*> CacheEngine::LockBlocksForResize(
+    VolumeId volume, const std::vector<uint64_t>& indices) {
+  std::vector<void*> cells;
+  cells.reserve(indices.size());
+  for (uint64_t index : indices) {
+    const prison::Key key = prison::BlockKey(volume, index);
+    for (;;) {
+      prison::LockResult lock = prison_->Lock(key, kReadLevel);
+      if (lock.cell != nullptr) {
+        if (lock.status == prison::LockStatus::kLockedNeedsQuiesce) {
+          std::promise<void> quiesced;
+          prison_->Quiesce(lock.cell, [&quiesced] { quiesced.set_value(); });
+          quiesced.get_future().wait();
+        }
+        cells.push_back(lock.cell);
+        break;
+      }
+      // A migration holds it: wait for its unlock by parking a shared get.
+      std::promise<void> unlocked;
+      prison::Continuation k = [&unlocked] { unlocked.set_value(); };
+      prison::Cell* probe = prison_->Get(key, kWriteLevel, k);
+      if (probe != nullptr) {
+        prison_->Put(probe);
+      } else {
+        unlocked.get_future().wait();
+      }
+    }
+  }
+  return cells;
+}
+
+void CacheEngine::UnlockBlocks(std::vector<void*> cells) {
+  for (void* c : cells) {
+    Dispatch(prison_->Unlock(static_cast<prison::Cell*>(c)));
+  }
+}
+
+Status CacheEngine::CopyToOrigin(Volume& volume, uint64_t index, CBlock cblock,
+                                 size_t length) {
+  std::shared_ptr<io::File> origin = volume.origin();
+  if (origin == nullptr) return ErrnoCode(EBADF);
+  io::AlignedBuffer buf(length, false);
+  Result<size_t> n = cache_->ReadAt(CacheOffset(cblock), buf.span(0, length));
+  if (!n.ok() || *n != length) {
+    Bump(counters_.cache_errors);
+    return n.ok() ? ErrnoCode(EIO) : n.error();
+  }
+  Status st = origin->WriteAt(index * options_.block_size, buf.span(0, length));
+  if (!st.ok()) {
+    Bump(counters_.origin_errors);
+    return st;
+  }
+  volume.origin_sync_.Wrote();
+  return OkStatus();
+}
+
+Status CacheEngine::Truncate(Volume& volume, uint64_t new_size) {
+  if (read_only_.load()) return ErrnoCode(EROFS);
+  std::shared_ptr<io::File> origin = volume.origin();
+  if (origin == nullptr) return ErrnoCode(EBADF);
+  std::shared_lock<std::shared_mutex> admin(admin_mu_);
+  const uint64_t bs = options_.block_size;
+  const uint64_t first = new_size / bs;  // first block not wholly kept
+  const VolumeId id = volume.id();
+  std::vector<MappingIndex::Block> blocks;
+  {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    index_.BeginRange(id);
+    blocks = index_.Range(id, first);
+  }
+  std::vector<void*> cells = LockBlocksForResize(id, Indices(blocks));
+  {
+    // Dirty bits may have changed before the cells were ours.
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    blocks = index_.Range(id, first);
+    for (const MappingIndex::Block& b : blocks) {
+      if (!b.dirty) Unmap(b.cblock);
+    }
+  }
+  std::erase_if(blocks, [](const MappingIndex::Block& b) { return !b.dirty; });
+  Status result = AllDurable();
+  if (result.ok() && !blocks.empty() && blocks.front().index == first &&
+      new_size % bs != 0) {
+    // The block becomes the partial tail (never cached): its dirty bytes
+    // below the new end go to the origin before the mapping is dropped.
+    result = CopyToOrigin(volume, first, blocks.front().cblock,
+                          static_cast<size_t>(new_size % bs));
+  }
+  if (result.ok()) result = origin->Truncate(new_size);
+  if (result.ok()) {
+    volume.size_.store(new_size, std::memory_order_release);
+    volume.origin_sync_.Wrote();  // fsync covers the new size
+    if (!blocks.empty()) result = volume.origin_sync_.Sync(*origin);
+  }
+  if (result.ok() && !blocks.empty()) {
+    {
+      std::lock_guard<std::mutex> lock(policy_mu_);
+      for (const MappingIndex::Block& b : blocks) Unmap(b.cblock);
+    }
+    result = AllDurable();
+  }
+  // On failure nothing dirty was dropped: the data is still there.
+  {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    index_.EndRange(id);
+  }
+  UnlockBlocks(std::move(cells));
+  return result;
+}
+
+Status CacheEngine::Discard(const std::shared_ptr<Volume>& volume,
+                            uint64_t offset, uint64_t length) {
+  if (read_only_.load()) return ErrnoCode(EROFS);
+  std::shared_ptr<io::File> origin = volume->origin();
+  if (origin == nullptr) return ErrnoCode(EBADF);
+  std::shared_lock<std::shared_mutex> admin(admin_mu_);
+  const uint64_t bs = options_.block_size;
+  // A punch keeps the size: nothing at or past the end of the file changes.
+  const uint64_t end = std::min(offset + length, volume->size());
+  if (offset >= end) return OkStatus();
+  const uint64_t first_full = (offset + bs - 1) / bs;
+  const uint64_t end_full = end / bs;
+  // Partial blocks at the edges: write zeros through the normal path, so a
+  // cached copy (clean or dirty) gets them too.
+  auto zero_range = [&](uint64_t from, uint64_t to) -> Status {
+    if (from >= to) return OkStatus();
+    std::vector<std::byte> zeros(static_cast<size_t>(to - from));
+    std::promise<Status> done;
+    Write(volume, from, zeros, [&done](Status st) { done.set_value(st); });
+    return done.get_future().get();
+  };
+  if (first_full >= end_full) return zero_range(offset, end);
+  Status st = zero_range(offset, first_full * bs);
+  if (st.ok()) st = zero_range(end_full * bs, end);
+  if (!st.ok()) return st;
+  const VolumeId id = volume->id();
+  std::vector<MappingIndex::Block> blocks;
+  {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    index_.BeginRange(id);
+    blocks = index_.Range(id, first_full, end_full);
+  }
+  std::vector<void*> cells = LockBlocksForResize(id, Indices(blocks));
+  {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    blocks = index_.Range(id, first_full, end_full);
+    for (const MappingIndex::Block& b : blocks) {
+      if (!b.dirty) Unmap(b.cblock);
+    }
+  }
+  std::erase_if(blocks, [](const MappingIndex::Block& b) { return !b.dirty; });
+  st = AllDurable();
+  if (st.ok()) {
+    st = origin->PunchHole(first_full * bs, (end_full - first_full) * bs);
+  }
+  if (st.ok()) {
+    volume->origin_sync_.Wrote();  // fsync covers the hole
+    if (!blocks.empty()) st = volume->origin_sync_.Sync(*origin);
+  }
+  if (st.ok() && !blocks.empty()) {
+    {
+      std::lock_guard<std::mutex> lock(policy_mu_);
+      for (const MappingIndex::Block& b : blocks) Unmap(b.cblock);
+    }
+    st = AllDurable();
+  }
+  {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    index_.EndRange(id);
+  }
+  UnlockBlocks(std::move(cells));
+  return st;
+}
+
+Status CacheEngine::DropVolumeBlocks(Volume& volume, bool keep_dirty) {
+  const VolumeId id = volume.id();
+  std::vector<MappingIndex::Block> blocks;
+  {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    index_.BeginRange(id);
+    blocks = index_.Range(id, 0);
+  }
+  std::vector<void*> cells = LockBlocksForResize(id, Indices(blocks));
+  Status st;
+  if (keep_dirty) {
+    {
+      std::lock_guard<std::mutex> lock(policy_mu_);
+      blocks = index_.Range(id, 0);
+    }
+    for (const MappingIndex::Block& b : blocks) {
+      if (!b.dirty) continue;
+      // A dirty block is always a whole block inside the file.
+      st = CopyToOrigin(volume, b.index, b.cblock, options_.block_size);
+      if (!st.ok()) break;
+    }
+    std::shared_ptr<io::File> origin = volume.origin();
+    if (st.ok() && origin != nullptr) st = volume.origin_sync_.Sync(*origin);
+  }
+  if (st.ok()) {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    // Uncacheable from here on; a promotion in flight checks this under the
+    // same lock.
+    volume.removed_.store(true, std::memory_order_release);
+    for (const MappingIndex::Block& b : index_.Range(id, 0)) Unmap(b.cblock);
+    index_.Erase(id);
+    if (meta_ != nullptr) meta_->AppendVolumeGone(id);
+  } else {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    index_.EndRange(id);
+  }
+  if (st.ok()) st = AllDurable();
+  UnlockBlocks(std::move(cells));
+  return st;
+}
+
+Status CacheEngine::ForgetVolume(uint64_t dev, uint64_t ino) {
+  std::shared_ptr<Volume> volume = FindVolume(dev, ino);
+  if (volume == nullptr) return OkStatus();
+  {
+    std::shared_lock<std::shared_mutex> admin(admin_mu_);
+    // Openers can still read an unlinked file: its dirty blocks go to the
+    // origin before the cache forgets them.
+    Status st = DropVolumeBlocks(*volume, /*keep_dirty=*/volume->opens() > 0);
+    if (!st.ok()) return st;
+  }
+  std::lock_guard<std::mutex> lock(volumes_mu_);
+  auto it = volumes_.find({dev, ino});
+  if (it != volumes_.end() && it->second == volume) volumes_.erase(it);
+  auto by_id = by_id_.find(volume->id().value());
+  if (by_id != by_id_.end() && by_id->second == volume) by_id_.erase(by_id);
+  return OkStatus();
+}
+
+Result<uint64_t> CacheEngine::Seek(Volume& volume, uint64_t offset, bool data) {
+  const uint64_t bs = options_.block_size;
+  std::shared_ptr<io::File> origin = volume.origin();
+  if (origin == nullptr) return ErrnoCode(EBADF);
+  if (data) {
+    Result<uint64_t> from_origin = origin->SeekData(offset);
+    if (!from_origin.ok()) return from_origin;
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    std::optional<uint64_t> cached =
+        index_.NextMapped(volume.id(), offset / bs);
+    if (!cached) return *from_origin;
+    return std::min(*from_origin, std::max(*cached * bs, offset));
+  }
+  uint64_t pos = offset;
+  for (;;) {
+    Result<uint64_t> hole = origin->SeekHole(pos);
+    if (!hole.ok()) return hole;
+    Result<uint64_t> size = origin->Size();
+    if (!size.ok()) return size;
+    if (*hole >= *size) return *hole;
+    std::optional<CBlock> mapped;
+    {
+      std::lock_guard<std::mutex> lock(policy_mu_);
+      mapped = index_.Find(OBlock{volume.id(), *hole / bs});
+    }
+    if (!mapped) return *hole;
+    pos = (*hole / bs + 1) * bs;  // a cached block covers this hole
+  }
+}
+
+std::vector<VolumeInfo> CacheEngine::Volumes() {
+  std::vector<VolumeInfo> out;
+  std::lock_guard<std::mutex> lock(volumes_mu_);
+  for (const auto& [id, v] : by_id_) {
+    VolumeInfo info;
+    info.id = v->id();
+    info.name = v->name_;
+    info.size = v->size();
+    info.opens = v->opens();
+    auto get = [](const Counter& c) { return c.load(); };
+    info.read_hits = get(v->counters_.read_hits);
+    info.read_misses = get(v->counters_.read_misses);
+    info.write_hits = get(v->counters_.write_hits);
+    info.write_misses = get(v->counters_.write_misses);
+    info.bypassed = get(v->counters_.bypassed);
+    info.bytes_read = get(v->counters_.bytes_read);
+    info.bytes_written = get(v->counters_.bytes_written);
+    {
+      std::lock_guard<std::mutex> plock(policy_mu_);
+      info.cached_blocks = index_.Blocks(v->id());
+      info.dirty_blocks = index_.Dirty(v->id());
+    }
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+Result<uint64_t> CacheEngine::InvalidateClean(std::string_view name) {
+  std::vector<std::shared_ptr<Volume>> targets;
+  {
+    std::lock_guard<std::mutex> lock(volumes_mu_);
+    for (const auto& [id, v] : by_id_) {
+      if (name.empty() || v->name_ == name) targets.push_back(v);
+    }
+  }
+  if (!name.empty() && targets.empty()) return ErrnoCode(ENOENT);
+  std::shared_lock<std::shared_mutex> admin(admin_mu_);
+  // In batches: each block's cell is held until its unmap is durable, so no
+  // write reaches the origin past a copy a crash could bring back.
+  constexpr size_t kBatch = 1024;
+  uint64_t dropped = 0;
+  for (const std::shared_ptr<Volume>& volume : targets) {
+    std::vector<MappingIndex::Block> blocks;
+    {
+      std::lock_guard<std::mutex> lock(policy_mu_);
+      blocks = index_.Range(volume->id(), 0);
+    }
+    std::erase_if(blocks, [](const MappingIndex::Block& b) { return b.dirty; });
+    for (size_t at = 0; at < blocks.size(); at += kBatch) {
+      std::vector<uint64_t> batch;
+      for (size_t i = at; i < std::min(blocks.size(), at + kBatch); ++i) {
+        batch.push_back(blocks[i].index);
+      }
+      std::vector<void*> cells = LockBlocksForResize(volume->id(), batch);
+      {
+        std::lock_guard<std::mutex> lock(policy_mu_);
+        for (uint64_t index : batch) {
+          const OBlock oblock{volume->id(), index};
+          std::optional<CBlock> cblock = index_.Find(oblock);
+          if (cblock && !policy_->IsDirty(*cblock)) {
+            Unmap(*cblock);
+            ++dropped;
+          }
+        }
+      }
+      std::error_code ec = AllDurable();
+      UnlockBlocks(std::move(cells));
+      if (ec) return ec;
+    }
+  }
+  return dropped;
+}
+
+}  // namespace tierfs::cache
