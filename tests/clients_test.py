@@ -208,7 +208,9 @@ def main():
             if os.path.exists(os.path.join(mnt, name)):
                 with open(os.path.join(mnt, name), "rb") as f:
                     shown[name] = f.read()
-        sh(TIERFS, "umount", mnt)
+        # A plain umount keeps dirty blocks in the cache (they are the newest
+        # data); --flush writes them back so the slow dir alone has it all.
+        sh(TIERFS, "umount", "--flush", mnt)
         mounted = False
         for name, data in shown.items():
             with open(os.path.join(slow, name), "rb") as f:
