@@ -126,13 +126,14 @@ void PrintStats(const json& s) {
               static_cast<unsigned long long>(u("write_misses")));
   std::printf(
       "migrations  %llu promotions, %llu demotions, %llu writebacks "
-      "(%.1f/s), %llu in flight, %llu failed\n",
+      "(%.1f/s), %llu in flight, %llu failed, %llu aborted\n",
       static_cast<unsigned long long>(u("promotions")),
       static_cast<unsigned long long>(u("demotions")),
       static_cast<unsigned long long>(u("writebacks")),
       s["writeback_rate"].get<double>(),
       static_cast<unsigned long long>(u("migrations_in_flight")),
-      static_cast<unsigned long long>(u("migration_failures")));
+      static_cast<unsigned long long>(u("migration_failures")),
+      static_cast<unsigned long long>(u("migration_aborts")));
   std::printf(
       "bypassed    %llu block IOs   errors: cache %llu, origin %llu\n",
       static_cast<unsigned long long>(u("bypassed")),

@@ -941,6 +941,7 @@ Status CacheEngine::SetPolicyConfig(std::string_view key,
 }
 
 void CacheEngine::AllowMigrations(bool allow) {
+  if (allow && read_only_.load()) return;  // nothing may be recorded now
   migrations_allowed_.store(allow);
   {
     std::lock_guard<std::mutex> lock(policy_mu_);

@@ -81,6 +81,7 @@ json StatsJson(cache::CacheEngine& engine, const DaemonInfo& info) {
       {"migrations_in_flight", s.migrations_in_flight},
       {"migration_bytes_in_flight", s.migration_bytes_in_flight},
       {"migration_failures", s.migration_failures},
+      {"migration_aborts", s.migration_aborts},
       {"errors", {{"cache", s.cache_errors}, {"origin", s.origin_errors}}},
       // Why background work fails, if it does (StoreHealth).
       {"health",
@@ -256,6 +257,8 @@ constexpr Metric kCounters[] = {
      "Block IOs that skipped the cache."},
     {"migration_failures", "tierfs_migration_failures_total", "counter",
      "Migrations that failed."},
+    {"migration_aborts", "tierfs_migration_aborts_total", "counter",
+     "Issued migrations whose reason was gone once they held their block."},
     {"block_size", "tierfs_block_size_bytes", "gauge", "Cache block size."},
     {"cache_blocks", "tierfs_cache_blocks", "gauge", "Cache size in blocks."},
     {"used_blocks", "tierfs_used_blocks", "gauge",
