@@ -24,31 +24,6 @@ constexpr auto kFlushTimeout = std::chrono::seconds(60);
 
 std::mutex print_mu;  // one failure report at a time, whole
 
-// Engine log lines during a simulated kill are the expected fallout of
-// every IO failing; they would bury the run's own output.
-class QuietStderr {
- public:
-  explicit QuietStderr(bool quiet) {
-    if (!quiet) return;
-    std::fflush(stderr);
-    saved_ = ::dup(2);
-    const int null = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
-    if (null >= 0) {
-      ::dup2(null, 2);
-      ::close(null);
-    }
-  }
-  ~QuietStderr() {
-    if (saved_ < 0) return;
-    std::fflush(stderr);
-    ::dup2(saved_, 2);
-    ::close(saved_);
-  }
-
- private:
-  int saved_ = -1;
-};
-
 }  // namespace
 
 Harness::Harness(const Options& options)
@@ -90,6 +65,7 @@ bool Harness::Setup() {
   if (!OpenEngine()) return false;
   for (int i = 0; i < options_.volumes; ++i) {
     slots_.push_back(std::make_unique<Slot>());
+    slots_.back()->index = i;
     slots_.back()->name = "vol" + std::to_string(i) + ".img";
     if (!CreateFile(*slots_.back(), /*first=*/true)) return false;
   }
@@ -182,46 +158,6 @@ bool Harness::OpenSlot(Slot& slot, std::unique_ptr<io::File> file) {
   return true;
 }
 
-bool Harness::Reopen(bool crash) {
-  if (!WaitAdmin()) return false;
-  StopReaders();
-  AddStats(engine_->Snapshot());
-  if (crash) {
-    ++crashes_;
-    QuietStderr quiet(!options_.verbose);
-    // kill -9: from now on no IO reaches the files. Ops already past the
-    // check finish, like syscalls in flight when a process dies.
-    injector_->AddRule(io::FaultRule{});
-    // No CloseCleanly: the destructor only waits for migrations in flight,
-    // which now fail at once.
-    engine_.reset();
-  } else {
-    ++restarts_;
-    Status st = engine_->CloseCleanly();
-    engine_.reset();
-    if (!st.ok()) return Fail("clean close failed: " + st.error().message());
-  }
-  for (auto& slot : slots_) slot->volume.reset();
-  env_.reset();
-  fault_env_.reset();
-  if (!OpenEngine()) return false;
-  for (auto& slot : slots_) {
-    if (!OpenSlot(*slot, nullptr)) return false;
-  }
-  const std::string when =
-      crash ? "after kill -9 and recovery, cycle " + std::to_string(crashes_)
-            : "after a clean restart";
-  if (!VerifyAll(when)) return false;
-  // Migrations run between the two passes: nothing may change a block
-  // that was not written.
-  Status st = engine_->Flush(kFlushTimeout);
-  if (!st.ok()) return Fail("flush " + when + ": " + st.error().message());
-  if (!VerifyAll(when + ", after a flush")) return false;
-  if (!VerifyOrigins(when + ", after a flush")) return false;
-  StartReaders();
-  return true;
-}
-
 bool Harness::VerifyAll(const std::string& when) {
   for (size_t i = 0; i < slots_.size(); ++i) {
     if (!CheckFile(*slots_[i], "full check " + when)) {
@@ -247,11 +183,9 @@ bool Harness::VerifyOrigins(const std::string& when) {
     }
     ::close(fd);
     data.resize(got);
-    std::string diff =
-        DescribeDifference(slot.model, data, 0, options_.block_size);
-    if (!diff.empty()) {
-      return Fail("MISMATCH (origin file " + when + "): " + slot.name + "\n" +
-                  diff);
+    if (FirstDifference(slot.model, data)) {
+      return Mismatch(slot, "origin file " + when, 0, slot.model, data,
+                      slot.name);
     }
   }
   return true;
@@ -279,10 +213,12 @@ void Harness::ReaderLoop(int id) {
   while (!stop_readers_.load() && !failed_.load()) {
     const int index = static_cast<int>(rng() % slots_.size());
     Slot& slot = *slots_[index];
-    while (slot.writer_waiting.load() && !stop_readers_.load()) {
+    // Never blocks: the writer may hold the slot until the readers stop.
+    while (slot.writer_waiting.load() || !slot.mu.try_lock_shared()) {
+      if (stop_readers_.load()) return;
       std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
-    std::shared_lock<std::shared_mutex> lock(slot.mu);
+    std::shared_lock<std::shared_mutex> lock(slot.mu, std::adopt_lock);
     const uint64_t size = slot.model.size();
     const uint64_t offset = PickOffset(slot, rng, size + 4096);
     const uint64_t length = 1 + rng() % (rng() % 4 == 0 ? 256 * 1024 : 8192);
@@ -312,7 +248,7 @@ void Harness::Watchdog() {
         "last ops (oldest first):\n%s",
         options_.stall_s, static_cast<unsigned long long>(options_.seed),
         static_cast<unsigned long long>(op_no_.load()),
-        OpName(current_op_.load()), history_.Dump().c_str());
+        OpName(current_op_.load()), history_.Dump(50).c_str());
     std::fflush(stdout);
     if (!options_.keep && !root_.empty()) {
       std::error_code ec;
@@ -331,7 +267,7 @@ bool Harness::Fail(const std::string& what) {
               static_cast<unsigned long long>(options_.seed),
               static_cast<unsigned long long>(op_no_.load()),
               OpName(current_op_.load()), what.c_str());
-  std::printf("last ops (oldest first):\n%s", history_.Dump().c_str());
+  std::printf("last ops (oldest first):\n%s", history_.Dump(50).c_str());
   std::string again;
   for (size_t i = 0; i < options_.argv.size(); ++i) {
     if (options_.argv[i] == "--seed")
@@ -343,6 +279,21 @@ bool Harness::Fail(const std::string& what) {
               static_cast<unsigned long long>(options_.seed));
   std::fflush(stdout);
   return false;
+}
+
+bool Harness::Mismatch(const Slot& slot, const std::string& who,
+                       uint64_t offset, std::span<const std::byte> expected,
+                       std::span<const std::byte> got,
+                       const std::string& what) {
+  const uint64_t bs = options_.block_size;
+  const uint64_t at = offset + FirstDifference(expected, got).value_or(0);
+  const uint64_t block = at / bs;
+  return Fail(
+      "MISMATCH (" + who + "): " + what + "\n" +
+      DescribeDifference(expected, got, offset, bs) +
+      "ops that could have changed block " + std::to_string(block) + " of " +
+      slot.name + " (oldest first):\n" +
+      history_.DumpTouching(slot.index, block * bs, (block + 1) * bs, 30));
 }
 
 void Harness::AddStats(const cache::EngineSnapshot& s) {

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <future>
 #include <memory>
+#include <optional>
 #include <random>
 #include <shared_mutex>
 #include <string>
@@ -35,6 +36,7 @@ using Rng = std::mt19937_64;
 
 // One file of the slow dir and what it must read back as.
 struct Slot {
+  int index = 0;     // in the harness's slots, as history entries name it
   std::string name;  // path in the slow dir, also the volume's name
   // Readers shared, the writer's mutating op exclusive.
   std::shared_mutex mu;
@@ -46,6 +48,29 @@ struct Slot {
   std::atomic<uint64_t> hot_start{0};
   std::shared_ptr<cache::Volume> volume;  // guarded by mu
   std::vector<std::byte> model;           // guarded by mu
+  // A write a crash cut short: until the check after recovery has read its
+  // range, each byte of it may be old or new (no third value).
+  struct TornWrite {
+    uint64_t offset = 0;
+    std::vector<std::byte> data;
+  };
+  std::optional<TornWrite> torn;  // guarded by mu
+};
+
+// The writer's hold on a slot, ahead of readers queued for it.
+class WriterLock {
+ public:
+  explicit WriterLock(Slot& slot) : slot_(slot) {
+    slot_.writer_waiting.store(true);
+    slot_.mu.lock();
+    slot_.writer_waiting.store(false);
+  }
+  ~WriterLock() { slot_.mu.unlock(); }
+  WriterLock(const WriterLock&) = delete;
+  WriterLock& operator=(const WriterLock&) = delete;
+
+ private:
+  Slot& slot_;
 };
 
 class Harness {
@@ -67,6 +92,9 @@ class Harness {
   // Kill -9 (crash) or clean unmount, then a fresh engine on the same dirs
   // and a full check of every byte, before and after a flush.
   bool Reopen(bool crash);
+  // Kills the engine as kill -9 would: readers, an admin op and sometimes
+  // a write of the writer's own are in flight when IO stops (ops.cc).
+  void Kill();
   bool VerifyAll(const std::string& when);
   bool VerifyOrigins(const std::string& when);
   void StartReaders();
@@ -86,7 +114,9 @@ class Harness {
   bool DoUnlink(Slot& slot, int index);
   bool DoAdmin(int op, int index);
   bool WaitAdmin();
-  uint64_t PickOffset(Slot& slot, Rng& rng, uint64_t limit);
+  uint64_t PickOffset(const Slot& slot, Rng& rng, uint64_t limit);
+  void PickWriteRange(const Slot& slot, bool may_extend, uint64_t* offset,
+                      uint64_t* length);
 
   // Reads through the engine and compares with the model; the caller holds
   // slot.mu (shared or exclusive) or is the writer.
@@ -95,6 +125,10 @@ class Harness {
   bool CheckFile(Slot& slot, const std::string& who);
   // Records a failure (the first one is printed in full) and stops the run.
   bool Fail(const std::string& what);
+  // Fail() for bytes of `slot` from `offset` that differ from the model.
+  bool Mismatch(const Slot& slot, const std::string& who, uint64_t offset,
+                std::span<const std::byte> expected,
+                std::span<const std::byte> got, const std::string& what);
   void Record(int op, int index, uint64_t offset, uint64_t length,
               std::string result);
 
@@ -125,9 +159,12 @@ class Harness {
   std::atomic<bool> done_{false};
   std::atomic<uint64_t> progress_{0};
 
+  // Between the crash point and the engine's end: errors are expected.
+  std::atomic<bool> crashing_{false};
   std::atomic<bool> failed_{false};
   std::atomic<uint64_t> failures_{0};
-  History history_{50};
+  // Long enough to hold the ops that wrote a mismatching block.
+  History history_{20000};
   uint64_t crashes_ = 0, restarts_ = 0, verified_bytes_ = 0;
   cache::EngineSnapshot totals_;  // counters summed over engine lifetimes
 };

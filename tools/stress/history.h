@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -25,13 +26,24 @@ class History {
  public:
   explicit History(size_t capacity) : capacity_(capacity) {}
   void Add(HistoryEntry entry);
-  std::string Dump() const;
+  // The newest `count` entries, oldest first.
+  std::string Dump(size_t count) const;
+  // The newest `count` entries that could have changed bytes [begin, end)
+  // of `volume`: ops on that range, truncates and unlinks of the volume,
+  // crashes and restarts. Where a mismatch came from is usually there.
+  std::string DumpTouching(int volume, uint64_t begin, uint64_t end,
+                           size_t count) const;
 
  private:
   const size_t capacity_;
   mutable std::mutex mu_;
   std::deque<HistoryEntry> entries_;  // guarded by mu_
 };
+
+// Where `got` first differs from `expected` (a length difference counts),
+// or nothing.
+std::optional<size_t> FirstDifference(std::span<const std::byte> expected,
+                                      std::span<const std::byte> got);
 
 // Empty if `got` equals `expected`; otherwise the lengths, the first
 // differing file offset and a 64-byte hex window of both around it.

@@ -10,6 +10,7 @@
 
 #include "tools/stress/engine_compat.h"
 #include "tools/stress/harness.h"
+#include "tools/stress/sync_io.h"
 
 namespace tierfs::stress {
 namespace {
@@ -20,18 +21,6 @@ constexpr auto kFlushTimeout = std::chrono::seconds(60);
 
 uint64_t Uniform(Rng& rng, uint64_t lo, uint64_t hi) {  // inclusive
   return lo + rng() % (hi - lo + 1);
-}
-
-// Payloads from a seed, so the writer's generator stays the only source of
-// what is written (splitmix64: fast, and no two blocks alike).
-void Fill(std::span<std::byte> out, uint64_t seed) {
-  for (size_t i = 0; i < out.size(); i += 8) {
-    uint64_t z = (seed += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    std::memcpy(out.data() + i, &z, std::min<size_t>(8, out.size() - i));
-  }
 }
 
 // 1 byte to 256 KiB, skewed small like guest IO, with 512-byte multiples.
@@ -51,42 +40,6 @@ uint64_t IoLength(Rng& rng, uint64_t block_size) {
   }
 }
 
-Result<std::vector<std::byte>> ReadSync(cache::CacheEngine& engine,
-                                        const std::shared_ptr<cache::Volume>& v,
-                                        uint64_t offset, size_t length) {
-  std::promise<Result<std::vector<std::byte>>> done;
-  engine.Read(v, offset, length, [&done](Result<std::span<const std::byte>> r) {
-    if (!r.ok()) {
-      done.set_value(r.error());
-    } else {
-      done.set_value(std::vector<std::byte>(r->begin(), r->end()));
-    }
-  });
-  return done.get_future().get();
-}
-
-Status WriteSync(cache::CacheEngine& engine,
-                 const std::shared_ptr<cache::Volume>& v, uint64_t offset,
-                 std::span<const std::byte> data) {
-  std::promise<Status> done;
-  engine.Write(v, offset, data, [&done](Status st) { done.set_value(st); });
-  return done.get_future().get();
-}
-
-// The writer's hold on a slot, ahead of readers queued for it.
-class WriterLock {
- public:
-  explicit WriterLock(Slot& slot) : slot_(slot) {
-    slot_.writer_waiting.store(true);
-    slot_.mu.lock();
-    slot_.writer_waiting.store(false);
-  }
-  ~WriterLock() { slot_.mu.unlock(); }
-
- private:
-  Slot& slot_;
-};
-
 std::string Describe(const char* what, const std::string& name, uint64_t off,
                      uint64_t len) {
   return std::string(what) + " " + name + " offset " + std::to_string(off) +
@@ -95,7 +48,7 @@ std::string Describe(const char* what, const std::string& name, uint64_t off,
 
 }  // namespace
 
-uint64_t Harness::PickOffset(Slot& slot, Rng& rng, uint64_t limit) {
+uint64_t Harness::PickOffset(const Slot& slot, Rng& rng, uint64_t limit) {
   if (limit <= 1) return 0;
   const uint64_t hot = slot.hot_start.load();
   if (rng() % 10 < 6 && hot < limit) {
@@ -110,6 +63,7 @@ bool Harness::CheckRead(Slot& slot, uint64_t offset, size_t length,
       ReadSync(*engine_, slot.volume, offset, length);
   progress_.fetch_add(1);
   if (!got.ok()) {
+    if (crashing_.load()) return true;  // IO stopped under it
     return Fail(who + ": " + Describe("read of", slot.name, offset, length) +
                 " failed: " + got.error().message());
   }
@@ -117,12 +71,22 @@ bool Harness::CheckRead(Slot& slot, uint64_t offset, size_t length,
   const uint64_t begin = std::min(offset, size);
   const uint64_t end = std::min(offset + length, size);
   std::span<const std::byte> expected(slot.model.data() + begin, end - begin);
-  std::string diff =
-      DescribeDifference(expected, *got, offset, options_.block_size);
-  if (diff.empty()) return true;
-  return Fail("MISMATCH (" + who +
-              "): " + Describe("read of", slot.name, offset, length) +
-              ", file size " + std::to_string(size) + "\n" + diff);
+  if (slot.torn) {
+    // The model takes whichever of old and new each torn byte holds, so
+    // later checks are exact again.
+    const Slot::TornWrite& t = *slot.torn;
+    const uint64_t to =
+        std::min({begin + got->size(), end, t.offset + t.data.size()});
+    for (uint64_t pos = std::max(begin, t.offset); pos < to; ++pos) {
+      if ((*got)[pos - begin] == t.data[pos - t.offset]) {
+        slot.model[pos] = t.data[pos - t.offset];
+      }
+    }
+  }
+  if (!FirstDifference(expected, *got)) return true;
+  return Mismatch(slot, who, offset, expected, *got,
+                  Describe("read of", slot.name, offset, length) +
+                      ", file size " + std::to_string(size));
 }
 
 bool Harness::CheckFile(Slot& slot, const std::string& who) {
@@ -130,7 +94,8 @@ bool Harness::CheckFile(Slot& slot, const std::string& who) {
   if (slot.volume->size() != size) {
     return Fail("MISMATCH (" + who + "): " + slot.name + " has size " +
                 std::to_string(slot.volume->size()) + ", expected " +
-                std::to_string(size));
+                std::to_string(size) + "; ops that reached past that end:\n" +
+                history_.DumpTouching(slot.index, size, UINT64_MAX, 30));
   }
   // One read past the end too: it must come back empty.
   for (uint64_t off = 0; off <= size; off += kScanChunk) {
@@ -181,26 +146,33 @@ bool Harness::RunOp(int op) {
   }
 }
 
-bool Harness::DoWrite(Slot& slot, int index, bool zeros) {
-  const uint64_t bs = options_.block_size, max = options_.max_file_size;
-  WriterLock lock(slot);
+void Harness::PickWriteRange(const Slot& slot, bool may_extend,
+                             uint64_t* offset, uint64_t* length) {
+  const uint64_t bs = options_.block_size;
   const uint64_t size = slot.model.size();
-  uint64_t offset, length;
   const uint64_t kind = rng_() % 10;
   if (kind < 2) {
     // Whole aligned blocks take the overwrite path (no promotion copy).
-    length = bs * Uniform(rng_, 1, 4);
-    offset = PickOffset(slot, rng_, std::max<uint64_t>(size, 1)) / bs * bs;
-  } else if (kind == 2) {
+    *length = bs * Uniform(rng_, 1, 4);
+    *offset = PickOffset(slot, rng_, std::max<uint64_t>(size, 1)) / bs * bs;
+  } else if (kind == 2 && may_extend) {
     // Around the end of the file, often extending it (maybe over a gap).
-    length = IoLength(rng_, bs);
-    offset = size - std::min(size, length / 2) + Uniform(rng_, 0, 2 * bs);
+    *length = IoLength(rng_, bs);
+    *offset = size - std::min(size, *length / 2) + Uniform(rng_, 0, 2 * bs);
   } else {
-    length = IoLength(rng_, bs);
-    offset = PickOffset(slot, rng_, std::max<uint64_t>(size, 1));
+    *length = IoLength(rng_, bs);
+    *offset = PickOffset(slot, rng_, std::max<uint64_t>(size, 1));
   }
-  length = std::min(length, max);
-  offset = std::min(offset, max - length);
+  const uint64_t end = may_extend ? options_.max_file_size : size;
+  *length = std::min(*length, end);
+  *offset = std::min(*offset, end - *length);
+}
+
+bool Harness::DoWrite(Slot& slot, int index, bool zeros) {
+  WriterLock lock(slot);
+  const uint64_t size = slot.model.size();
+  uint64_t offset, length;
+  PickWriteRange(slot, /*may_extend=*/true, &offset, &length);
   std::vector<std::byte> data(length);
   if (!zeros) Fill(data, rng_());
   const bool read_back = rng_() % 4 == 0;
@@ -374,8 +346,10 @@ bool Harness::DoAdmin(int op, int index) {
         st = engine_->Fsync(*volume);
         break;
     }
-    if (!st.ok())
+    allowed_error |= crashing_.load();  // a crash landed while it ran
+    if (!st.ok()) {
       result += (allowed_error ? ": " : ": FAILED ") + st.error().message();
+    }
     if (beside) result = "finished: " + result;
     history_.Add(HistoryEntry{op_no, op, index, 0, 0, result});
     if (!st.ok() && !allowed_error) {

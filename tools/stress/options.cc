@@ -17,7 +17,7 @@ constexpr const char* kOpNames[kOpCount] = {
 // Writes and reads dominate, like a VM disk; the ops that drop or move
 // many blocks at once stay rare so the cache has time to fill between them.
 constexpr std::array<double, kOpCount> kDefaultMix = {
-    30, 20, 5, 1, 3, 3, 1, 0.5, 0.5, 2, 1, 2, 1, 3, 0, 0.2,
+    30, 20, 5, 1, 3, 3, 1, 0.5, 0.5, 2, 1, 2, 1, 3, 0, 0.02,
 };
 
 void Usage() {
