@@ -232,10 +232,15 @@ class CacheEngine {
   struct Request;
   struct Migration;
 
+  // Writes ask level 0, reads level 1 (DESIGN.md "Locking"): a promotion's
+  // level-0 lock stops writes while reads of the origin continue.
+  static constexpr int kWriteLevel = 0;
+  static constexpr int kReadLevel = 1;
+
   CacheEngine(const EngineOptions& options, std::unique_ptr<io::File> cache,
               std::unique_ptr<policy::Policy> policy);
 
-  // The IO path (engine.cc).
+  // The IO path (io_path.cc).
   void Start(Request* req);
   void Process(Request* req);
   enum class Step { kDone, kParked, kFailed };

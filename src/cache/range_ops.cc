@@ -25,9 +25,6 @@
 namespace tierfs::cache {
 namespace {
 
-constexpr int kWriteLevel = 0;
-constexpr int kReadLevel = 1;
-
 std::vector<uint64_t> Indices(const std::vector<MappingIndex::Block>& blocks) {
   std::vector<uint64_t> out;
   out.reserve(blocks.size());
@@ -298,33 +295,6 @@ Result<uint64_t> CacheEngine::Seek(Volume& volume, uint64_t offset, bool data) {
     if (!mapped) return *hole;
     pos = (*hole / bs + 1) * bs;  // a cached block covers this hole
   }
-}
-
-std::vector<VolumeInfo> CacheEngine::Volumes() {
-  std::vector<VolumeInfo> out;
-  std::lock_guard<std::mutex> lock(volumes_mu_);
-  for (const auto& [id, v] : by_id_) {
-    VolumeInfo info;
-    info.id = v->id();
-    info.name = v->name_;
-    info.size = v->size();
-    info.opens = v->opens();
-    auto get = [](const Counter& c) { return c.load(); };
-    info.read_hits = get(v->counters_.read_hits);
-    info.read_misses = get(v->counters_.read_misses);
-    info.write_hits = get(v->counters_.write_hits);
-    info.write_misses = get(v->counters_.write_misses);
-    info.bypassed = get(v->counters_.bypassed);
-    info.bytes_read = get(v->counters_.bytes_read);
-    info.bytes_written = get(v->counters_.bytes_written);
-    {
-      std::lock_guard<std::mutex> plock(policy_mu_);
-      info.cached_blocks = index_.Blocks(v->id());
-      info.dirty_blocks = index_.Dirty(v->id());
-    }
-    out.push_back(std::move(info));
-  }
-  return out;
 }
 
 Result<uint64_t> CacheEngine::InvalidateClean(std::string_view name) {
