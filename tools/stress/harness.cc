@@ -15,8 +15,6 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
-#include "tools/stress/engine_compat.h"
-
 namespace tierfs::stress {
 namespace {
 
@@ -152,9 +150,9 @@ bool Harness::OpenSlot(Slot& slot, std::unique_ptr<io::File> file) {
   }
   Result<io::FileStat> stat = file->Stat();
   if (!stat.ok()) return Fail("cannot stat " + slot.name);
-  slot.volume =
-      OpenVolume(*engine_, stat->dev, stat->ino,
-                 std::shared_ptr<io::File>(std::move(file)), slot.name);
+  slot.volume = engine_->OpenVolume(stat->dev, stat->ino,
+                                    std::shared_ptr<io::File>(std::move(file)),
+                                    /*writable=*/true, slot.name);
   return true;
 }
 

@@ -8,7 +8,6 @@
 #include <cstring>
 #include <future>
 
-#include "tools/stress/engine_compat.h"
 #include "tools/stress/harness.h"
 #include "tools/stress/sync_io.h"
 
@@ -257,7 +256,7 @@ bool Harness::DoFallocate(Slot& slot, int index) {
   const uint64_t offset = std::min(Uniform(rng_, size / 2, size), max - 1);
   const uint64_t length =
       std::min<uint64_t>(Uniform(rng_, 1, 1 << 20), max - offset);
-  Status st = Allocate(*engine_, *slot.volume, offset, length);
+  Status st = engine_->Allocate(*slot.volume, offset, length);
   Record(kFallocate, index, offset, length,
          st.ok() ? "ok" : st.error().message());
   if (!st.ok()) {
@@ -280,7 +279,7 @@ bool Harness::DoUnlink(Slot& slot, int index) {
       ::unlinkat(slow_fd_, slot.name.c_str(), 0) != 0) {
     return Fail("unlink " + slot.name + ": " + std::strerror(errno));
   }
-  Status forgot = ForgetVolume(*engine_, st.st_dev, st.st_ino);
+  Status forgot = engine_->ForgetVolume(st.st_dev, st.st_ino);
   engine_->CloseVolume(slot.volume, /*unlinked=*/true);
   if (!forgot.ok()) {
     Record(kUnlink, index, 0, 0, forgot.error().message());
