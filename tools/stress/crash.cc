@@ -44,7 +44,7 @@ class QuietStderr {
 }  // namespace
 
 void Harness::Kill() {
-  ++crashes_;
+  ++tally_.crashes;
   AddStats(engine_->Snapshot());
   // Drawn before anything runs, so the op sequence stays the seed's.
   Slot& slot = *slots_[rng_() % slots_.size()];
@@ -68,7 +68,7 @@ void Harness::Kill() {
   QuietStderr quiet(!options_.verbose);
   // From here no IO reaches the files. Ops already past the check finish,
   // like syscalls in flight when a process dies.
-  injector_->AddRule(io::FaultRule{});
+  env_.injector->AddRule(io::FaultRule{});
   // What the dying process had in flight settles: migrations fail at once,
   // and a flush beside stops waiting for them.
   engine_->Shutdown();
@@ -98,21 +98,20 @@ bool Harness::Reopen(bool crash) {
     if (!WaitAdmin()) return false;
     StopReaders();
     AddStats(engine_->Snapshot());
-    ++restarts_;
+    ++tally_.restarts;
     Status st = engine_->CloseCleanly();
     engine_.reset();
     if (!st.ok()) return Fail("clean close failed: " + st.error().message());
   }
   for (auto& slot : slots_) slot->volume.reset();
-  env_.reset();
-  fault_env_.reset();
+  env_ = EnvStack{};
   if (!OpenEngine()) return false;
   for (auto& slot : slots_) {
     if (!OpenSlot(*slot, nullptr)) return false;
   }
-  const std::string when =
-      crash ? "after kill -9 and recovery, cycle " + std::to_string(crashes_)
-            : "after a clean restart";
+  const std::string when = crash ? "after kill -9 and recovery, cycle " +
+                                       std::to_string(tally_.crashes)
+                                 : "after a clean restart";
   if (!VerifyAll(when)) return false;
   for (auto& slot : slots_) slot->torn.reset();  // the check resolved them
   // Migrations run between the two passes: nothing may change a block

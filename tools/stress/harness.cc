@@ -34,8 +34,7 @@ Harness::~Harness() {
   if (admin_.valid()) admin_.wait();
   engine_.reset();
   slots_.clear();
-  env_.reset();
-  fault_env_.reset();
+  env_ = EnvStack{};
   if (slow_fd_ >= 0) ::close(slow_fd_);
   if (root_.empty()) return;
   if (options_.keep) {
@@ -53,9 +52,8 @@ bool Harness::Setup() {
                 std::strerror(errno));
   }
   root_ = tmpl;
-  meta_dir_ = root_ + "/fast/tierfs";
   std::error_code ec;
-  std::filesystem::create_directories(meta_dir_, ec);
+  std::filesystem::create_directories(root_ + "/fast/tierfs", ec);
   if (!ec) std::filesystem::create_directories(root_ + "/slow", ec);
   if (ec) return Fail("cannot create the dirs in " + root_);
   slow_fd_ = ::open((root_ + "/slow").c_str(), O_PATH | O_DIRECTORY);
@@ -72,18 +70,18 @@ bool Harness::Setup() {
 }
 
 bool Harness::OpenEngine() {
-  injector_ = std::make_shared<io::FaultInjector>(options_.seed);
-  fault_env_ =
-      std::make_unique<io::FaultInjectingEnv>(io::Env::Default(), injector_);
+  env_.injector = std::make_shared<io::FaultInjector>(options_.seed);
+  env_.faults = std::make_unique<io::FaultInjectingEnv>(io::Env::Default(),
+                                                        env_.injector);
   // Latency sits above the fault injector: a delayed op is checked against
   // the crash rule only when it is really issued, like a syscall.
   LatencyConfig latency{options_.latency_probability,
                         options_.latency ? options_.latency_max_us : 0};
-  env_ = std::make_unique<LatencyEnv>(fault_env_.get(), latency);
+  env_.top = std::make_unique<LatencyEnv>(env_.faults.get(), latency);
 
   cache::PersistentOptions o;
-  o.env = env_.get();
-  o.meta_dir = meta_dir_;
+  o.env = env_.top.get();
+  o.meta_dir = root_ + "/fast/tierfs";
   o.fast_dir = root_ + "/fast";
   o.slow_dirfd = slow_fd_;
   o.cache_size = options_.cache_blocks * options_.block_size;
@@ -114,7 +112,7 @@ bool Harness::CreateFile(Slot& slot, bool first) {
   io::OpenOptions open;
   open.create = open.exclusive = true;
   Result<std::unique_ptr<io::File>> file =
-      env_->OpenAt(slow_fd_, slot.name, open);
+      env_.top->OpenAt(slow_fd_, slot.name, open);
   if (!file.ok()) {
     return Fail("cannot create " + slot.name + ": " + file.error().message());
   }
@@ -142,7 +140,7 @@ bool Harness::CreateFile(Slot& slot, bool first) {
 bool Harness::OpenSlot(Slot& slot, std::unique_ptr<io::File> file) {
   if (!file) {
     Result<std::unique_ptr<io::File>> opened =
-        env_->OpenAt(slow_fd_, slot.name, io::OpenOptions{});
+        env_.top->OpenAt(slow_fd_, slot.name, io::OpenOptions{});
     if (!opened.ok()) {
       return Fail("cannot open " + slot.name + ": " + opened.error().message());
     }
@@ -295,16 +293,16 @@ bool Harness::Mismatch(const Slot& slot, const std::string& who,
 }
 
 void Harness::AddStats(const cache::EngineSnapshot& s) {
-  totals_.promotions += s.promotions;
-  totals_.demotions += s.demotions;
-  totals_.writebacks += s.writebacks;
-  totals_.overwrites += s.overwrites;
-  totals_.migration_failures += s.migration_failures;
-  totals_.read_hits += s.read_hits;
-  totals_.read_misses += s.read_misses;
-  totals_.write_hits += s.write_hits;
-  totals_.write_misses += s.write_misses;
-  totals_.hole_skips += s.hole_skips;
+  tally_.engine.promotions += s.promotions;
+  tally_.engine.demotions += s.demotions;
+  tally_.engine.writebacks += s.writebacks;
+  tally_.engine.overwrites += s.overwrites;
+  tally_.engine.migration_failures += s.migration_failures;
+  tally_.engine.read_hits += s.read_hits;
+  tally_.engine.read_misses += s.read_misses;
+  tally_.engine.write_hits += s.write_hits;
+  tally_.engine.write_misses += s.write_misses;
+  tally_.engine.hole_skips += s.hole_skips;
 }
 
 int Harness::Run() {
@@ -332,7 +330,7 @@ int Harness::Run() {
     const int op = options_.crash_every != 0 && n % options_.crash_every == 0
                        ? kCrash
                        : pick(rng_);
-    ++op_counts_[op];
+    ++tally_.ops[op];
     current_op_.store(op);
     if (!RunOp(op)) break;
     progress_.fetch_add(1);
@@ -361,18 +359,18 @@ void Harness::PrintSummary(double seconds) {
   j["seconds"] = seconds;
   j["ops_per_second"] = seconds > 0 ? ops / seconds : 0;
   j["reader_reads"] = reader_reads_.load();
-  j["crashes"] = crashes_;
-  j["clean_restarts"] = restarts_;
+  j["crashes"] = tally_.crashes;
+  j["clean_restarts"] = tally_.restarts;
   j["failures"] = failures_.load();
-  j["verified_bytes"] = verified_bytes_;
+  j["verified_bytes"] = tally_.verified_bytes;
   std::string mix;
   for (int op = 0; op < kOpCount; ++op) {
-    j["mix"][OpName(op)] = op_counts_[op];
-    if (op_counts_[op] == 0) continue;
+    j["mix"][OpName(op)] = tally_.ops[op];
+    if (tally_.ops[op] == 0) continue;
     mix += std::string(mix.empty() ? "" : ",") + OpName(op) + "=" +
-           std::to_string(op_counts_[op]);
+           std::to_string(tally_.ops[op]);
   }
-  const cache::EngineSnapshot& t = totals_;
+  const cache::EngineSnapshot& t = tally_.engine;
   j["engine"] = {{"promotions", t.promotions},
                  {"demotions", t.demotions},
                  {"writebacks", t.writebacks},
@@ -394,10 +392,10 @@ void Harness::PrintSummary(double seconds) {
       static_cast<unsigned long long>(options_.seed),
       static_cast<unsigned long long>(ops), seconds > 0 ? ops / seconds : 0.0,
       static_cast<unsigned long long>(reader_reads_.load()),
-      static_cast<unsigned long long>(crashes_),
-      static_cast<unsigned long long>(restarts_),
+      static_cast<unsigned long long>(tally_.crashes),
+      static_cast<unsigned long long>(tally_.restarts),
       static_cast<unsigned long long>(failures_.load()),
-      static_cast<unsigned long long>(verified_bytes_ >> 20), mix.c_str(),
+      static_cast<unsigned long long>(tally_.verified_bytes >> 20), mix.c_str(),
       static_cast<unsigned long long>(t.promotions),
       static_cast<unsigned long long>(t.demotions),
       static_cast<unsigned long long>(t.writebacks),

@@ -82,7 +82,7 @@ class Harness {
   int Run();
 
  private:
-  // Lifecycle (harness.cc).
+  // Lifecycle (harness.cc; Reopen and Kill in crash.cc).
   bool Setup();
   bool OpenEngine();
   // Creates the slot's origin file with random content and opens it.
@@ -93,7 +93,7 @@ class Harness {
   // and a full check of every byte, before and after a flush.
   bool Reopen(bool crash);
   // Kills the engine as kill -9 would: readers, an admin op and sometimes
-  // a write of the writer's own are in flight when IO stops (ops.cc).
+  // a write of the writer's own are in flight when IO stops.
   void Kill();
   bool VerifyAll(const std::string& when);
   bool VerifyOrigins(const std::string& when);
@@ -133,26 +133,28 @@ class Harness {
               std::string result);
 
   const Options options_;
-  std::string root_, meta_dir_;
+  std::string root_;  // the temp dir holding fast/ and slow/
   int slow_fd_ = -1;
 
-  // The env stack (engine -> latency -> fault injection -> POSIX) outlives
-  // the engine, whose metadata store opens files through it.
-  std::shared_ptr<io::FaultInjector> injector_;
-  std::unique_ptr<io::FaultInjectingEnv> fault_env_;
-  std::unique_ptr<LatencyEnv> env_;
+  // The env under the engine: latency -> fault injection -> POSIX. It
+  // outlives the engine, whose metadata store opens files through it.
+  struct EnvStack {
+    std::shared_ptr<io::FaultInjector> injector;  // the crash switch
+    std::unique_ptr<io::FaultInjectingEnv> faults;
+    std::unique_ptr<LatencyEnv> top;
+  };
+  EnvStack env_;
   std::unique_ptr<cache::CacheEngine> engine_;
 
   std::vector<std::unique_ptr<Slot>> slots_;
   Rng rng_;  // the writer's: the op sequence depends on the seed alone
   std::atomic<uint64_t> op_no_{0};
   std::atomic<int> current_op_{-1};
-  std::array<uint64_t, kOpCount> op_counts_{};
   std::future<bool> admin_;  // an admin op running beside the writer
 
   std::vector<std::thread> readers_;
   std::atomic<bool> stop_readers_{false};
-  std::atomic<uint64_t> reader_reads_{0}, reader_bytes_{0};
+  std::atomic<uint64_t> reader_reads_{0};
   uint64_t reader_generation_ = 0;
 
   std::thread watchdog_;
@@ -165,8 +167,13 @@ class Harness {
   std::atomic<uint64_t> failures_{0};
   // Long enough to hold the ops that wrote a mismatching block.
   History history_{20000};
-  uint64_t crashes_ = 0, restarts_ = 0, verified_bytes_ = 0;
-  cache::EngineSnapshot totals_;  // counters summed over engine lifetimes
+  // For the summary; the writer's thread only.
+  struct Tally {
+    std::array<uint64_t, kOpCount> ops{};
+    uint64_t crashes = 0, restarts = 0, verified_bytes = 0;
+    cache::EngineSnapshot engine;  // counters summed over engine lifetimes
+  };
+  Tally tally_;
 };
 
 }  // namespace tierfs::stress

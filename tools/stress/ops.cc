@@ -100,7 +100,7 @@ bool Harness::CheckFile(Slot& slot, const std::string& who) {
   for (uint64_t off = 0; off <= size; off += kScanChunk) {
     if (!CheckRead(slot, off, kScanChunk, who)) return false;
   }
-  verified_bytes_ += size;
+  tally_.verified_bytes += size;
   return true;
 }
 
