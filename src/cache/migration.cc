@@ -167,7 +167,8 @@ void CacheEngine::RunPromotion(std::shared_ptr<Migration> m) {
     // Holes stay holes: promoting one would only waste a cblock.
     Result<uint64_t> data = m->origin->SeekData(start);
     if (data.ok() && *data >= start + bs) {
-      Bump(counters_.hole_skips);
+      Bump(counters_.hole_skips);  // not a failure: nothing worth copying
+      m->aborted = true;
       return FinishMigration(std::move(m), false);
     }
     m->buffer = io::AlignedBuffer(bs, false);
@@ -177,6 +178,8 @@ void CacheEngine::RunPromotion(std::shared_ptr<Migration> m) {
         Bump(counters_.origin_errors);
         m->error = n.error();
         m->failed_store = &origin_health_;
+      } else {
+        m->aborted = true;  // the file got shorter meanwhile
       }
       return FinishMigration(std::move(m), false);
     }
