@@ -107,6 +107,7 @@ class Harness {
   // Ops (ops.cc). Each returns false after a failure was reported.
   bool RunOp(int op);
   bool DoWrite(Slot& slot, int index, bool zeros);
+  bool DoWritePair(Slot& slot, int index);
   bool DoRead(Slot& slot, int index);
   bool DoPunch(Slot& slot, int index, bool past_eof);
   bool DoTruncate(Slot& slot, int index);

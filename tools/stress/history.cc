@@ -67,6 +67,7 @@ std::string History::DumpTouching(int volume, uint64_t begin, uint64_t end,
           touches = true;
           break;
         case kWrite:
+        case kWritePair:
         case kZero:
         case kPunch:
         case kPunchPastEof:

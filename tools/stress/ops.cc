@@ -122,6 +122,8 @@ bool Harness::RunOp(int op) {
     case kWrite:
     case kZero:
       return DoWrite(slot, index, op == kZero);
+    case kWritePair:
+      return DoWritePair(slot, index);
     case kRead:
       return DoRead(slot, index);
     case kPunch:
@@ -185,6 +187,48 @@ bool Harness::DoWrite(Slot& slot, int index, bool zeros) {
   if (offset + length > size) slot.model.resize(offset + length);
   std::copy(data.begin(), data.end(), slot.model.begin() + offset);
   return !read_back || CheckRead(slot, offset, length, "read-back");
+}
+
+bool Harness::DoWritePair(Slot& slot, int index) {
+  // Two writes at once to byte ranges that do not overlap but often share
+  // a block (or a sector): the model stays exact, and the engine's
+  // per-block paths see concurrent writers.
+  const uint64_t bs = options_.block_size, max = options_.max_file_size;
+  WriterLock lock(slot);
+  const uint64_t size = slot.model.size();
+  uint64_t offset[2], length[2];
+  offset[0] = PickOffset(slot, rng_, std::max<uint64_t>(size, 1));
+  length[0] = Uniform(rng_, 1, rng_() % 2 == 0 ? 4096 : bs);
+  offset[1] = offset[0] + length[0] + Uniform(rng_, 0, 4096);
+  length[1] = Uniform(rng_, 1, rng_() % 2 == 0 ? 4096 : bs);
+  if (offset[1] + length[1] > max) {
+    Record(kWritePair, index, offset[0], 0, "skipped: past the largest size");
+    return true;
+  }
+  std::vector<std::byte> data[2];
+  for (int i = 0; i < 2; ++i) {
+    data[i].resize(length[i]);
+    Fill(data[i], rng_());
+  }
+  std::future<Status> second = std::async(std::launch::async, [&] {
+    return WriteSync(*engine_, slot.volume, offset[1], data[1]);
+  });
+  const Status st[2] = {WriteSync(*engine_, slot.volume, offset[0], data[0]),
+                        second.get()};
+  for (int i = 0; i < 2; ++i) {
+    Record(kWritePair, index, offset[i], length[i],
+           st[i].ok() ? "ok" : st[i].error().message());
+    if (!st[i].ok()) {
+      return Fail(Describe("write of", slot.name, offset[i], length[i]) +
+                  " failed: " + st[i].error().message());
+    }
+  }
+  slot.model.resize(std::max(size, offset[1] + length[1]));
+  for (int i = 0; i < 2; ++i) {
+    std::copy(data[i].begin(), data[i].end(), slot.model.begin() + offset[i]);
+  }
+  return CheckRead(slot, offset[0], offset[1] + length[1] - offset[0],
+                   "read-back");
 }
 
 bool Harness::DoRead(Slot& slot, int index) {

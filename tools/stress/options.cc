@@ -9,15 +9,15 @@ namespace tierfs::stress {
 namespace {
 
 constexpr const char* kOpNames[kOpCount] = {
-    "write",  "read",  "punch",  "punch-eof", "zero",   "truncate",
-    "falloc", "scan",  "unlink", "mode",      "policy", "invalidate",
-    "flush",  "fsync", "crash",  "restart",
+    "write",      "write-pair", "read",  "punch",  "punch-eof", "zero",
+    "truncate",   "falloc",     "scan",  "unlink", "mode",      "policy",
+    "invalidate", "flush",      "fsync", "crash",  "restart",
 };
 
 // Writes and reads dominate, like a VM disk; the ops that drop or move
 // many blocks at once stay rare so the cache has time to fill between them.
 constexpr std::array<double, kOpCount> kDefaultMix = {
-    30, 20, 5, 1, 3, 3, 1, 0.5, 0.5, 2, 1, 2, 1, 3, 0, 0.02,
+    30, 5, 20, 5, 1, 3, 3, 1, 0.5, 0.5, 2, 1, 2, 1, 3, 0, 0.02,
 };
 
 void Usage() {

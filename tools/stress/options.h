@@ -14,6 +14,7 @@ namespace tierfs::stress {
 // volume; admin ops (mode .. fsync) may overlap the next mutating op.
 enum Op : int {
   kWrite,
+  kWritePair,
   kRead,
   kPunch,
   kPunchPastEof,
