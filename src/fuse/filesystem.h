@@ -1,7 +1,7 @@
 // The FUSE low-level filesystem: presents the slow dir 1:1. Namespace
-// operations pass through to the slow dir (relative to inode fds); file data
-// goes through the file store (src/io) — and through the cache engine for
-// volumes once it is wired in.
+// operations pass through to the slow dir (relative to inode fds, each pinned
+// for the operation: InodeTable::Fd); file data goes through the file store
+// (src/io) — and through the cache engine for volumes once it is wired in.
 //
 // Thread-safety: every method may be called concurrently from the libfuse
 // multi-threaded loop; each answers its request exactly once via Reply.
@@ -97,10 +97,9 @@ class Filesystem {
  private:
   Inode* Get(fuse_ino_t ino) { return inodes_.Get(ino); }
   // Finishes a create-like op: gives the new object the caller's owner when
-  // the daemon runs as root, then looks it up.
-  void ReplyNewEntry(Reply reply, Inode* parent, const char* name);
-  int ChownToCaller(const Reply& reply, Inode* parent, int dirfd,
-                    const char* name);
+  // the daemon runs as root, then looks it up. `dirfd`: `parent`'s pinned fd.
+  void ReplyNewEntry(Reply reply, Inode* parent, int dirfd, const char* name);
+  int ChownToCaller(const Reply& reply, int dirfd, const char* name);
   struct OpenData {
     std::shared_ptr<io::File> file;
     std::shared_ptr<cache::Volume> volume;

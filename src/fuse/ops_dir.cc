@@ -29,7 +29,9 @@ Filesystem::DirHandle* DirOf(fuse_file_info* fi) {
 }  // namespace
 
 void Filesystem::Opendir(Reply reply, fuse_ino_t ino, fuse_file_info* fi) {
-  int fd = ::openat(Get(ino)->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  Result<InodeFd> dirfd = inodes_.Fd(Get(ino));
+  if (!dirfd.ok()) return reply.Error(dirfd.error());
+  int fd = ::openat(dirfd->get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return reply.Error(errno);
   auto handle = std::make_unique<DirHandle>();
   handle->dir = ::fdopendir(fd);

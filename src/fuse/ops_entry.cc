@@ -1,4 +1,5 @@
-// Namespace operations: pass through to the slow dir relative to inode fds.
+// Namespace operations: pass through to the slow dir relative to inode fds,
+// each pinned (InodeFd) for the length of the operation.
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -42,9 +43,10 @@ void Filesystem::Forget(fuse_ino_t ino, uint64_t nlookup) {
 }
 
 void Filesystem::GetAttr(Reply reply, fuse_ino_t ino, fuse_file_info*) {
+  Result<InodeFd> fd = inodes_.Fd(Get(ino));
+  if (!fd.ok()) return reply.Error(fd.error());
   struct stat st;
-  if (::fstatat(Get(ino)->fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) !=
-      0) {
+  if (::fstatat(fd->get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
     return reply.Error(errno);
   }
   reply.Attr(st, options_.timeout);
@@ -53,14 +55,16 @@ void Filesystem::GetAttr(Reply reply, fuse_ino_t ino, fuse_file_info*) {
 void Filesystem::SetAttr(Reply reply, fuse_ino_t ino, struct stat* attr,
                          int to_set, fuse_file_info*) {
   Inode* inode = Get(ino);
-  const std::string path = ProcPath(inode->fd);
+  Result<InodeFd> fd = inodes_.Fd(inode);
+  if (!fd.ok()) return reply.Error(fd.error());
+  const std::string path = ProcPath(fd->get());
   if (to_set & FUSE_SET_ATTR_MODE) {
     if (::chmod(path.c_str(), attr->st_mode) != 0) return reply.Error(errno);
   }
   if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
     uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : uid_t(-1);
     gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : gid_t(-1);
-    if (::fchownat(inode->fd, "", uid, gid,
+    if (::fchownat(fd->get(), "", uid, gid,
                    AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
       return reply.Error(errno);
     }
@@ -96,22 +100,23 @@ void Filesystem::SetAttr(Reply reply, fuse_ino_t ino, struct stat* attr,
 }
 
 void Filesystem::Readlink(Reply reply, fuse_ino_t ino) {
+  Result<InodeFd> fd = inodes_.Fd(Get(ino));
+  if (!fd.ok()) return reply.Error(fd.error());
   char buf[PATH_MAX + 1];
-  ssize_t n = ::readlinkat(Get(ino)->fd, "", buf, sizeof(buf));
+  ssize_t n = ::readlinkat(fd->get(), "", buf, sizeof(buf));
   if (n < 0) return reply.Error(errno);
   if (n >= static_cast<ssize_t>(sizeof(buf))) return reply.Error(ENAMETOOLONG);
   buf[n] = '\0';
   reply.Readlink(buf);
 }
 
-int Filesystem::ChownToCaller(const Reply& reply, Inode* parent, int dirfd,
-                              const char* name) {
+int Filesystem::ChownToCaller(const Reply& reply, int dirfd, const char* name) {
   if (!as_root_) return 0;  // an unprivileged daemon creates as itself
   const fuse_ctx* ctx = reply.Context();
   gid_t gid = ctx->gid;
   struct stat parent_st;
   // BSD group semantics for setgid directories, as the kernel would do.
-  if (::fstatat(parent->fd, "", &parent_st, AT_EMPTY_PATH) == 0 &&
+  if (::fstatat(dirfd, "", &parent_st, AT_EMPTY_PATH) == 0 &&
       (parent_st.st_mode & S_ISGID)) {
     gid = parent_st.st_gid;
   }
@@ -122,12 +127,13 @@ int Filesystem::ChownToCaller(const Reply& reply, Inode* parent, int dirfd,
   return 0;
 }
 
-void Filesystem::ReplyNewEntry(Reply reply, Inode* parent, const char* name) {
-  int err = ChownToCaller(reply, parent, parent->fd, name);
+void Filesystem::ReplyNewEntry(Reply reply, Inode* parent, int dirfd,
+                               const char* name) {
+  int err = ChownToCaller(reply, dirfd, name);
   if (err != 0) {
     // Leave nothing behind that the caller does not own.
-    ::unlinkat(parent->fd, name, 0);
-    ::unlinkat(parent->fd, name, AT_REMOVEDIR);
+    ::unlinkat(dirfd, name, 0);
+    ::unlinkat(dirfd, name, AT_REMOVEDIR);
     return reply.Error(err);
   }
   fuse_entry_param entry;
@@ -140,38 +146,49 @@ void Filesystem::Mknod(Reply reply, fuse_ino_t parent, const char* name,
                        mode_t mode, dev_t rdev) {
   if (!IsSafeName(name)) return reply.Error(EINVAL);
   Inode* dir = Get(parent);
-  if (::mknodat(dir->fd, name, mode, rdev) != 0) return reply.Error(errno);
-  ReplyNewEntry(std::move(reply), dir, name);
+  Result<InodeFd> dirfd = inodes_.Fd(dir);
+  if (!dirfd.ok()) return reply.Error(dirfd.error());
+  if (::mknodat(dirfd->get(), name, mode, rdev) != 0) {
+    return reply.Error(errno);
+  }
+  ReplyNewEntry(std::move(reply), dir, dirfd->get(), name);
 }
 
 void Filesystem::Mkdir(Reply reply, fuse_ino_t parent, const char* name,
                        mode_t mode) {
   if (!IsSafeName(name)) return reply.Error(EINVAL);
   Inode* dir = Get(parent);
-  if (::mkdirat(dir->fd, name, mode) != 0) return reply.Error(errno);
-  ReplyNewEntry(std::move(reply), dir, name);
+  Result<InodeFd> dirfd = inodes_.Fd(dir);
+  if (!dirfd.ok()) return reply.Error(dirfd.error());
+  if (::mkdirat(dirfd->get(), name, mode) != 0) return reply.Error(errno);
+  ReplyNewEntry(std::move(reply), dir, dirfd->get(), name);
 }
 
 void Filesystem::Symlink(Reply reply, const char* target, fuse_ino_t parent,
                          const char* name) {
   if (!IsSafeName(name)) return reply.Error(EINVAL);
   Inode* dir = Get(parent);
+  Result<InodeFd> dirfd = inodes_.Fd(dir);
+  if (!dirfd.ok()) return reply.Error(dirfd.error());
   // The target is stored verbatim; it is only ever resolved by the kernel
   // against the mount, never by the daemon.
-  if (::symlinkat(target, dir->fd, name) != 0) return reply.Error(errno);
-  ReplyNewEntry(std::move(reply), dir, name);
+  if (::symlinkat(target, dirfd->get(), name) != 0) return reply.Error(errno);
+  ReplyNewEntry(std::move(reply), dir, dirfd->get(), name);
 }
 
 void Filesystem::Link(Reply reply, fuse_ino_t ino, fuse_ino_t parent,
                       const char* name) {
   if (!IsSafeName(name)) return reply.Error(EINVAL);
-  Inode* inode = Get(ino);
   Inode* dir = Get(parent);
-  if (::linkat(inode->fd, "", dir->fd, name, AT_EMPTY_PATH) != 0) {
+  Result<InodeFd> fd = inodes_.Fd(Get(ino));
+  if (!fd.ok()) return reply.Error(fd.error());
+  Result<InodeFd> dirfd = inodes_.Fd(dir);
+  if (!dirfd.ok()) return reply.Error(dirfd.error());
+  if (::linkat(fd->get(), "", dirfd->get(), name, AT_EMPTY_PATH) != 0) {
     // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; fall back to the proc link.
-    const std::string path = ProcPath(inode->fd);
-    if (::linkat(AT_FDCWD, path.c_str(), dir->fd, name, AT_SYMLINK_FOLLOW) !=
-        0) {
+    const std::string path = ProcPath(fd->get());
+    if (::linkat(AT_FDCWD, path.c_str(), dirfd->get(), name,
+                 AT_SYMLINK_FOLLOW) != 0) {
       return reply.Error(errno);
     }
   }
@@ -183,12 +200,13 @@ void Filesystem::Link(Reply reply, fuse_ino_t ino, fuse_ino_t parent,
 
 void Filesystem::Unlink(Reply reply, fuse_ino_t parent, const char* name) {
   if (!IsSafeName(name)) return reply.Error(EINVAL);
-  Inode* dir = Get(parent);
+  Result<InodeFd> dir = inodes_.Fd(Get(parent));
+  if (!dir.ok()) return reply.Error(dir.error());
   // Whether this was the last name is read from the inode after the unlink:
   // a link count read before it is stale if a link() races with it. The fd
   // also keeps the inode number from being reused while the cache decides.
-  const int fd = ::openat(dir->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  const int err = ::unlinkat(dir->fd, name, 0) == 0 ? 0 : errno;
+  const int fd = ::openat(dir->get(), name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  const int err = ::unlinkat(dir->get(), name, 0) == 0 ? 0 : errno;
   struct stat after;
   if (err == 0 && fd >= 0 && ::fstat(fd, &after) == 0) {
     ForgetIfGone(after.st_dev, after.st_ino, after.st_nlink == 0);
@@ -200,7 +218,9 @@ void Filesystem::Unlink(Reply reply, fuse_ino_t parent, const char* name) {
 
 void Filesystem::Rmdir(Reply reply, fuse_ino_t parent, const char* name) {
   if (!IsSafeName(name)) return reply.Error(EINVAL);
-  if (::unlinkat(Get(parent)->fd, name, AT_REMOVEDIR) != 0) {
+  Result<InodeFd> dir = inodes_.Fd(Get(parent));
+  if (!dir.ok()) return reply.Error(dir.error());
+  if (::unlinkat(dir->get(), name, AT_REMOVEDIR) != 0) {
     return reply.Error(errno);
   }
   reply.Ok();
@@ -210,16 +230,19 @@ void Filesystem::Rename(Reply reply, fuse_ino_t parent, const char* name,
                         fuse_ino_t newparent, const char* newname,
                         unsigned int flags) {
   if (!IsSafeName(name) || !IsSafeName(newname)) return reply.Error(EINVAL);
-  Inode* dir = Get(parent);
-  Inode* newdir = Get(newparent);
+  Result<InodeFd> dir = inodes_.Fd(Get(parent));
+  if (!dir.ok()) return reply.Error(dir.error());
+  Result<InodeFd> newdir = inodes_.Fd(Get(newparent));
+  if (!newdir.ok()) return reply.Error(newdir.error());
   // The file a rename may replace, held to read its link count after the
   // rename (see Unlink); an exchange removes no name.
   const int fd =
       (flags & RENAME_EXCHANGE) != 0
           ? -1
-          : ::openat(newdir->fd, newname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+          : ::openat(newdir->get(), newname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
   const int err =
-      ::renameat2(dir->fd, name, newdir->fd, newname, flags) == 0 ? 0 : errno;
+      ::renameat2(dir->get(), name, newdir->get(), newname, flags) == 0 ? 0
+                                                                        : errno;
   struct stat after;
   if (err == 0 && fd >= 0 && ::fstat(fd, &after) == 0) {
     ForgetIfGone(after.st_dev, after.st_ino, after.st_nlink == 0);
@@ -230,8 +253,10 @@ void Filesystem::Rename(Reply reply, fuse_ino_t parent, const char* name,
 }
 
 void Filesystem::Statfs(Reply reply, fuse_ino_t ino) {
+  Result<InodeFd> fd = inodes_.Fd(Get(ino));
+  if (!fd.ok()) return reply.Error(fd.error());
   struct statvfs st;
-  if (::fstatvfs(Get(ino)->fd, &st) != 0) return reply.Error(errno);
+  if (::fstatvfs(fd->get(), &st) != 0) return reply.Error(errno);
   reply.Statfs(st);
 }
 

@@ -62,6 +62,8 @@ bool Unlinked(int fd) {
 
 Result<Filesystem::OpenData> Filesystem::AcquireData(Inode* inode, bool write) {
   cache::CacheEngine* engine = options_.engine;
+  Result<InodeFd> fd = inodes_.Fd(inode);
+  if (!fd.ok()) return fd.error();
   std::lock_guard<std::mutex> lock(inode->mu);
   if (!inode->data && engine != nullptr) {
     // A volume with dirty blocks keeps its origin handle: share it.
@@ -73,7 +75,7 @@ Result<Filesystem::OpenData> Filesystem::AcquireData(Inode* inode, bool write) {
     }
   }
   if (!inode->data || (write && !inode->data_writable)) {
-    const std::string path = "/proc/self/fd/" + std::to_string(inode->fd);
+    const std::string path = "/proc/self/fd/" + std::to_string(fd->get());
     io::OpenOptions options;
     options.write = true;
     options.nofollow = false;  // the proc link itself; the inode is regular
@@ -95,7 +97,7 @@ Result<Filesystem::OpenData> Filesystem::AcquireData(Inode* inode, bool write) {
     // The engine counts every open, and takes a writable origin in place of
     // a read-only one (writeback needs it).
     volume = engine->OpenVolume(inode->dev, inode->ino, inode->data,
-                                inode->data_writable, DisplayName(inode->fd));
+                                inode->data_writable, DisplayName(fd->get()));
   }
   ++inode->open_count;
   return OpenData{inode->data, std::move(volume)};
@@ -103,8 +105,13 @@ Result<Filesystem::OpenData> Filesystem::AcquireData(Inode* inode, bool write) {
 
 void Filesystem::ReleaseData(Inode* inode,
                              const std::shared_ptr<cache::Volume>& volume) {
+  // If the fd cannot be reopened the file counts as linked: dropping its
+  // dirty blocks on a transient error (EMFILE) would lose data.
+  Result<InodeFd> fd = inodes_.Fd(inode);
   std::lock_guard<std::mutex> lock(inode->mu);
-  if (volume) options_.engine->CloseVolume(volume, Unlinked(inode->fd));
+  if (volume) {
+    options_.engine->CloseVolume(volume, fd.ok() && Unlinked(fd->get()));
+  }
   if (--inode->open_count == 0) inode->data.reset();
 }
 
@@ -192,21 +199,23 @@ void Filesystem::Create(Reply reply, fuse_ino_t parent, const char* name,
                         mode_t mode, fuse_file_info* fi) {
   if (!IsSafeName(name)) return reply.Error(EINVAL);
   Inode* dir = Get(parent);
+  Result<InodeFd> dirfd = inodes_.Fd(dir);
+  if (!dirfd.ok()) return reply.Error(dirfd.error());
   // Create the name first (with the caller as owner), then open it through
   // the inode like any other open so the data path is the same.
   bool created = false;
-  const int fd = CreateOrFind(dir->fd, name, fi->flags, mode, &created);
+  const int fd = CreateOrFind(dirfd->get(), name, fi->flags, mode, &created);
   if (fd < 0) return reply.Error(-fd);
   int err = 0;
   if (created) {
-    err = ChownToCaller(reply, dir, dir->fd, name);
+    err = ChownToCaller(reply, dirfd->get(), name);
     struct stat mine, now;
     // Leave nothing behind that the caller does not own, but remove only
     // the file created here, not one that took its name since.
     if (err != 0 && ::fstat(fd, &mine) == 0 &&
-        ::fstatat(dir->fd, name, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+        ::fstatat(dirfd->get(), name, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
         now.st_dev == mine.st_dev && now.st_ino == mine.st_ino) {
-      ::unlinkat(dir->fd, name, 0);
+      ::unlinkat(dirfd->get(), name, 0);
     }
   }
   ::close(fd);

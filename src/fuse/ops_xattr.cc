@@ -25,9 +25,10 @@ std::string ProcPath(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 
 void Filesystem::Setxattr(Reply reply, fuse_ino_t ino, const char* name,
                           const char* value, size_t size, int flags) {
-  Inode* inode = Get(ino);
-  if (IsSymlink(inode->fd)) return reply.Error(EPERM);
-  if (::setxattr(ProcPath(inode->fd).c_str(), name, value, size, flags) != 0) {
+  Result<InodeFd> fd = inodes_.Fd(Get(ino));
+  if (!fd.ok()) return reply.Error(fd.error());
+  if (IsSymlink(fd->get())) return reply.Error(EPERM);
+  if (::setxattr(ProcPath(fd->get()).c_str(), name, value, size, flags) != 0) {
     return reply.Error(errno);
   }
   reply.Ok();
@@ -35,9 +36,10 @@ void Filesystem::Setxattr(Reply reply, fuse_ino_t ino, const char* name,
 
 void Filesystem::Getxattr(Reply reply, fuse_ino_t ino, const char* name,
                           size_t size) {
-  Inode* inode = Get(ino);
-  if (IsSymlink(inode->fd)) return reply.Error(ENODATA);
-  const std::string path = ProcPath(inode->fd);
+  Result<InodeFd> fd = inodes_.Fd(Get(ino));
+  if (!fd.ok()) return reply.Error(fd.error());
+  if (IsSymlink(fd->get())) return reply.Error(ENODATA);
+  const std::string path = ProcPath(fd->get());
   if (size == 0) {
     ssize_t n = ::getxattr(path.c_str(), name, nullptr, 0);
     if (n < 0) return reply.Error(errno);
@@ -50,11 +52,12 @@ void Filesystem::Getxattr(Reply reply, fuse_ino_t ino, const char* name,
 }
 
 void Filesystem::Listxattr(Reply reply, fuse_ino_t ino, size_t size) {
-  Inode* inode = Get(ino);
-  if (IsSymlink(inode->fd)) {
+  Result<InodeFd> fd = inodes_.Fd(Get(ino));
+  if (!fd.ok()) return reply.Error(fd.error());
+  if (IsSymlink(fd->get())) {
     return size == 0 ? reply.XattrSize(0) : reply.Buffer(nullptr, 0);
   }
-  const std::string path = ProcPath(inode->fd);
+  const std::string path = ProcPath(fd->get());
   if (size == 0) {
     ssize_t n = ::listxattr(path.c_str(), nullptr, 0);
     if (n < 0) return reply.Error(errno);
@@ -67,9 +70,10 @@ void Filesystem::Listxattr(Reply reply, fuse_ino_t ino, size_t size) {
 }
 
 void Filesystem::Removexattr(Reply reply, fuse_ino_t ino, const char* name) {
-  Inode* inode = Get(ino);
-  if (IsSymlink(inode->fd)) return reply.Error(EPERM);
-  if (::removexattr(ProcPath(inode->fd).c_str(), name) != 0) {
+  Result<InodeFd> fd = inodes_.Fd(Get(ino));
+  if (!fd.ok()) return reply.Error(fd.error());
+  if (IsSymlink(fd->get())) return reply.Error(EPERM);
+  if (::removexattr(ProcPath(fd->get()).c_str(), name) != 0) {
     return reply.Error(errno);
   }
   reply.Ok();
