@@ -3,9 +3,10 @@
 
   * A CREATE of a name that exists after all (made in the slow dir behind a
     negative entry the kernel cached) opens the file as it is: another
-    user's O_CREAT leaves it root's, O_EXCL gives EEXIST, a symlink is not
-    followed (ELOOP), and a create that fails after its open never removes
-    a file it did not make (one it made is removed).
+    user's O_CREAT leaves it root's, one who may not write it gets EACCES,
+    O_EXCL gives EEXIST, a symlink is not followed (ELOOP), and a create
+    that fails after its open never removes a file it did not make (one it
+    made is removed).
   * Unlinking one of two hard links, or renaming over it, keeps the file's
     cached data with the other name, also across flush, unmount and mount;
     unlinking the last name, or renaming over it, drops the file's blocks
@@ -124,6 +125,19 @@ def check_open_existing(mnt, slow, nobody):
     assert r == 0, f"open(O_CREAT | O_TRUNC) of an existing file: errno {r}"
     got = owner_and_data(os.path.join(slow, name))
     assert got == (0, 0, b"new"), f"O_CREAT | O_TRUNC, existing file: {got}"
+
+
+def check_permission(mnt, slow, nobody):
+    """O_CREAT of an existing file the caller may not write: EACCES, as on a
+    local disk (the root daemon must not open it on the caller's behalf)."""
+    def private_file(path):
+        root_file(path)
+        os.chmod(path, 0o600)
+    name, r = open_existing(mnt, slow, "private", private_file, nobody,
+                            os.O_WRONLY | os.O_CREAT | os.O_TRUNC, b"nobody")
+    assert r == errno.EACCES, f"O_CREAT of root's 0600 file: errno {r}"
+    got = owner_and_data(os.path.join(slow, name))
+    assert got == (0, 0, DATA), f"root's 0600 file changed: {got}"
 
 
 def check_excl(mnt, slow, nobody):
@@ -271,8 +285,8 @@ def main():
     os.chmod(shared, 0o1777)
     try:
         mount(mnt, fast, slow)
-        for check in (check_open_existing, check_excl, check_symlink,
-                      check_failed_create):
+        for check in (check_open_existing, check_permission, check_excl,
+                      check_symlink, check_failed_create):
             check(os.path.join(mnt, "shared"), shared, nobody)
         check_hard_links(mnt, fast, slow)
         print("PASS")

@@ -157,38 +157,29 @@ namespace {
 
 // The kernel sends CREATE for a name it believes absent, but the name may
 // exist after all (made in the slow dir behind a cached negative entry).
-// Creates `name` exclusively, or — unless `flags` has O_EXCL — finds the
-// regular file already there, which stays as it is: only a file this call
-// created (`*created`) is the caller's to own or to remove. Returns an fd to
-// close, or -errno.
-int CreateOrFind(int dirfd, const char* name, int flags, mode_t mode,
-                 bool* created) {
+// Creates `name` exclusively. An existing regular file (the caller did not
+// ask O_EXCL) is not opened here: the daemon, often root, would skip the
+// kernel's permission check. ESTALE makes the kernel look the name up again
+// and send an ordinary, permission-checked OPEN. Other existing kinds get
+// what open(O_CREAT | O_NOFOLLOW) would say. Returns an fd of the created
+// file to close, or -errno.
+int CreateExclusive(int dirfd, const char* name, int flags, mode_t mode) {
   const int create_flags = (flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC) &
                            ~(O_DIRECT | O_APPEND | O_TRUNC);
   // A name that vanishes between the two opens is created on the next pass.
   for (int attempt = 0; attempt < 3; ++attempt) {
     int fd = ::openat(dirfd, name, create_flags, mode);
-    if (fd >= 0) {
-      *created = true;
-      return fd;
-    }
+    if (fd >= 0) return fd;
     if (errno != EEXIST || (flags & O_EXCL) != 0) return -errno;
-    // O_PATH: opening a device or a FIFO before its type is known could
-    // block or have side effects; the data is opened later by AcquireData.
-    fd = ::openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0 && errno == ENOENT) continue;
-    if (fd < 0) return -errno;
     struct stat st;
-    // What open(O_CREAT | O_NOFOLLOW) of the existing name would say; the
-    // kernel accepts only a regular file from CREATE.
-    int err = ::fstat(fd, &st) != 0  ? errno
-              : S_ISLNK(st.st_mode)  ? ELOOP
-              : S_ISDIR(st.st_mode)  ? EISDIR
-              : !S_ISREG(st.st_mode) ? EEXIST
-                                     : 0;
-    if (err == 0) return fd;
-    ::close(fd);
-    return -err;
+    if (::fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT) continue;
+      return -errno;
+    }
+    return S_ISLNK(st.st_mode)   ? -ELOOP
+           : S_ISDIR(st.st_mode) ? -EISDIR
+           : S_ISREG(st.st_mode) ? -ESTALE
+                                 : -EEXIST;
   }
   return -ENOENT;
 }
@@ -203,20 +194,16 @@ void Filesystem::Create(Reply reply, fuse_ino_t parent, const char* name,
   if (!dirfd.ok()) return reply.Error(dirfd.error());
   // Create the name first (with the caller as owner), then open it through
   // the inode like any other open so the data path is the same.
-  bool created = false;
-  const int fd = CreateOrFind(dirfd->get(), name, fi->flags, mode, &created);
+  const int fd = CreateExclusive(dirfd->get(), name, fi->flags, mode);
   if (fd < 0) return reply.Error(-fd);
-  int err = 0;
-  if (created) {
-    err = ChownToCaller(reply, dirfd->get(), name);
-    struct stat mine, now;
-    // Leave nothing behind that the caller does not own, but remove only
-    // the file created here, not one that took its name since.
-    if (err != 0 && ::fstat(fd, &mine) == 0 &&
-        ::fstatat(dirfd->get(), name, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
-        now.st_dev == mine.st_dev && now.st_ino == mine.st_ino) {
-      ::unlinkat(dirfd->get(), name, 0);
-    }
+  int err = ChownToCaller(reply, dirfd->get(), name);
+  struct stat mine, now;
+  // Leave nothing behind that the caller does not own, but remove only the
+  // file created here, not one that took its name since.
+  if (err != 0 && ::fstat(fd, &mine) == 0 &&
+      ::fstatat(dirfd->get(), name, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+      now.st_dev == mine.st_dev && now.st_ino == mine.st_ino) {
+    ::unlinkat(dirfd->get(), name, 0);
   }
   ::close(fd);
   if (err != 0) return reply.Error(err);
