@@ -42,12 +42,14 @@ def read_direct(path, offset, size):
         os.close(fd)
 
 
-def write_direct(path, offset, data):
+def write_direct(path, offset, data, sync=False):
     fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
     try:
         m = mmap.mmap(-1, len(data))
         m.write(data)
         assert os.pwritev(fd, [m], offset) == len(data)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
 

@@ -16,7 +16,8 @@ import sys
 import tempfile
 import time
 
-from testlib import BLOCK, MIB, TIERFS, mounted, read_direct, stats, wait_for
+from testlib import (BLOCK, MIB, TIERFS, mounted, read_direct, stats, wait_for,
+                     write_direct)
 
 
 def start(mnt, base):
@@ -30,18 +31,6 @@ def start(mnt, base):
 def stop(daemon, mnt):
     subprocess.run([TIERFS, "umount", mnt], check=True, capture_output=True)
     daemon.wait(timeout=60)
-
-
-def write_sync(path, offset, data):
-    fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
-    try:
-        import mmap
-        buf = mmap.mmap(-1, len(data))
-        buf.write(data)
-        assert os.pwritev(fd, [buf], offset) == len(data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def daemon_fds(daemon):
@@ -67,7 +56,7 @@ def main():
         keep = bytearray(read_direct(os.path.join(mnt, "keep.img"), 0, 2 * MIB))
         fresh = os.urandom(4 * BLOCK)
         for name in ("keep.img", "gone.img"):
-            write_sync(os.path.join(mnt, name), BLOCK, fresh)
+            write_direct(os.path.join(mnt, name), BLOCK, fresh, sync=True)
         keep[BLOCK:BLOCK + len(fresh)] = fresh
         s = stats(mnt)
         assert s["dirty_blocks"] >= 8, s

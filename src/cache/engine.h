@@ -307,6 +307,15 @@ class CacheEngine {
   std::vector<void*> LockBlocksForResize(VolumeId volume,
                                          const std::vector<uint64_t>& indices);
   void UnlockBlocks(std::vector<void*> cells);
+  // Drops the mappings of blocks [first, end) of `volume` around
+  // `change_origin` (a truncate or punch of the origin, given the range's
+  // dirty blocks), in the crash order of range_ops.cc: clean copies go
+  // durably before the origin changes, dirty ones only after the change is
+  // durable. REQUIRES: admin_mu_ shared.
+  Status DropRange(
+      Volume& volume, uint64_t first, uint64_t end,
+      const std::function<Status(
+          const std::vector<MappingIndex::Block>& dirty)>& change_origin);
   // Drops every mapping of `volume` (durably), writing dirty blocks back
   // first if `keep_dirty`. REQUIRES: admin_mu_ shared.
   Status DropVolumeBlocks(Volume& volume, bool keep_dirty);

@@ -209,6 +209,7 @@ void CacheEngine::RunPromotion(std::shared_ptr<Migration> m) {
     }
   };
   if (!LockThen(*prison_, *pool_, key, 0, &m->cell, std::move(copy))) {
+    m->aborted = true;  // another migration or a range operation has it
     FinishMigration(std::move(m), false);
   }
 }
@@ -223,6 +224,7 @@ void CacheEngine::RunDemotion(std::shared_ptr<Migration> m) {
     FinishMigration(std::move(m), !m->aborted);
   };
   if (!LockThen(*prison_, *pool_, key, 1, &m->cell, std::move(commit))) {
+    m->aborted = true;  // another migration or a range operation has it
     FinishMigration(std::move(m), false);
   }
 }
@@ -262,6 +264,7 @@ void CacheEngine::RunWriteback(std::shared_ptr<Migration> m) {
     FinishMigration(std::move(m), true);
   };
   if (!LockThen(*prison_, *pool_, key, 0, &m->cell, std::move(copy))) {
+    m->aborted = true;  // another migration or a range operation has it
     FinishMigration(std::move(m), false);
   }
 }

@@ -90,6 +90,53 @@ Status CacheEngine::CopyToOrigin(Volume& volume, uint64_t index, CBlock cblock,
   return OkStatus();
 }
 
+Status CacheEngine::DropRange(
+    Volume& volume, uint64_t first, uint64_t end,
+    const std::function<Status(const std::vector<MappingIndex::Block>& dirty)>&
+        change_origin) {
+  const VolumeId id = volume.id();
+  std::vector<MappingIndex::Block> blocks;
+  {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    index_.BeginRange(id);
+    blocks = index_.Range(id, first, end);
+  }
+  std::vector<void*> cells = LockBlocksForResize(id, Indices(blocks));
+  {
+    // Dirty bits may have changed before the cells were ours.
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    blocks = index_.Range(id, first, end);
+    for (const MappingIndex::Block& b : blocks) {
+      if (!b.dirty) Unmap(b.cblock);
+    }
+  }
+  std::erase_if(blocks, [](const MappingIndex::Block& b) { return !b.dirty; });
+  Status st = AllDurable();
+  if (st.ok()) st = change_origin(blocks);
+  if (st.ok()) {
+    volume.origin_sync_.Wrote();  // fsync covers the change
+    if (!blocks.empty()) {
+      std::shared_ptr<io::File> origin = volume.origin();
+      st = origin != nullptr ? volume.origin_sync_.Sync(*origin)
+                             : Status(ErrnoCode(EBADF));
+    }
+  }
+  if (st.ok() && !blocks.empty()) {
+    {
+      std::lock_guard<std::mutex> lock(policy_mu_);
+      for (const MappingIndex::Block& b : blocks) Unmap(b.cblock);
+    }
+    st = AllDurable();
+  }
+  // On failure no dirty copy was dropped: the data is still there.
+  {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    index_.EndRange(id);
+  }
+  UnlockBlocks(std::move(cells));
+  return st;
+}
+
 Status CacheEngine::Truncate(Volume& volume, uint64_t new_size) {
   if (read_only_.load()) return ErrnoCode(EROFS);
   std::shared_ptr<io::File> origin = volume.origin();
@@ -97,51 +144,21 @@ Status CacheEngine::Truncate(Volume& volume, uint64_t new_size) {
   std::shared_lock<std::shared_mutex> admin(admin_mu_);
   const uint64_t bs = options_.block_size;
   const uint64_t first = new_size / bs;  // first block not wholly kept
-  const VolumeId id = volume.id();
-  std::vector<MappingIndex::Block> blocks;
-  {
-    std::lock_guard<std::mutex> lock(policy_mu_);
-    index_.BeginRange(id);
-    blocks = index_.Range(id, first);
-  }
-  std::vector<void*> cells = LockBlocksForResize(id, Indices(blocks));
-  {
-    // Dirty bits may have changed before the cells were ours.
-    std::lock_guard<std::mutex> lock(policy_mu_);
-    blocks = index_.Range(id, first);
-    for (const MappingIndex::Block& b : blocks) {
-      if (!b.dirty) Unmap(b.cblock);
-    }
-  }
-  std::erase_if(blocks, [](const MappingIndex::Block& b) { return !b.dirty; });
-  Status result = AllDurable();
-  if (result.ok() && !blocks.empty() && blocks.front().index == first &&
-      new_size % bs != 0) {
-    // The block becomes the partial tail (never cached): its dirty bytes
-    // below the new end go to the origin before the mapping is dropped.
-    result = CopyToOrigin(volume, first, blocks.front().cblock,
-                          static_cast<size_t>(new_size % bs));
-  }
-  if (result.ok()) result = origin->Truncate(new_size);
-  if (result.ok()) {
-    volume.size_.store(new_size, std::memory_order_release);
-    volume.origin_sync_.Wrote();  // fsync covers the new size
-    if (!blocks.empty()) result = volume.origin_sync_.Sync(*origin);
-  }
-  if (result.ok() && !blocks.empty()) {
-    {
-      std::lock_guard<std::mutex> lock(policy_mu_);
-      for (const MappingIndex::Block& b : blocks) Unmap(b.cblock);
-    }
-    result = AllDurable();
-  }
-  // On failure nothing dirty was dropped: the data is still there.
-  {
-    std::lock_guard<std::mutex> lock(policy_mu_);
-    index_.EndRange(id);
-  }
-  UnlockBlocks(std::move(cells));
-  return result;
+  return DropRange(
+      volume, first, UINT64_MAX,
+      [&](const std::vector<MappingIndex::Block>& dirty) -> Status {
+        if (!dirty.empty() && dirty.front().index == first &&
+            new_size % bs != 0) {
+          // The block becomes the partial tail (never cached): its dirty
+          // bytes below the new end go to the origin first.
+          Status st = CopyToOrigin(volume, first, dirty.front().cblock,
+                                   static_cast<size_t>(new_size % bs));
+          if (!st.ok()) return st;
+        }
+        Status st = origin->Truncate(new_size);
+        if (st.ok()) volume.size_.store(new_size, std::memory_order_release);
+        return st;
+      });
 }
 
 Status CacheEngine::Discard(const std::shared_ptr<Volume>& volume,
@@ -169,43 +186,11 @@ Status CacheEngine::Discard(const std::shared_ptr<Volume>& volume,
   Status st = zero_range(offset, first_full * bs);
   if (st.ok()) st = zero_range(end_full * bs, end);
   if (!st.ok()) return st;
-  const VolumeId id = volume->id();
-  std::vector<MappingIndex::Block> blocks;
-  {
-    std::lock_guard<std::mutex> lock(policy_mu_);
-    index_.BeginRange(id);
-    blocks = index_.Range(id, first_full, end_full);
-  }
-  std::vector<void*> cells = LockBlocksForResize(id, Indices(blocks));
-  {
-    std::lock_guard<std::mutex> lock(policy_mu_);
-    blocks = index_.Range(id, first_full, end_full);
-    for (const MappingIndex::Block& b : blocks) {
-      if (!b.dirty) Unmap(b.cblock);
-    }
-  }
-  std::erase_if(blocks, [](const MappingIndex::Block& b) { return !b.dirty; });
-  st = AllDurable();
-  if (st.ok()) {
-    st = origin->PunchHole(first_full * bs, (end_full - first_full) * bs);
-  }
-  if (st.ok()) {
-    volume->origin_sync_.Wrote();  // fsync covers the hole
-    if (!blocks.empty()) st = volume->origin_sync_.Sync(*origin);
-  }
-  if (st.ok() && !blocks.empty()) {
-    {
-      std::lock_guard<std::mutex> lock(policy_mu_);
-      for (const MappingIndex::Block& b : blocks) Unmap(b.cblock);
-    }
-    st = AllDurable();
-  }
-  {
-    std::lock_guard<std::mutex> lock(policy_mu_);
-    index_.EndRange(id);
-  }
-  UnlockBlocks(std::move(cells));
-  return st;
+  return DropRange(*volume, first_full, end_full,
+                   [&](const std::vector<MappingIndex::Block>&) {
+                     return origin->PunchHole(first_full * bs,
+                                              (end_full - first_full) * bs);
+                   });
 }
 
 Status CacheEngine::DropVolumeBlocks(Volume& volume, bool keep_dirty) {
