@@ -1,10 +1,10 @@
-// The harness's life: temp dirs, the engine and its env, crashes and clean
-// restarts with their full checks, the reader threads, the watchdog and
-// the summary.
+// The harness's life: temp dirs, the engine and its env, the full checks,
+// the reader threads, the watchdog and the summary (crashes: crash.cc).
 
 #include "tools/stress/harness.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -223,35 +223,59 @@ void Harness::ReaderLoop(int id) {
   }
 }
 
+sigset_t StopSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
+  return set;
+}
+
 void Harness::Watchdog() {
+  // The stop signals are blocked in every thread and taken here, where the
+  // temp dirs can still be removed (a test timeout sends SIGTERM).
+  const sigset_t signals = StopSignals();
   uint64_t last = progress_.load();
   auto since = std::chrono::steady_clock::now();
   while (!done_.load()) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const timespec tick{0, 100'000'000};
+    const int sig = ::sigtimedwait(&signals, nullptr, &tick);
+    if (sig > 0) {
+      Abandon("interrupted by signal " + std::to_string(sig), 128 + sig);
+    }
     const auto now = std::chrono::steady_clock::now();
     if (progress_.load() != last || failed_.load()) {
       last = progress_.load();
       since = now;
       continue;
     }
-    if (now - since < std::chrono::duration<double>(options_.stall_s)) {
-      continue;
+    if (now - since >= std::chrono::duration<double>(options_.stall_s)) {
+      // A hang is a bug too.
+      char why[64];
+      std::snprintf(why, sizeof(why), "HANG: no IO finished for %.0f s",
+                    options_.stall_s);
+      Abandon(why, 1);
     }
-    // A hang is a bug too; nothing can be torn down safely any more.
-    std::lock_guard<std::mutex> lock(print_mu);
-    std::printf(
-        "\n*** HANG: no IO finished for %.0f s (seed %llu, op #%llu %s)\n"
-        "last ops (oldest first):\n%s",
-        options_.stall_s, static_cast<unsigned long long>(options_.seed),
-        static_cast<unsigned long long>(op_no_.load()),
-        OpName(current_op_.load()), history_.Dump(50).c_str());
-    std::fflush(stdout);
-    if (!options_.keep && !root_.empty()) {
-      std::error_code ec;
-      std::filesystem::remove_all(root_, ec);
-    }
-    ::_exit(1);
   }
+}
+
+void Harness::Abandon(const std::string& why, int exit_code) {
+  std::lock_guard<std::mutex> lock(print_mu);
+  std::printf(
+      "\n*** %s (seed %llu, during op #%llu %s)\n"
+      "last ops (oldest first):\n%s",
+      why.c_str(), static_cast<unsigned long long>(options_.seed),
+      static_cast<unsigned long long>(op_no_.load()),
+      OpName(current_op_.load()), history_.Dump(50).c_str());
+  std::fflush(stdout);
+  // Nothing can be torn down safely while other threads may be stuck; the
+  // temp dirs at least do not outlive the run.
+  if (!options_.keep && !root_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(root_, ec);
+  }
+  ::_exit(exit_code);
 }
 
 bool Harness::Fail(const std::string& what) {

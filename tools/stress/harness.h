@@ -12,6 +12,8 @@
 #ifndef TIERFS_TOOLS_STRESS_HARNESS_H_
 #define TIERFS_TOOLS_STRESS_HARNESS_H_
 
+#include <signal.h>
+
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -73,6 +75,10 @@ class WriterLock {
   Slot& slot_;
 };
 
+// SIGINT, SIGTERM and SIGHUP: main blocks them before any thread starts,
+// and the harness's watchdog takes them.
+sigset_t StopSignals();
+
 class Harness {
  public:
   explicit Harness(const Options& options);
@@ -101,6 +107,9 @@ class Harness {
   void StopReaders();
   void ReaderLoop(int id);
   void Watchdog();
+  // Reports `why` with the last ops, removes the temp dirs and exits at
+  // once: for hangs and signals, when an orderly teardown may never end.
+  [[noreturn]] void Abandon(const std::string& why, int exit_code);
   void AddStats(const cache::EngineSnapshot& s);
   void PrintSummary(double seconds);
 
