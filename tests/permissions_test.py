@@ -21,6 +21,44 @@ def as_nobody(*cmd):
                           text=True)
 
 
+def mode_of(path):
+    """The mode bits as `stat -c %a` sees them: a statx for the mode alone,
+    answered from the kernel's attribute cache while it is valid."""
+    r = subprocess.run(["stat", "-c", "%a", path], capture_output=True,
+                       text=True, check=True)
+    return int(r.stdout, 8)
+
+
+def check_setid_cleared(m, shared):
+    """A write or truncate by a user without CAP_FSETID clears S_ISUID, and
+    S_ISGID when group-executable or the writer is not in the file's group,
+    as the kernel does on a local disk (chmod/12.t); root's write keeps
+    them."""
+    cases = [  # name, mode, command run by nobody (None: root appends)
+        ("setid-write", 0o6777, "printf x >> {}", 0o777),
+        ("setgid-nogroup-x", 0o2767, "printf x >> {}", 0o767),
+        ("setid-truncate", 0o6777, "truncate -s 0 {}", 0o777),
+        ("setid-root-write", 0o6777, None, 0o6777),
+    ]
+    for name, mode, cmd, want in cases:
+        path = m("shared", name)
+        with open(path, "w") as f:
+            f.write("data")
+        os.chmod(path, mode)
+        assert mode_of(path) == mode, name
+        if cmd is None:
+            with open(path, "a") as f:
+                f.write("root")
+        else:
+            r = as_nobody("sh", "-c", cmd.format(path))
+            assert r.returncode == 0, (name, r)
+        got = mode_of(path)
+        assert got == want, f"{name}: mode {got:o} through the mount, " \
+                            f"want {want:o}"
+        got = os.stat(os.path.join(shared, name)).st_mode & 0o7777
+        assert got == want, f"{name}: mode {got:o} in the slow dir"
+
+
 def main():
     if not os.path.exists("/dev/fuse"):
         print("SKIP: /dev/fuse is missing")
@@ -70,6 +108,7 @@ def main():
                 name, st.st_uid, st.st_gid)
         r = as_nobody("rm", "-f", m("secret"))
         assert r.returncode != 0 and os.path.exists(secret), r
+        check_setid_cleared(m, shared)
         print("PASS")
         return 0
     finally:

@@ -371,6 +371,7 @@ int Serve(const DaemonConfig& config, const ResolvedDirs& dirs,
   }
   std::unique_ptr<fuse_session, void (*)(fuse_session*)> session(
       se, fuse_session_destroy);
+  fs.set_session(se);
 
   if (fuse_session_mount(se, dirs.mountpoint.c_str()) != 0) {
     PrintError("cannot mount on " + dirs.mountpoint);

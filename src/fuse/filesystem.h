@@ -89,6 +89,8 @@ class Filesystem {
   void Removexattr(Reply reply, fuse_ino_t ino, const char* name);
 
   InodeTable& inodes() { return inodes_; }
+  // For notifications to the kernel. REQUIRES: called before the loop runs.
+  void set_session(fuse_session* session) { session_ = session; }
 
   // Per-open state behind fuse_file_info::fh.
   struct FileHandle;
@@ -107,6 +109,9 @@ class Filesystem {
   // Opens (or reuses) the inode's shared data file and cache volume.
   Result<OpenData> AcquireData(Inode* inode, bool write);
   void ReleaseData(Inode* inode, const std::shared_ptr<cache::Volume>& volume);
+  // Before a write: clears S_ISUID/S_ISGID of `inode` as the kernel would
+  // for the writer. Returns an errno to fail the write with, or 0.
+  int ClearSetIdOnWrite(const Reply& reply, Inode* inode);
   // After an unlink or rename-over of the file (dev, ino): if that removed
   // its last name (`last_link_gone`, read from the inode after the removal)
   // and no open is left, the file's cached blocks are garbage.
@@ -116,6 +121,7 @@ class Filesystem {
   InodeTable inodes_;
   const FilesystemOptions options_;
   const bool as_root_;
+  fuse_session* session_ = nullptr;
 };
 
 }  // namespace tierfs::fusefs

@@ -227,6 +227,7 @@ int InodeTable::Lookup(Inode* parent, const char* name, fuse_entry_param* entry,
     }
   }
   ++inode->nlookup;
+  inode->mode.store(entry->attr.st_mode, std::memory_order_relaxed);
   entry->ino = IdOf(inode);
   entry->attr_timeout = timeout;
   entry->entry_timeout = timeout;

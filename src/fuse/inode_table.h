@@ -50,6 +50,9 @@ struct Inode {
   std::shared_ptr<io::File> data;  // guarded by mu
   bool data_writable = false;      // guarded by mu
   int open_count = 0;              // guarded by mu
+  // The mode last seen by a lookup, getattr or setattr: a write looks at
+  // the file's real mode only while this has S_ISUID or S_ISGID.
+  std::atomic<mode_t> mode{0};
 
  private:
   friend class InodeTable;

@@ -23,6 +23,10 @@ void Filesystem::Init(fuse_conn_info* conn) {
   // O_TRUNC arrives as a separate SETATTR so size changes have one path.
   conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  // The kernel, which knows the caller's capabilities, then clears S_ISUID
+  // and S_ISGID itself on truncate and chown (a SETATTR with the new mode).
+  // Direct-IO writes it leaves to us either way: see ClearSetIdOnWrite.
+  conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
   if (conn->capable & FUSE_CAP_ASYNC_DIO) conn->want |= FUSE_CAP_ASYNC_DIO;
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) {
     conn->want |= FUSE_CAP_PARALLEL_DIROPS;

@@ -43,12 +43,14 @@ void Filesystem::Forget(fuse_ino_t ino, uint64_t nlookup) {
 }
 
 void Filesystem::GetAttr(Reply reply, fuse_ino_t ino, fuse_file_info*) {
-  Result<InodeFd> fd = inodes_.Fd(Get(ino));
+  Inode* inode = Get(ino);
+  Result<InodeFd> fd = inodes_.Fd(inode);
   if (!fd.ok()) return reply.Error(fd.error());
   struct stat st;
   if (::fstatat(fd->get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
     return reply.Error(errno);
   }
+  inode->mode.store(st.st_mode, std::memory_order_relaxed);
   reply.Attr(st, options_.timeout);
 }
 
@@ -60,6 +62,7 @@ void Filesystem::SetAttr(Reply reply, fuse_ino_t ino, struct stat* attr,
   const std::string path = ProcPath(fd->get());
   if (to_set & FUSE_SET_ATTR_MODE) {
     if (::chmod(path.c_str(), attr->st_mode) != 0) return reply.Error(errno);
+    inode->mode.store(attr->st_mode, std::memory_order_relaxed);
   }
   if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
     uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : uid_t(-1);

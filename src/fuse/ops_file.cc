@@ -4,10 +4,14 @@
 
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <climits>
+#include <cstdlib>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "src/fuse/filesystem.h"
 #include "src/io/aligned_buffer.h"
@@ -256,9 +260,129 @@ void Filesystem::Read(Reply reply, fuse_ino_t, size_t size, off_t offset,
   reply.Buffer(buf.first(*n));
 }
 
+namespace {
+
+constexpr int kCapFsetid = 4;  // CAP_FSETID in <linux/capability.h>
+
+std::string ReadSmallFile(const std::string& path) {
+  std::string text;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return text;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof(buf))) > 0) {
+    text.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return text;
+}
+
+// The rest of the line after `key` ("CapEff:") in a /proc status file.
+std::string_view StatusField(std::string_view status, std::string_view key) {
+  size_t pos = 0;
+  while (pos < status.size()) {
+    size_t end = status.find('\n', pos);
+    if (end == std::string_view::npos) end = status.size();
+    std::string_view line = status.substr(pos, end - pos);
+    if (line.substr(0, key.size()) == key) return line.substr(key.size());
+    pos = end + 1;
+  }
+  return {};
+}
+
+// What the kernel weighs of a writer: CAP_FSETID, and whether it is in the
+// file's group (fs gid or a supplementary group).
+struct Writer {
+  bool has_fsetid;
+  bool in_group;
+};
+
+// FUSE sends the writing thread's id, so /proc shows its credentials. A
+// capability counts only in the daemon's user namespace (the kernel's
+// capable() asks the initial one, a root daemon's). Without /proc (the
+// writer is gone, or beyond the daemon's pid namespace: pid 0), uid 0 is
+// taken for CAP_FSETID.
+Writer ReadWriter(const fuse_ctx* ctx, gid_t file_gid) {
+  Writer writer{ctx->uid == 0, ctx->gid == file_gid};
+  if (ctx->pid <= 0) return writer;
+  const std::string dir = "/proc/" + std::to_string(ctx->pid);
+  const std::string status = ReadSmallFile(dir + "/status");
+  if (status.empty()) return writer;
+  const std::string caps(StatusField(status, "CapEff:"));
+  const unsigned long long effective = std::strtoull(caps.c_str(), nullptr, 16);
+  struct stat mine, theirs;
+  const bool other_userns =
+      ::stat("/proc/self/ns/user", &mine) == 0 &&
+      ::stat((dir + "/ns/user").c_str(), &theirs) == 0 &&
+      (mine.st_dev != theirs.st_dev || mine.st_ino != theirs.st_ino);
+  writer.has_fsetid = !other_userns && ((effective >> kCapFsetid) & 1) != 0;
+  const std::string groups(StatusField(status, "Groups:"));
+  const char* p = groups.c_str();
+  char* end;
+  for (unsigned long gid = std::strtoul(p, &end, 10); end != p;
+       gid = std::strtoul(p, &end, 10)) {
+    if (gid == file_gid) writer.in_group = true;
+    p = end;
+  }
+  return writer;
+}
+
+// The bits a write clears, by the kernel's rule (setattr_should_drop_suidgid,
+// file_remove_privs): S_ISUID always, S_ISGID if the file is group-executable
+// or the writer is not in its group; none for a writer with CAP_FSETID.
+mode_t SetIdBitsToClear(const struct stat& st, const fuse_ctx* ctx) {
+  if (!S_ISREG(st.st_mode)) return 0;
+  mode_t clear = st.st_mode & S_ISUID;
+  const Writer writer = ReadWriter(ctx, st.st_gid);
+  if ((st.st_mode & S_ISGID) && ((st.st_mode & S_IXGRP) || !writer.in_group)) {
+    clear |= S_ISGID;
+  }
+  return writer.has_fsetid ? 0 : clear;
+}
+
+}  // namespace
+
+// On a direct-IO file the kernel leaves the clearing to the daemon, flagging
+// the write FUSE_WRITE_KILL_SUIDGID when the writer lacks CAP_FSETID, but
+// libfuse 3.14 does not pass the flag on; and the daemon's own write (as
+// root) would keep the bits. So the daemon applies the kernel's rule itself.
+int Filesystem::ClearSetIdOnWrite(const Reply& reply, Inode* inode) {
+  if ((inode->mode.load(std::memory_order_relaxed) & (S_ISUID | S_ISGID)) ==
+      0) {
+    return 0;
+  }
+  Result<InodeFd> fd = inodes_.Fd(inode);
+  if (!fd.ok()) return fd.error().value();
+  struct stat st;
+  if (::fstatat(fd->get(), "", &st, AT_EMPTY_PATH) != 0) return errno;
+  inode->mode.store(st.st_mode, std::memory_order_relaxed);
+  if ((st.st_mode & (S_ISUID | S_ISGID)) == 0) return 0;
+  const mode_t clear = SetIdBitsToClear(st, reply.Context());
+  if (clear == 0) return 0;
+  const std::string path = "/proc/self/fd/" + std::to_string(fd->get());
+  if (::chmod(path.c_str(), st.st_mode & 07777 & ~clear) != 0) {
+    // An unprivileged daemon may not chmod another's file; its own write of
+    // the data to the origin clears the bits, as for any writer without
+    // CAP_FSETID.
+    if (errno == EPERM && !as_root_) return 0;
+    return errno;
+  }
+  inode->mode.store(st.st_mode & ~clear, std::memory_order_relaxed);
+  // The kernel's write drops its cached size and times, not the mode: a
+  // stat for the mode alone (stat -c %a) would show the bits until the
+  // attribute timeout.
+  if (session_ != nullptr) {
+    fuse_lowlevel_notify_inval_inode(session_, inodes_.IdOf(inode), -1, 0);
+  }
+  return 0;
+}
+
 void Filesystem::Write(Reply reply, fuse_ino_t, const char* buf, size_t size,
                        off_t offset, fuse_file_info* fi) {
   FileHandle* h = Handle(fi);
+  if (int err = ClearSetIdOnWrite(reply, h->inode); err != 0) {
+    return reply.Error(err);
+  }
   std::span<const std::byte> data(reinterpret_cast<const std::byte*>(buf),
                                   size);
   if (h->volume) {
