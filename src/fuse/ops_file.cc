@@ -11,7 +11,6 @@
 #include <cstdlib>
 #include <string>
 #include <string_view>
-#include <vector>
 
 #include "src/fuse/filesystem.h"
 #include "src/io/aligned_buffer.h"
