@@ -8,7 +8,8 @@
     that fails after its open never removes a file it did not make (one it
     made is removed).
   * Unlinking one of two hard links, or renaming over it, keeps the file's
-    cached data with the other name, also across flush, unmount and mount;
+    cached data with the other name (also when the other name is made by
+    someone else while the daemon unlinks), across flush, unmount and mount;
     unlinking the last name, or renaming over it, drops the file's blocks
     from the cache.
 Exit 77 without /dev/fuse, root or the preload below.
@@ -200,7 +201,7 @@ def check_hard_links(mnt, fast, slow):
     blocks = size // BLOCK
     before, data = rng.randbytes(size), rng.randbytes(size)
     m = lambda name: os.path.join(mnt, name)
-    names = ("first", "only", "old")
+    names = ("first", "only", "old", "link-race")
     for name in names:
         write_file(m(name), before)
 
@@ -229,6 +230,12 @@ def check_hard_links(mnt, fast, slow):
         "the remaining hard link lost data after the other was unlinked")
     with open(os.path.join(slow, "second"), "rb") as f:
         assert f.read() == before  # so the data above came from the cache
+    # A link made behind the unlink (the preload links link-race to
+    # link-race.raced just before its unlinkat): the file keeps a name, so
+    # it keeps its blocks. Whether a name is left is read after the unlink.
+    os.unlink(m("link-race"))
+    assert read_direct(m("link-race.raced"), 0, size) == data, (
+        "a file linked while its other name was unlinked lost its data")
     # One of two names renamed over: the same.
     os.link(m("second"), m("first"))
     write_file(m("other"), data[::-1])
