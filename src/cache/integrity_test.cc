@@ -298,6 +298,39 @@ TEST_F(IntegrityTest, FailedTruncateKeepsDirtyBlockAcrossCrash) {
   EXPECT_EQ(Read(v, 0, 8 * kBlock), data);
 }
 
+// 7b. Invalidate holds each block until its unmap is durable: a write that
+// lands on the block afterwards (a miss, to the origin) is never followed,
+// after a restart, by the old clean copy coming back. Here the unmaps never
+// become durable (the metadata write fails, slowly): a write acknowledged
+// meanwhile must still read back.
+TEST_F(IntegrityTest, InvalidateKeepsBlocksUntilTheirUnmapIsDurable) {
+  StartOk();
+  std::vector<std::byte> data = Pattern(8 * kBlock, 1);
+  MakeOrigin("vm.img", data);
+  auto v = Open("vm.img");
+  Warm(v, 8);
+  WaitIdle();
+  engine_->AllowMigrations(false);
+  ASSERT_EQ(engine_->Snapshot().used_blocks, 8u);
+  injector_->AddRule({.ops = io::kFaultWrite,
+                      .path_contains = "tierfs/meta",
+                      .error = EIO,
+                      .latency = std::chrono::milliseconds(500)});
+  std::thread invalidate([&] { engine_->InvalidateClean("vm.img"); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  std::vector<std::byte> fresh = Pattern(4096, 8);
+  const bool acknowledged = Write(v, 2 * kBlock, fresh).ok();
+  invalidate.join();
+  v.reset();
+  Restart();
+  v = Open("vm.img");
+  if (acknowledged) {
+    EXPECT_EQ(Read(v, 2 * kBlock, 4096), fresh);
+  }
+  // Whatever was acknowledged, the cache and the origin agree.
+  EXPECT_EQ(Read(v, 0, 8 * kBlock), OriginBytes("vm.img", 0, 8 * kBlock));
+}
+
 // 8. fsync after a truncate or punch makes it durable: the origin is
 // fdatasynced even when no data was written since the last fsync.
 TEST_F(IntegrityTest, FsyncCoversTruncateAndPunch) {

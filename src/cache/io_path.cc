@@ -284,6 +284,14 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
     Park(req);
     return Step::kParked;
   }
+  if (read_only_.load()) {
+    // The metadata on disk stopped following memory (a commit failed, maybe
+    // while this request waited for the block): it may still map this block
+    // clean, so neither copy may change now.
+    prison_->Put(cell);
+    Finish(req, ErrnoCode(EROFS));
+    return Step::kFailed;
+  }
   std::span<const std::byte> src =
       req->in.subspan(req->progress - req->in_skip, len);
   // Constant while this request runs: a mode switch waits for it (IoGate).
