@@ -43,6 +43,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -296,9 +297,12 @@ class CacheEngine {
   std::shared_ptr<Volume> VolumeById(VolumeId id);
   void Dispatch(std::vector<UniqueFunction<void()>> continuations);
   void MarkIo();
-  // Drops a closed volume's origin handle when nothing needs it, and the
-  // volume itself when it has no cached block left.
+  // Drops a closed volume's origin handle when nothing needs it; forgets
+  // the oldest closed volumes with nothing cached beyond kMaxIdleVolumes.
   void MaybeRelease(const std::shared_ptr<Volume>& volume);
+  // REQUIRES: volumes_mu_.
+  void EraseVolumeLocked(const std::shared_ptr<Volume>& volume);
+  static constexpr size_t kMaxIdleVolumes = 1024;
 
   // Range operations (range_ops.cc).
   // Takes exclusive level-1 locks on `indices` of a volume, waiting (this
@@ -358,6 +362,8 @@ class CacheEngine {
       volumes_;                                        // guarded by volumes_mu_
   std::map<uint32_t, std::shared_ptr<Volume>> by_id_;  // guarded by volumes_mu_
   uint32_t next_volume_id_ = 1;                        // guarded by volumes_mu_
+  // Closed volumes, oldest first, to forget once nothing is cached.
+  std::deque<std::shared_ptr<Volume>> idle_;  // guarded by volumes_mu_
 
   meta::MetaStore* const meta_;  // options_.metadata, may be null
   std::atomic<bool> read_only_;

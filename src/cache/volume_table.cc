@@ -95,34 +95,51 @@ void CacheEngine::CloseVolume(const std::shared_ptr<Volume>& volume,
 
 void CacheEngine::MaybeRelease(const std::shared_ptr<Volume>& volume) {
   std::lock_guard<std::mutex> lock(volumes_mu_);
-  std::lock_guard<std::mutex> vlock(volume->mu_);
-  if (volume->opens_ != 0) return;
-  bool forget = false;
   {
-    std::lock_guard<std::mutex> plock(policy_mu_);
-    if (index_.Dirty(volume->id()) != 0) return;  // writeback needs the origin
-    if (index_.Blocks(volume->id()) == 0 && !volume->removed()) {
-      // Nothing cached and nobody using it: the identity is worth nothing.
-      // removed_ under policy_mu_ stops a promotion in flight from mapping
-      // a block of it.
-      volume->removed_.store(true, std::memory_order_release);
-      index_.Erase(volume->id());
-      if (meta_ != nullptr) meta_->AppendVolumeGone(volume->id());
-      forget = true;
+    std::lock_guard<std::mutex> vlock(volume->mu_);
+    if (volume->opens_ != 0) return;
+    {
+      std::lock_guard<std::mutex> plock(policy_mu_);
+      if (index_.Dirty(volume->id()) != 0) return;  // writeback needs it
+    }
+    if (volume->origin_ != nullptr) {
+      Result<io::FileStat> stat = volume->origin_->Stat();
+      if (stat.ok()) volume->last_stat_ = *stat;
+      volume->origin_.reset();
+      volume->origin_writable_ = false;
     }
   }
-  if (volume->origin_ != nullptr) {
-    Result<io::FileStat> stat = volume->origin_->Stat();
-    if (stat.ok()) volume->last_stat_ = *stat;
-    volume->origin_.reset();
-    volume->origin_writable_ = false;
+  if (volume->removed()) {
+    EraseVolumeLocked(volume);
+    return;
   }
-  if (forget || volume->removed()) {
-    auto it = volumes_.find({volume->dev(), volume->ino()});
-    if (it != volumes_.end() && it->second == volume) volumes_.erase(it);
-    auto id = by_id_.find(volume->id().value());
-    if (id != by_id_.end() && id->second == volume) by_id_.erase(id);
+  // A closed volume keeps its identity, so the policy's view of it (hot
+  // spots, queued promotions) survives a close and reopen; a bounded number
+  // of those with nothing cached are kept, the oldest forgotten first.
+  idle_.push_back(volume);
+  while (idle_.size() > kMaxIdleVolumes) {
+    std::shared_ptr<Volume> old = std::move(idle_.front());
+    idle_.pop_front();
+    std::lock_guard<std::mutex> vlock(old->mu_);
+    if (old->opens_ != 0 || old->removed()) continue;
+    {
+      std::lock_guard<std::mutex> plock(policy_mu_);
+      if (index_.Blocks(old->id()) != 0) continue;
+      // removed_ under policy_mu_ stops a promotion in flight from mapping
+      // a block of it.
+      old->removed_.store(true, std::memory_order_release);
+      index_.Erase(old->id());
+      if (meta_ != nullptr) meta_->AppendVolumeGone(old->id());
+    }
+    EraseVolumeLocked(old);
   }
+}
+
+void CacheEngine::EraseVolumeLocked(const std::shared_ptr<Volume>& volume) {
+  auto it = volumes_.find({volume->dev(), volume->ino()});
+  if (it != volumes_.end() && it->second == volume) volumes_.erase(it);
+  auto id = by_id_.find(volume->id().value());
+  if (id != by_id_.end() && id->second == volume) by_id_.erase(id);
 }
 
 void CacheEngine::GrowTo(Volume& volume, uint64_t size) {
@@ -163,6 +180,8 @@ std::vector<VolumeInfo> CacheEngine::Volumes() {
       info.cached_blocks = index_.Blocks(v->id());
       info.dirty_blocks = index_.Dirty(v->id());
     }
+    // Closed files with nothing cached are kept only for the policy.
+    if (info.opens == 0 && info.cached_blocks == 0) continue;
     out.push_back(std::move(info));
   }
   return out;
