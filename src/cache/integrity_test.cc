@@ -46,6 +46,27 @@ class IntegrityTest : public PersistentTest {
     return v;
   }
 
+  // WithDirtyBlock, made durable (fsync) with migrations stopped, so the
+  // block stays dirty for the test.
+  std::shared_ptr<Volume> WithFsyncedDirtyBlock(const std::string& name,
+                                                uint64_t blocks, uint64_t dirty,
+                                                std::vector<std::byte>* data) {
+    auto v = WithDirtyBlock(name, blocks, dirty, data);
+    engine_->AllowMigrations(false);
+    WaitIdle();
+    EXPECT_TRUE(engine_->Fsync(*v).ok());
+    return v;
+  }
+
+  // kill -9 now, recovery, and `name` opened again.
+  std::shared_ptr<Volume> CrashAndReopen(std::shared_ptr<Volume> v,
+                                         const std::string& name) {
+    Freeze();
+    v.reset();
+    Restart();
+    return Open(name);
+  }
+
   // Simulates kill -9 at this instant: nothing written from now on reaches
   // the disk (every write and sync of every file fails).
   void Freeze() {
@@ -267,16 +288,10 @@ TEST_F(IntegrityTest, UnlinkedOpenFileKeepsItsDirtyData) {
 TEST_F(IntegrityTest, FailedPunchKeepsDirtyBlockAcrossCrash) {
   StartOk();
   std::vector<std::byte> data;
-  auto v = WithDirtyBlock("vm.img", 8, 3, &data);
-  engine_->AllowMigrations(false);
-  WaitIdle();
-  ASSERT_TRUE(engine_->Fsync(*v).ok());
+  auto v = WithFsyncedDirtyBlock("vm.img", 8, 3, &data);
   injector_->AddRule({.ops = io::kFaultPunchHole, .error = EIO});
   EXPECT_FALSE(engine_->Discard(v, 3 * kBlock, kBlock).ok());
-  Freeze();
-  v.reset();
-  Restart();
-  v = Open("vm.img");
+  v = CrashAndReopen(std::move(v), "vm.img");
   EXPECT_EQ(Read(v, 3 * kBlock, kBlock),
             std::vector<std::byte>(data.begin() + 3 * kBlock,
                                    data.begin() + 4 * kBlock));
@@ -285,16 +300,10 @@ TEST_F(IntegrityTest, FailedPunchKeepsDirtyBlockAcrossCrash) {
 TEST_F(IntegrityTest, FailedTruncateKeepsDirtyBlockAcrossCrash) {
   StartOk();
   std::vector<std::byte> data;
-  auto v = WithDirtyBlock("vm.img", 8, 6, &data);
-  engine_->AllowMigrations(false);
-  WaitIdle();
-  ASSERT_TRUE(engine_->Fsync(*v).ok());
+  auto v = WithFsyncedDirtyBlock("vm.img", 8, 6, &data);
   injector_->AddRule({.ops = io::kFaultTruncate, .error = EIO});
   EXPECT_FALSE(engine_->Truncate(*v, 4 * kBlock).ok());
-  Freeze();
-  v.reset();
-  Restart();
-  v = Open("vm.img");
+  v = CrashAndReopen(std::move(v), "vm.img");
   EXPECT_EQ(Read(v, 0, 8 * kBlock), data);
 }
 
