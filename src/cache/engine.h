@@ -8,11 +8,15 @@
 // No caller thread ever sleeps on a block lock.
 //
 // THE LOCK DISCIPLINE (the kernel dm-cache's; check code against it):
-//  1. A block's mapping (cblock <-> oblock, dirty bit) changes only while
-//     that block's prison cell is held exclusively, under policy_mu_. The
-//     one exception is a mode switch, which runs with no request and no
+//  1. A block's mapping (cblock <-> oblock) changes only while that
+//     block's prison cell is held exclusively, under policy_mu_. Two
+//     exceptions: a mode switch, which runs with no request and no
 //     migration in flight at all (the IO gate is closed, migrations
-//     drained).
+//     drained); and a write whose cache copy failed, which drops the
+//     mapping under its shared hold (the slot takes new data only through
+//     an exclusive lock, which waits for that write). The dirty bit is set
+//     by writes under their shared level-0 hold; work that needs it stable
+//     locks level 0 exclusively, which waits for writes.
 //  2. A migration holds its block's cell from before it reads its source
 //     until its mapping change is committed (durable where the durability
 //     rules below need it).
