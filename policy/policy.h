@@ -54,12 +54,18 @@ class Policy {
   virtual bool Lookup(OBlock oblock, CBlock* cblock, IoDir dir, bool fast_copy,
                       bool* background_queued) = 0;
 
-  // Like Lookup, for a write that covers a whole block: on a miss the policy
-  // may reserve a free cblock and return the promotion in *work without
-  // queueing it. The engine writes the data straight into work->cblock and
-  // then calls CompleteBackgroundWork(*work, success).
+  // Like Lookup, but a promotion the policy decides on a miss may come back
+  // in *work instead of being queued, into a cblock it reserved:
+  //  - a write that covers a whole block: the engine writes the data
+  //    straight into work->cblock (no origin copy);
+  //  - a read: the engine reads the whole block from the origin once,
+  //    answers the request from it and fills work->cblock (one origin IO,
+  //    not two). Decided exactly as Lookup decides.
+  // The engine then calls CompleteBackgroundWork(*work, success).
+  // *background_queued: as for Lookup (e.g. a demotion to make room).
   virtual bool LookupWithWork(OBlock oblock, CBlock* cblock, IoDir dir,
-                              bool fast_copy, std::optional<Work>* work) = 0;
+                              bool fast_copy, std::optional<Work>* work,
+                              bool* background_queued) = 0;
 
   // Hands out the next queued work item; false when there is none. `idle`:
   // no foreground IO lately, so writeback may run at full speed.

@@ -236,11 +236,11 @@ TEST(PolicyTest, OverwriteWorkReservesAFreeBlock) {
   auto p = Make("smq", 4);
   CBlock c;
   std::optional<Work> w;
-  EXPECT_FALSE(p->LookupWithWork(O(9), &c, IoDir::kWrite, true, &w));
+  bool queued;
+  EXPECT_FALSE(p->LookupWithWork(O(9), &c, IoDir::kWrite, true, &w, &queued));
   ASSERT_TRUE(w.has_value());
   EXPECT_EQ(w->op, WorkOp::kPromote);
   // No second promotion for the same oblock while the first is out.
-  bool queued;
   p->Lookup(O(9), &c, IoDir::kRead, true, &queued);
   p->Lookup(O(9), &c, IoDir::kRead, true, &queued);
   EXPECT_FALSE(queued);
@@ -248,6 +248,58 @@ TEST(PolicyTest, OverwriteWorkReservesAFreeBlock) {
   p->SetDirty(w->cblock);
   EXPECT_TRUE(Read(*p, O(9)));
   EXPECT_EQ(p->DirtyCount(), 1u);
+}
+
+// A read miss the policy promotes comes back as work (the engine fills the
+// block from the read's own origin IO), decided exactly as Lookup decides:
+// two policies fed the same accesses, one through each call, promote the
+// same blocks.
+TEST(PolicyTest, ReadWorkIsTheSameDecisionAsAQueuedPromotion) {
+  for (const char* name : {"smq", "lru"}) {
+    auto queued_policy = Make(name, 8);
+    auto direct_policy = Make(name, 8);
+    std::mt19937 rng(3);
+    int promoted = 0;
+    for (int op = 0; op < 400; ++op) {
+      const OBlock o = O(rng() % 64);
+      CBlock c;
+      bool queued = false;
+      const bool hit = queued_policy->Lookup(o, &c, IoDir::kRead, true, &queued);
+      Work queued_work;
+      bool has_queued_promotion = false;
+      while (queued_policy->GetBackgroundWork(false, &queued_work)) {
+        if (queued_work.op == WorkOp::kPromote &&
+            queued_work.oblock == o) {
+          has_queued_promotion = true;
+        }
+        queued_policy->CompleteBackgroundWork(queued_work, true);
+      }
+      std::optional<Work> w;
+      bool direct_queued = false;
+      EXPECT_EQ(direct_policy->LookupWithWork(o, &c, IoDir::kRead, true, &w,
+                                              &direct_queued),
+                hit)
+          << name << " op " << op;
+      bool direct_promotion = w.has_value();
+      if (w) {
+        EXPECT_EQ(w->oblock, o);
+        direct_policy->CompleteBackgroundWork(*w, true);
+        ++promoted;
+      }
+      // With the cache full, the promotion waits for a demotion: queued.
+      Work other;
+      while (direct_policy->GetBackgroundWork(false, &other)) {
+        if (other.op == WorkOp::kPromote && other.oblock == o) {
+          direct_promotion = true;
+        }
+        direct_policy->CompleteBackgroundWork(other, true);
+      }
+      EXPECT_EQ(direct_promotion, has_queued_promotion)
+          << name << " op " << op;
+    }
+    EXPECT_GE(promoted, 8) << name;  // every free cblock filled so
+    EXPECT_EQ(queued_policy->Residency(), direct_policy->Residency()) << name;
+  }
 }
 
 TEST(PolicyTest, ConfigErrorsChangeNothing) {
@@ -444,8 +496,10 @@ TEST(PolicyTest, DirtyTargetOfHundredWritesBackOnlyWhenIdle) {
   auto p = Make("smq", 100, {{"dirty_target_percent", "100"}});
   CBlock c;
   std::optional<Work> w;
+  bool queued;
   for (uint64_t i = 0; i < 50; ++i) {
-    ASSERT_FALSE(p->LookupWithWork(O(i * 100), &c, IoDir::kWrite, true, &w));
+    ASSERT_FALSE(
+        p->LookupWithWork(O(i * 100), &c, IoDir::kWrite, true, &w, &queued));
     ASSERT_TRUE(w.has_value());  // free cblocks: whole-block writes promote
     p->CompleteBackgroundWork(*w, true);
     p->SetDirty(w->cblock);
@@ -473,7 +527,9 @@ TEST(PolicyTest, RandomOperationsKeepInvariants) {
           break;
         case 2: {
           std::optional<Work> w;
-          if (!p->LookupWithWork(o, &c, IoDir::kWrite, true, &w) && w) {
+          bool queued;
+          const IoDir dir = rng() % 2 ? IoDir::kWrite : IoDir::kRead;
+          if (!p->LookupWithWork(o, &c, dir, true, &w, &queued) && w) {
             issued.push_back(*w);
           } else if (p->Peek(o)) {
             p->SetDirty(*p->Peek(o));

@@ -125,7 +125,8 @@ bool SmqPolicy::Lookup(OBlock oblock, CBlock* cblock, IoDir dir, bool,
 }
 
 bool SmqPolicy::LookupInternal(OBlock oblock, CBlock* cblock, IoDir dir,
-                               bool sequential, bool* background_queued) {
+                               bool sequential, bool* background_queued,
+                               std::optional<Work>* direct) {
   *background_queued = false;
   const uint32_t i = table_.Lookup(oblock);
   if (i != kNullIndex) {
@@ -154,24 +155,32 @@ bool SmqPolicy::LookupInternal(OBlock oblock, CBlock* cblock, IoDir dir,
     bool seen;
     const uint32_t hs = UpdateHotspot(oblock, &seen);
     if (hs != kNullIndex && es_[hs].level >= promote_level_) {
-      *background_queued = QueuePromotion(oblock);
+      *background_queued = QueuePromotion(oblock, direct);
     }
     return false;
   }
-  if (ShouldPromote(oblock, dir)) *background_queued = QueuePromotion(oblock);
+  if (ShouldPromote(oblock, dir)) {
+    *background_queued = QueuePromotion(oblock, direct);
+  }
   return false;
 }
 
 bool SmqPolicy::LookupWithWork(OBlock oblock, CBlock* cblock, IoDir dir, bool,
-                               std::optional<Work>* work) {
+                               std::optional<Work>* work,
+                               bool* background_queued) {
   work->reset();
+  *background_queued = false;
   sketch_.Record(oblock);
   const bool sequential = IsSequential(oblock);
-  bool queued;
+  if (dir == IoDir::kRead) {
+    // The read's own origin IO fills the block: same decision as Lookup.
+    return LookupInternal(oblock, cblock, dir, sequential, background_queued,
+                          work);
+  }
   if (table_.Find(oblock) != kNullIndex || sequential ||
       variant_ == Variant::kCleaner || !allow_migrations_ ||
       cache_alloc_.empty() || tracker_.Has(oblock) || tracker_.full()) {
-    return LookupInternal(oblock, cblock, dir, sequential, &queued);
+    return LookupInternal(oblock, cblock, dir, sequential, background_queued);
   }
   // A whole-block write needs no copy from origin: while free cblocks exist
   // it is promoted unconditionally, straight into a reserved slot.
@@ -269,7 +278,7 @@ uint32_t SmqPolicy::ReserveCBlock(OBlock oblock) {
   return i;
 }
 
-bool SmqPolicy::QueuePromotion(OBlock oblock) {
+bool SmqPolicy::QueuePromotion(OBlock oblock, std::optional<Work>* direct) {
   if (tracker_.Has(oblock) || tracker_.full()) return false;
   if (cache_alloc_.empty()) {
     // Make room, and promote this block into the room as soon as the
@@ -284,7 +293,18 @@ bool SmqPolicy::QueuePromotion(OBlock oblock) {
   }
   // Reserve the cblock now; it goes back if the promotion fails.
   const uint32_t i = ReserveCBlock(oblock);
-  if (!tracker_.Queue(Work{WorkOp::kPromote, oblock, CBlockOf(i)})) {
+  const Work w{WorkOp::kPromote, oblock, CBlockOf(i)};
+  if (direct != nullptr) {
+    if (!tracker_.Issue(w)) {
+      cache_alloc_.Free(i);
+      return false;
+    }
+    *direct = w;
+    const size_t before = tracker_.total();
+    KeepLruReserve();
+    return tracker_.total() != before;  // demotions queued to keep room
+  }
+  if (!tracker_.Queue(w)) {
     cache_alloc_.Free(i);
     return false;
   }

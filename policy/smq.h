@@ -82,7 +82,8 @@ class SmqPolicy final : public Policy {
   bool Lookup(OBlock oblock, CBlock* cblock, IoDir dir, bool fast_copy,
               bool* background_queued) override;
   bool LookupWithWork(OBlock oblock, CBlock* cblock, IoDir dir, bool fast_copy,
-                      std::optional<Work>* work) override;
+                      std::optional<Work>* work,
+                      bool* background_queued) override;
   bool GetBackgroundWork(bool idle, Work* work) override;
   void CompleteBackgroundWork(const Work& work, bool success) override;
   void SetDirty(CBlock cblock) override;
@@ -137,15 +138,18 @@ class SmqPolicy final : public Policy {
   Queue& QueueOf(const Entry& e) { return e.dirty ? dirty_ : clean_; }
 
   bool IsSequential(OBlock oblock);
+  // `direct`: a promotion into a free cblock is issued and returned there
+  // instead of being queued (LookupWithWork).
   bool LookupInternal(OBlock oblock, CBlock* cblock, IoDir dir, bool sequential,
-                      bool* background_queued);
+                      bool* background_queued,
+                      std::optional<Work>* direct = nullptr);
   void Requeue(uint32_t i);
   // Returns the hotspot entry (kNullIndex if none); *seen: it existed.
   uint32_t UpdateHotspot(OBlock oblock, bool* seen);
   bool ShouldPromote(OBlock oblock, IoDir dir);
   // The clean block the next demotion would take (kNullIndex if none).
   uint32_t DemotionCandidate(bool only_old) const;
-  bool QueuePromotion(OBlock oblock);
+  bool QueuePromotion(OBlock oblock, std::optional<Work>* direct = nullptr);
   uint32_t ReserveCBlock(OBlock oblock);
   void KeepLruReserve();
   // Returns the demoted entry, kNullIndex if none was queued.

@@ -228,7 +228,8 @@ Result RunPolicy(const std::string& name, const PolicyParams& params,
     bool hit;
     if (a.whole_block) {
       std::optional<Work> work;
-      hit = p->LookupWithWork(a.oblock, &cblock, dir, true, &work);
+      bool queued;
+      hit = p->LookupWithWork(a.oblock, &cblock, dir, true, &work, &queued);
       if (work) {
         complete(*work);  // the write went straight into the new cblock
         p->SetDirty(work->cblock);

@@ -285,6 +285,7 @@ EngineSnapshot CacheEngine::Snapshot() const {
   s.demotions = get(counters_.demotions);
   s.writebacks = get(counters_.writebacks);
   s.overwrites = get(counters_.overwrites);
+  s.promotions_on_read = get(counters_.promotions_on_read);
   s.migration_failures = get(counters_.migration_failures);
   s.migration_aborts = get(counters_.migration_aborts);
   s.cache_errors = get(counters_.cache_errors);

@@ -115,6 +115,7 @@ struct EngineSnapshot {
   uint64_t block_size = 0, cache_blocks = 0, used_blocks = 0, dirty_blocks = 0;
   uint64_t read_hits = 0, read_misses = 0, write_hits = 0, write_misses = 0;
   uint64_t promotions = 0, demotions = 0, writebacks = 0, overwrites = 0;
+  uint64_t promotions_on_read = 0;
   uint64_t bypassed = 0, migration_failures = 0, migration_aborts = 0,
            cache_errors = 0, origin_errors = 0, hole_skips = 0;
   bool read_only = false;
@@ -336,6 +337,22 @@ class CacheEngine {
   void PullWork();
   void StartMigration(const policy::Work& work, std::shared_ptr<Volume> volume);
   void RunPromotion(std::shared_ptr<Migration> m);
+  // A read miss whose promotion the policy handed out at lookup (counted in
+  // flight by the caller): one origin read of the whole block answers the
+  // read (`in_block`.. into `dest`) and fills the cache, whose write and
+  // commit go on on the pool. Returns the bytes copied into `dest`, nothing
+  // when the block is contended or not worth it (the work is given back;
+  // the caller takes the ordinary path), or the origin's error.
+  Result<std::optional<size_t>> PromoteOnRead(std::shared_ptr<Volume> volume,
+                                              const policy::Work& work,
+                                              uint64_t in_block,
+                                              std::span<std::byte> dest);
+  // A promotion's second half: the origin block read, the cache filled and
+  // the mapping committed.
+  void InstallPromotion(std::shared_ptr<Migration> m);
+  // Whether a migration may start now (not shut down, allowed, no store
+  // backoff). REQUIRES: policy_mu_ (with PullWork's accounting).
+  bool MigrationsMayStart();
   void RunDemotion(std::shared_ptr<Migration> m);
   void RunWriteback(std::shared_ptr<Migration> m);
   // Re-checks issued work under its cell (discipline point 4).

@@ -547,6 +547,33 @@ TEST(EngineFaultTest, ColdMultiBlockReadIsOneOriginRead) {
   EXPECT_EQ(f.engine->Snapshot().read_misses, 16u);
 }
 
+// A read miss that the policy promotes (lru: every miss, while free cblocks
+// last) costs one origin read: the whole block, read once, answers the read
+// and fills the cache.
+TEST(EngineFaultTest, PromotedReadMissIsOneOriginRead) {
+  FaultFixture f;
+  f.injector->AddRule(
+      {.ops = io::kFaultRead, .path_contains = "origin", .skip = 1});
+  auto back = f.Read(3 * kBlock + 4096, 4096);
+  ASSERT_TRUE(back.ok()) << back.error().message();
+  EXPECT_TRUE(std::equal(back->begin(), back->end(),
+                         f.data.begin() + 3 * kBlock + 4096));
+  for (int i = 0; i < 500 && f.engine->Snapshot().promotions == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EngineSnapshot s = f.engine->Snapshot();
+  EXPECT_EQ(s.promotions, 1u);
+  EXPECT_EQ(s.promotions_on_read, 1u);
+  EXPECT_EQ(s.used_blocks, 1u);
+  EXPECT_EQ(s.migration_failures, 0u);
+  // The whole block is served from the cache now (the origin fails reads).
+  auto block = f.Read(3 * kBlock, kBlock);
+  ASSERT_TRUE(block.ok()) << block.error().message();
+  EXPECT_TRUE(std::equal(block->begin(), block->end(),
+                         f.data.begin() + 3 * kBlock));
+  EXPECT_EQ(f.engine->Snapshot().read_hits, 1u);
+}
+
 TEST(EngineFaultTest, FullCacheStoreSaysWhyAndRecoversWhenSpaceReturns) {
   FaultFixture f;
   f.injector->AddRule(

@@ -30,6 +30,7 @@ struct CacheEngine::Request {
   std::span<const std::byte> in;
   size_t in_skip = 0;           // bytes of the write before in[0]
   bool skip_overwrite = false;  // this block lost an overwrite race
+  bool skip_promote = false;    // this block lost a promote-on-read race
   bool entered = false;         // inside the IO gate
   io::AlignedBuffer owned;
   ReadDone read_done;
@@ -192,13 +193,45 @@ CacheEngine::Step CacheEngine::ReadBlock(Request* req, uint64_t index,
   std::span<std::byte> dest = req->out.subspan(req->progress, len);
   bool hit = false, dirty = false, queued = false;
   CBlock cblock;
+  std::optional<policy::Work> work;  // a promotion this read fills
   if (Cacheable(volume, index)) {
     std::lock_guard<std::mutex> lock(policy_mu_);
-    hit = policy_->Lookup(OBlock{volume.id(), index}, &cblock,
-                          policy::IoDir::kRead, true, &queued);
+    const OBlock oblock{volume.id(), index};
+    if (!req->skip_promote && MigrationsMayStart()) {
+      hit = policy_->LookupWithWork(oblock, &cblock, policy::IoDir::kRead,
+                                    true, &work, &queued);
+      if (work) {
+        // In flight from here, like work PullWork hands out.
+        in_flight_.fetch_add(1);
+        in_flight_bytes_.fetch_add(options_.block_size);
+      }
+    } else {
+      hit = policy_->Lookup(oblock, &cblock, policy::IoDir::kRead, true,
+                            &queued);
+    }
     if (hit) dirty = policy_->IsDirty(cblock);
   } else {
     CountIo(volume, &VolumeCounters::bypassed);
+  }
+  if (work) {
+    prison_->Put(cell);
+    if (queued) KickMigrations();
+    Result<std::optional<size_t>> got =
+        PromoteOnRead(req->volume, *work, in_block, dest);
+    if (!got.ok()) {
+      CountIo(volume, &VolumeCounters::read_misses);
+      Finish(req, got.error());
+      return Step::kFailed;
+    }
+    if (!*got) {
+      // Contended: the ordinary path for this block, once.
+      req->skip_promote = true;
+      return ReadBlock(req, index, in_block, len);
+    }
+    CountIo(volume, &VolumeCounters::read_misses);
+    req->progress += **got;
+    if (**got < len) req->size = req->progress;  // truncated meanwhile
+    return Step::kDone;
   }
   std::error_code ec;
   size_t got = len;
@@ -266,6 +299,7 @@ CacheEngine::Step CacheEngine::ReadBlock(Request* req, uint64_t index,
     Finish(req, ec);
     return Step::kFailed;
   }
+  req->skip_promote = false;
   req->progress += got;
   if (got < run) {
     // The origin ended early (truncated meanwhile): a short read.
@@ -308,7 +342,7 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
     if (mode == Mode::kWriteback && in_block == 0 && !req->skip_overwrite &&
         len == options_.block_size) {
       hit = policy_->LookupWithWork(oblock, &cblock, policy::IoDir::kWrite,
-                                    true, &work);
+                                    true, &work, &queued);
       if (work) {
         ++overwrites_pending_;
         generation = index_.Generation(volume.id());
@@ -349,6 +383,7 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
   }
   if (work) {
     prison_->Put(cell);
+    if (queued) KickMigrations();
     Result<bool> done = TryOverwrite(req, index, *work, generation);
     if (!done.ok()) {
       Finish(req, done.error());

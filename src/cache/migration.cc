@@ -10,6 +10,9 @@
 // Continuations from the prison may run in a foreground thread (the last
 // Put); every phase therefore re-posts itself to the pool.
 
+#include <algorithm>
+#include <cstring>
+
 #include "src/cache/engine.h"
 #include "src/cache/worker_pool.h"
 #include "src/io/aligned_buffer.h"
@@ -45,10 +48,14 @@ void CacheEngine::KickMigrations() {
   });
 }
 
+bool CacheEngine::MigrationsMayStart() {
+  // A failing store is retried after the backoff, by the tick.
+  return !shut_down_.load() && migrations_allowed_.load() &&
+         !backoff_.Waiting(NowMs());
+}
+
 void CacheEngine::PullWork() {
   const uint64_t bs = options_.block_size;
-  // A failing store is retried after the backoff, by the tick.
-  if (backoff_.Waiting(NowMs())) return;
   while (in_flight_bytes_.load() + bs <= migration_threshold_.load()) {
     const bool idle = flushing_.load() ||
                       NowMs() - last_io_ms_.load(std::memory_order_relaxed) >
@@ -58,7 +65,7 @@ void CacheEngine::PullWork() {
       // Work is counted in flight under the policy lock, together with the
       // checks: DrainMigrations relies on it.
       std::lock_guard<std::mutex> lock(policy_mu_);
-      if (shut_down_.load() || !migrations_allowed_.load()) return;
+      if (!MigrationsMayStart()) return;
       if (!policy_->GetBackgroundWork(idle, &work)) return;
       in_flight_.fetch_add(1);
       in_flight_bytes_.fetch_add(bs);
@@ -183,34 +190,89 @@ void CacheEngine::RunPromotion(std::shared_ptr<Migration> m) {
       }
       return FinishMigration(std::move(m), false);
     }
-    // The slot may have been freed by a record not yet durable; until it
-    // is, a crash would bring back the old mapping over our data.
-    Status st = FreedSlotsDurable();
-    if (!st.ok()) return FinishMigration(std::move(m), false);
-    st = cache_->WriteAt(CacheOffset(m->work.cblock), m->buffer.span());
-    if (!st.ok()) {
-      Bump(counters_.cache_errors);
-      m->error = st.error();
-      m->failed_store = &cache_health_;
-      return FinishMigration(std::move(m), false);
-    }
-    cache_sync_.Wrote();
-    m->buffer = io::AlignedBuffer();
-    TIERFS_SYNC_POINT("engine:promotion-copied", &m->work);
-    // Reads of the origin must drain before the mapping switches to the
-    // cache copy.
-    auto commit = [this, m]() mutable {
-      pool_->Post([this, m]() mutable { FinishMigration(std::move(m), true); });
-    };
-    if (prison_->Promote(m->cell, 1)) {
-      prison_->Quiesce(m->cell, std::move(commit));
-    } else {
-      commit();
-    }
+    InstallPromotion(std::move(m));
   };
   if (!LockThen(*prison_, *pool_, key, 0, &m->cell, std::move(copy))) {
     m->aborted = true;  // another migration or a range operation has it
     FinishMigration(std::move(m), false);
+  }
+}
+
+Result<std::optional<size_t>> CacheEngine::PromoteOnRead(
+    std::shared_ptr<Volume> volume, const policy::Work& work,
+    uint64_t in_block, std::span<std::byte> dest) {
+  auto m = std::make_shared<Migration>();
+  m->work = work;
+  m->volume = std::move(volume);
+  // Like RunPromotion, but in the reader's thread and only if the block is
+  // free at once: a read miss never waits for a lock it does not need.
+  prison::LockResult lock = prison_->Lock(
+      prison::BlockKey(work.oblock.volume, work.oblock.index), 0);
+  if (lock.cell != nullptr && lock.status != prison::LockStatus::kLocked) {
+    Dispatch(prison_->Unlock(lock.cell));
+    lock.cell = nullptr;
+  }
+  m->cell = lock.cell;
+  const uint64_t bs = options_.block_size;
+  const uint64_t start = work.oblock.index * bs;
+  if (m->cell == nullptr || !StillValid(*m)) {
+    m->aborted = true;
+    FinishMigration(std::move(m), false);
+    return std::optional<size_t>();
+  }
+  Result<uint64_t> data = m->origin->SeekData(start);
+  if (data.ok() && *data >= start + bs) {
+    Bump(counters_.hole_skips);
+    m->aborted = true;
+    FinishMigration(std::move(m), false);
+    return std::optional<size_t>();
+  }
+  m->buffer = io::AlignedBuffer(bs, false);
+  Result<size_t> n = m->origin->ReadAt(start, m->buffer.span());
+  if (!n.ok()) {
+    Bump(counters_.origin_errors);
+    m->error = n.error();
+    m->failed_store = &origin_health_;
+    FinishMigration(std::move(m), false);
+    return n.error();
+  }
+  const size_t got =
+      *n > in_block ? std::min<size_t>(dest.size(), *n - in_block) : 0;
+  std::memcpy(dest.data(), m->buffer.data() + in_block, got);
+  if (*n != bs) {
+    m->aborted = true;  // the file got shorter meanwhile
+    FinishMigration(std::move(m), false);
+    return std::optional<size_t>(got);
+  }
+  Bump(counters_.promotions_on_read);
+  pool_->Post([this, m]() mutable { InstallPromotion(std::move(m)); });
+  return std::optional<size_t>(got);
+}
+
+void CacheEngine::InstallPromotion(std::shared_ptr<Migration> m) {
+  // The slot may have been freed by a record not yet durable; until it
+  // is, a crash would bring back the old mapping over our data.
+  Status st = FreedSlotsDurable();
+  if (!st.ok()) return FinishMigration(std::move(m), false);
+  st = cache_->WriteAt(CacheOffset(m->work.cblock), m->buffer.span());
+  if (!st.ok()) {
+    Bump(counters_.cache_errors);
+    m->error = st.error();
+    m->failed_store = &cache_health_;
+    return FinishMigration(std::move(m), false);
+  }
+  cache_sync_.Wrote();
+  m->buffer = io::AlignedBuffer();
+  TIERFS_SYNC_POINT("engine:promotion-copied", &m->work);
+  // Reads of the origin must drain before the mapping switches to the
+  // cache copy.
+  auto commit = [this, m]() mutable {
+    pool_->Post([this, m]() mutable { FinishMigration(std::move(m), true); });
+  };
+  if (prison_->Promote(m->cell, 1)) {
+    prison_->Quiesce(m->cell, std::move(commit));
+  } else {
+    commit();
   }
 }
 

@@ -40,6 +40,8 @@ struct EngineCounters {
   VolumeCounters io;
   Counter promotions{0}, demotions{0}, writebacks{0};
   Counter overwrites{0};  // whole-block writes promoted without a copy
+  // Promotions filled by the read miss that decided them (one origin IO).
+  Counter promotions_on_read{0};
   Counter migration_failures{0};
   // Issued work that found its reason gone under its lock (a range
   // operation, a write, a mode switch) and recorded nothing.
