@@ -134,6 +134,11 @@ bool SmqPolicy::LookupInternal(OBlock oblock, CBlock* cblock, IoDir dir,
       cache_stats_.LevelAccessed(es_[i].level);
       Requeue(i);
     }
+    if (dir == IoDir::kWrite && es_[i].dirty && !es_[i].pending_work) {
+      // The most recently written end of its level, past the writeback
+      // sentinels: a block being written is not old enough to clean.
+      dirty_.Requeue(i, 0, kNullIndex);
+    }
     *cblock = CBlockOf(i);
     return true;
   }
@@ -376,7 +381,11 @@ bool SmqPolicy::GetBackgroundWork(bool idle, Work* work) {
       QueueDemotion(true);
     }
   } else if (!DirtyTargetMet()) {
-    QueueWriteback(true);
+    // Under load only blocks not written for a writeback period: cleaning
+    // a block that is written again at once costs an origin write and a
+    // clean->dirty commit for nothing. The target bounds the old dirty
+    // blocks, and the dirty share grows with the write activity.
+    QueueWriteback(false);
   }
   return tracker_.Pop(work);
 }
@@ -594,8 +603,8 @@ void SmqPolicy::Tick(uint64_t now, bool) {
     next_writeback_period_ = now + kWritebackPeriodMs;
     next_demote_period_ = now + kDemotePeriodMs;
   }
+  UpdateSentinels(now);  // lru too: its writeback tells old from recent
   if (variant_ == Variant::kLru) return;
-  UpdateSentinels(now);
   if (variant_ == Variant::kSmq) EndHotspotPeriod(now);
   EndCachePeriod(now);
 }

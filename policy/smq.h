@@ -23,7 +23,10 @@
 // Beyond dm-cache, each behind a config value:
 //  * dirty_target_percent (default 10): dirty blocks above this share of the
 //    cache are written back even under load (dm-cache writes back only when
-//    idle); when idle every dirty block is written back. 100 = dm-cache.
+//    idle), least recently written first, but only those not written for a
+//    writeback period (10 s): a block being written stays dirty, so the
+//    dirty share grows with write activity instead of churning. When idle
+//    every dirty block is written back. 100 = dm-cache.
 //  * sequential_cutoff (bytes, default 4 MiB, 0 = off): a run of consecutive
 //    blocks of one volume longer than this (bcache's cutoff) is a stream.
 //    With sequential_heat 0 its misses neither promote nor touch the
