@@ -74,6 +74,7 @@ CacheEngine::CacheEngine(const EngineOptions& options,
       read_only_(options.read_only),
       migration_threshold_(
           std::max(options.migration_threshold, options.block_size)) {
+  write_hits_.assign(options.cache_blocks, 0);
   if (options.read_only) {
     read_only_reason_ = "started read-only";
     migrations_allowed_.store(false);

@@ -19,7 +19,12 @@
 //     locks level 0 exclusively, which waits for writes.
 //  2. A migration holds its block's cell from before it reads its source
 //     until its mapping change is committed (durable where the durability
-//     rules below need it).
+//     rules below need it). A writeback holds it exclusively (level 0)
+//     while it copies the cache block, then only shared at the reads' level
+//     while it writes the origin: writes go on (on an HDD origin they would
+//     wait milliseconds), range operations and demotions still wait. It
+//     records the block clean only if no write hit came after its copy
+//     (write_hits_, counted under policy_mu_).
 //  3. Every operation that changes what a block holds takes the block's
 //     cell: writes a shared hold at level 0; discard, punch, truncate,
 //     invalidate and forget the exclusive cell of every *mapped* block of
@@ -377,6 +382,9 @@ class CacheEngine {
   // Writethrough write hits in flight per cblock that they marked dirty:
   // the block is clean again once the last of them wrote both copies.
   std::map<uint32_t, int> writethrough_writers_;  // guarded by policy_mu_
+  // Write hits per cblock (wrapping): a writeback that copied the block
+  // marks it clean only if no write came after its copy.
+  std::vector<uint32_t> write_hits_;  // guarded by policy_mu_
 
   std::mutex volumes_mu_;
   std::map<std::pair<uint64_t, uint64_t>, std::shared_ptr<Volume>>

@@ -88,6 +88,39 @@ class IntegrityTest : public PersistentTest {
 
 std::vector<std::byte> Zeros(size_t n) { return std::vector<std::byte>(n); }
 
+// A write to a block whose writeback is writing the origin goes on at once
+// (it does not wait for the slow origin), and the block stays dirty: the
+// writeback's copy is older than the write, so it is not recorded clean.
+TEST_F(IntegrityTest, WriteDuringWritebackGoesOnAndKeepsTheBlockDirty) {
+  StartOk();
+  std::vector<std::byte> data;
+  auto v = WithDirtyBlock("vm.img", 8, 3, &data);
+  const std::vector<std::byte> fresh = Pattern(4096, 9);
+  std::copy(fresh.begin(), fresh.end(), data.begin() + 3 * kBlock + 4096);
+  std::atomic<int> writebacks{0};
+  std::atomic<bool> went_on{false};
+  sync_point::Set("engine:writeback-copied", [&](void*) {
+    if (writebacks++ != 0) return;
+    bool done = false;
+    engine_->Write(v, 3 * kBlock + 4096, fresh, [&](Status st) {
+      EXPECT_TRUE(st.ok());
+      done = true;
+    });
+    went_on = done;  // completed in this call: it did not park
+  });
+  EXPECT_TRUE(engine_->Flush(std::chrono::seconds(10)).ok());
+  WaitIdle();
+  ASSERT_GE(writebacks.load(), 2) << "the stale copy was recorded clean";
+  EXPECT_TRUE(went_on.load());
+  EXPECT_GE(engine_->Snapshot().migration_aborts, 1u);
+  EXPECT_EQ(Read(v, 3 * kBlock, kBlock),
+            std::vector<std::byte>(data.begin() + 3 * kBlock,
+                                   data.begin() + 4 * kBlock));
+  EXPECT_EQ(OriginBytes("vm.img", 3 * kBlock, kBlock),
+            std::vector<std::byte>(data.begin() + 3 * kBlock,
+                                   data.begin() + 4 * kBlock));
+}
+
 // 1. A writeback issued before a discard must not copy the freed (possibly
 // reused) cblock over the punched origin afterwards.
 TEST_F(IntegrityTest, IssuedWritebackDoesNotResurrectDiscardedBlock) {

@@ -352,6 +352,7 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
                             &queued);
     }
     if (hit) {
+      ++write_hits_[cblock.value()];
       was_dirty = policy_->IsDirty(cblock);
       // The clean->dirty transition is recorded before the cache copy
       // changes, so a crash never leaves newer data in a "clean" block. In

@@ -4,14 +4,17 @@
 //   promotion: lock L0 (writes wait) -> quiesce -> copy origin->cache ->
 //              promote to L1 (reads wait) -> quiesce -> commit -> unlock
 //   demotion:  lock L1 -> quiesce -> commit (cblock free) -> unlock
-//   writeback: lock L0 -> quiesce -> copy cache->origin -> sync origin ->
-//              commit (clean) -> unlock
+//   writeback: lock L0 -> quiesce -> read cache -> shared hold at L1,
+//              unlock (writes go on) -> write + sync origin -> commit
+//              (clean, if no write hit since the read) -> put
 //
 // Continuations from the prison may run in a foreground thread (the last
 // Put); every phase therefore re-posts itself to the pool.
 
 #include <algorithm>
+#include <cassert>
 #include <cstring>
+#include <utility>
 
 #include "src/cache/engine.h"
 #include "src/cache/worker_pool.h"
@@ -30,6 +33,11 @@ struct CacheEngine::Migration {
   io::AlignedBuffer buffer;
   // The volume's range generation before a promotion read the origin.
   uint64_t generation = 0;
+  // A writeback's shared hold (reads' level) while it writes the origin:
+  // writes go on, range operations and demotions wait.
+  prison::Cell* hold = nullptr;
+  // The block's write hits when a writeback copied it.
+  uint32_t write_hits = 0;
   // The work is no longer valid (discipline point 4): completes as
   // aborted, recording nothing.
   bool aborted = false;
@@ -119,6 +127,7 @@ bool CacheEngine::StillValid(Migration& m) {
       return policy_->MappedOBlock(work.cblock) == work.oblock &&
              !policy_->IsDirty(work.cblock);
     case policy::WorkOp::kWriteback:
+      m.write_hits = write_hits_[work.cblock.value()];
       return policy_->MappedOBlock(work.cblock) == work.oblock &&
              policy_->IsDirty(work.cblock) &&
              (work.oblock.index + 1) * options_.block_size <= volume.size();
@@ -294,13 +303,14 @@ void CacheEngine::RunDemotion(std::shared_ptr<Migration> m) {
 void CacheEngine::RunWriteback(std::shared_ptr<Migration> m) {
   const prison::Key key =
       prison::BlockKey(m->work.oblock.volume, m->work.oblock.index);
-  auto copy = [this, m]() mutable {
+  auto copy = [this, m, key]() mutable {
     const uint64_t bs = options_.block_size;
-    Volume& volume = *m->volume;
     if (!StillValid(*m)) {
       m->aborted = true;
       return FinishMigration(std::move(m), false);
     }
+    // No write is inside (quiesced): the copy is whole, and its write hits
+    // count (StillValid) says whether a later write dirtied it again.
     m->buffer = io::AlignedBuffer(bs, false);
     Result<size_t> n =
         cache_->ReadAt(CacheOffset(m->work.cblock), m->buffer.span());
@@ -310,11 +320,18 @@ void CacheEngine::RunWriteback(std::shared_ptr<Migration> m) {
       m->failed_store = &cache_health_;
       return FinishMigration(std::move(m), false);
     }
+    // Let writes in for the slow part: a shared hold at the reads' level
+    // (allowed under our level-0 lock) keeps range operations and
+    // demotions out until the origin copy is durable.
+    m->hold = prison_->TryGet(key, kReadLevel);
+    assert(m->hold != nullptr);
+    Dispatch(prison_->Unlock(std::exchange(m->cell, nullptr)));
+    TIERFS_SYNC_POINT("engine:writeback-copied", &m->work);
     Status st = m->origin->WriteAt(m->work.oblock.index * bs, m->buffer.span());
     // The block is clean only once the origin copy is durable.
     if (st.ok()) {
-      volume.origin_sync_.Wrote();
-      st = volume.origin_sync_.Sync(*m->origin);
+      m->volume->origin_sync_.Wrote();
+      st = m->volume->origin_sync_.Sync(*m->origin);
     }
     if (!st.ok()) {
       Bump(counters_.origin_errors);
@@ -341,6 +358,12 @@ void CacheEngine::FinishMigration(std::shared_ptr<Migration> m, bool success) {
     if (success && m->work.op == policy::WorkOp::kPromote &&
         (m->volume->removed() || !Cacheable(*m->volume, m->work.oblock.index) ||
          index_.Generation(m->volume->id()) != m->generation)) {
+      success = false;
+      m->aborted = true;
+    }
+    // A writeback's copy is stale if a write hit the block after it.
+    if (success && m->work.op == policy::WorkOp::kWriteback &&
+        write_hits_[m->work.cblock.value()] != m->write_hits) {
       success = false;
       m->aborted = true;
     }
@@ -399,6 +422,7 @@ void CacheEngine::FinishMigration(std::shared_ptr<Migration> m, bool success) {
     }
   }
   if (m->cell != nullptr) Dispatch(prison_->Unlock(m->cell));
+  if (m->hold != nullptr) prison_->Put(m->hold);
   if (m->work.op == policy::WorkOp::kWriteback && m->volume &&
       m->volume->opens() == 0) {
     MaybeRelease(m->volume);  // its last dirty block may be clean now
