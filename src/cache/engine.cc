@@ -90,10 +90,13 @@ CacheEngine::CacheEngine(const EngineOptions& options,
   pool_ = std::make_unique<WorkerPool>(options.migration_threads, options.tick,
                                        [this] { OnTick(); });
   pool_->StartTicking();
+  resume_pool_ = std::make_unique<WorkerPool>(kResumeThreads, options.tick,
+                                              std::function<void()>());
 }
 
 CacheEngine::~CacheEngine() {
   Shutdown();
+  resume_pool_.reset();
   pool_.reset();
   if (meta_ != nullptr) meta_->SetSnapshot({});
 }
@@ -237,7 +240,8 @@ Status CacheEngine::SetMode(Mode mode) {
 }
 
 void CacheEngine::Dispatch(std::vector<UniqueFunction<void()>> continuations) {
-  for (auto& k : continuations) pool_->Post(std::move(k));
+  // Only requests park in the prison (migrations never wait for a cell).
+  for (auto& k : continuations) resume_pool_->Post(std::move(k));
 }
 
 void CacheEngine::SetMigrationThreshold(uint64_t bytes) {

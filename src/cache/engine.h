@@ -4,7 +4,9 @@
 //
 // Foreground IO runs in the caller's thread. A block held by a migration
 // parks the request in the prison; the request is resumed on the engine's
-// pool when the migration unlocks, and its completion callback runs there.
+// resume pool when the migration unlocks (never queued behind migrations,
+// which may wait long on a slow origin), and its completion callback runs
+// there.
 // No caller thread ever sleeps on a block lock.
 //
 // THE LOCK DISCIPLINE (the kernel dm-cache's; check code against it):
@@ -247,6 +249,7 @@ class CacheEngine {
   // level-0 lock stops writes while reads of the origin continue.
   static constexpr int kWriteLevel = 0;
   static constexpr int kReadLevel = 1;
+  static constexpr unsigned kResumeThreads = 4;
 
   CacheEngine(const EngineOptions& options, std::unique_ptr<io::File> cache,
               std::unique_ptr<policy::Policy> policy);
@@ -424,6 +427,9 @@ class CacheEngine {
   uint64_t rate_last_ms_ = 0, rate_last_writebacks_ = 0;  // tick thread only
 
   std::unique_ptr<WorkerPool> pool_;  // Boost.Asio thread pool + tick timer
+  // Resumes parked requests: never behind migrations, whose threads may
+  // wait long on a slow origin.
+  std::unique_ptr<WorkerPool> resume_pool_;
 };
 
 }  // namespace tierfs::cache

@@ -141,7 +141,7 @@ void CacheEngine::Park(Request* req) {
     }
   }
   if (req->handoff.exchange(Request::kParked) == Request::kWoken) {
-    pool_->Post([this, req] {
+    resume_pool_->Post([this, req] {
       req->handoff.store(Request::kParking);
       Process(req);
     });
