@@ -296,6 +296,7 @@ EngineSnapshot CacheEngine::Snapshot() const {
   s.cache_errors = get(counters_.cache_errors);
   s.origin_errors = get(counters_.origin_errors);
   s.hole_skips = get(counters_.hole_skips);
+  s.policy_lock_waits = get(counters_.policy_lock_waits);
   s.migrations_in_flight = in_flight_.load();
   s.migration_bytes_in_flight = in_flight_bytes_.load();
   s.read_p50_us = counters_.read_latency.PercentileMicros(0.5);

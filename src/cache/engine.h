@@ -125,6 +125,7 @@ struct EngineSnapshot {
   uint64_t promotions_on_read = 0;
   uint64_t bypassed = 0, migration_failures = 0, migration_aborts = 0,
            cache_errors = 0, origin_errors = 0, hole_skips = 0;
+  uint64_t policy_lock_waits = 0;
   bool read_only = false;
   std::string read_only_reason;
   bool persistent = false;
@@ -310,6 +311,8 @@ class CacheEngine {
   std::shared_ptr<Volume> VolumeById(VolumeId id);
   void Dispatch(std::vector<UniqueFunction<void()>> continuations);
   void MarkIo();
+  // policy_mu_ for one block's lookup, counting the times it was taken.
+  std::unique_lock<std::mutex> LockPolicyForIo();
   // Drops a closed volume's origin handle when nothing needs it; forgets
   // the oldest closed volumes with nothing cached beyond kMaxIdleVolumes.
   void MaybeRelease(const std::shared_ptr<Volume>& volume);

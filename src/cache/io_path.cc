@@ -54,6 +54,15 @@ void CacheEngine::CountIo(Volume& volume, Counter VolumeCounters::*counter) {
   Bump(counters_.io.*counter);
 }
 
+std::unique_lock<std::mutex> CacheEngine::LockPolicyForIo() {
+  std::unique_lock<std::mutex> lock(policy_mu_, std::try_to_lock);
+  if (!lock.owns_lock()) {
+    Bump(counters_.policy_lock_waits);
+    lock.lock();
+  }
+  return lock;
+}
+
 void CacheEngine::MarkIo() {
   last_io_ms_.store(NowMs(), std::memory_order_relaxed);
 }
@@ -195,7 +204,7 @@ CacheEngine::Step CacheEngine::ReadBlock(Request* req, uint64_t index,
   CBlock cblock;
   std::optional<policy::Work> work;  // a promotion this read fills
   if (Cacheable(volume, index)) {
-    std::lock_guard<std::mutex> lock(policy_mu_);
+    std::unique_lock<std::mutex> lock = LockPolicyForIo();
     const OBlock oblock{volume.id(), index};
     if (!req->skip_promote && MigrationsMayStart()) {
       hit = policy_->LookupWithWork(oblock, &cblock, policy::IoDir::kRead,
@@ -337,7 +346,7 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
   CBlock cblock;
   std::optional<policy::Work> work;
   if (Cacheable(volume, index)) {
-    std::lock_guard<std::mutex> lock(policy_mu_);
+    std::unique_lock<std::mutex> lock = LockPolicyForIo();
     const OBlock oblock{volume.id(), index};
     if (mode == Mode::kWriteback && in_block == 0 && !req->skip_overwrite &&
         len == options_.block_size) {

@@ -48,6 +48,8 @@ struct EngineCounters {
   Counter migration_aborts{0};
   Counter cache_errors{0}, origin_errors{0};
   Counter hole_skips{0};  // promotions skipped because the block is a hole
+  // Block lookups of foreground IO that found policy_mu_ taken.
+  Counter policy_lock_waits{0};
   LatencyHistogram read_latency, write_latency;
 };
 

@@ -78,6 +78,7 @@ json StatsJson(cache::CacheEngine& engine, const DaemonInfo& info) {
       {"overwrites", s.overwrites},
       {"bypassed", s.bypassed},
       {"hole_skips", s.hole_skips},
+      {"policy_lock_waits", s.policy_lock_waits},
       {"writeback_rate", s.writeback_rate},
       {"migrations_in_flight", s.migrations_in_flight},
       {"migration_bytes_in_flight", s.migration_bytes_in_flight},
