@@ -341,9 +341,10 @@ uint32_t SmqPolicy::QueueDemotion(bool only_old) {
   if (!allow_migrations_ || tracker_.full()) return kNullIndex;
   const uint32_t i = DemotionCandidate(only_old);
   if (i == kNullIndex) {
-    // Nothing clean to drop: write back an aged dirty block instead, so a
-    // clean one exists next time.
-    if (!only_old) QueueWriteback(false);
+    // Nothing clean to drop: write back the coldest, least recently
+    // written dirty block, so a clean one exists next time (aged or not: a
+    // cache full of recently written blocks must not stall promotions).
+    if (!only_old) QueueWriteback(true);
     return kNullIndex;
   }
   clean_.Remove(i);

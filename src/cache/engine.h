@@ -38,8 +38,12 @@
 //     inside the file, the volume still alive and cacheable, the mode still
 //     allows it. Otherwise it completes as aborted and records nothing.
 //  5. Durability order (DESIGN.md "Durability contract"): the clean->dirty
-//     record is durable before the cache copy changes; a new mapping is
-//     durable before it is served; a dropped clean mapping is durable before
+//     record is durable before the cache copy changes; a new dirty mapping
+//     (overwrite) is durable before its write returns; a new clean mapping
+//     (promotion) may be served before it is durable (its copy equals the
+//     origin, the cache data is synced before any commit that carries it,
+//     and every later record of the block follows it in the journal); a
+//     dropped clean mapping is durable before
 //     the origin is written past it; a dropped dirty mapping only after the
 //     origin change that supersedes it (punch, truncate) is durable; a freed
 //     cblock takes new data only once its unmap is durable.
@@ -99,7 +103,7 @@ struct EngineOptions {
   policy::ConfigValues policy_config;
   // Bytes of migrations (promotions, demotions, writebacks) in flight.
   uint64_t migration_threshold = 16ull << 20;
-  unsigned migration_threads = 2;
+  unsigned migration_threads = 4;
   // Period of the policy's clock and of the idle check.
   std::chrono::milliseconds tick{100};
   // Persistent metadata (journal + checkpoints); none: the cache starts

@@ -373,7 +373,10 @@ void CacheEngine::FinishMigration(std::shared_ptr<Migration> m, bool success) {
       const CBlock cblock = m->work.cblock;
       switch (m->work.op) {
         case policy::WorkOp::kPromote:
-          seq = meta_->AppendMap(cblock, m->work.oblock, false);
+          // Lazy: a clean copy equals the origin, so serving it before its
+          // record is durable reverts nothing after a crash; every later
+          // change of the block (dirty, unmap) is journaled after it.
+          meta_->AppendMap(cblock, m->work.oblock, false);
           break;
         case policy::WorkOp::kDemote:
           seq = meta_->AppendUnmap(cblock);
@@ -389,9 +392,8 @@ void CacheEngine::FinishMigration(std::shared_ptr<Migration> m, bool success) {
       }
     }
   }
-  // A new mapping is durable before the block is served from the cache; a
-  // dropped one before the origin is written past it (after a crash, the
-  // stale copy would come back).
+  // A dropped mapping is durable before the origin is written past it
+  // (after a crash, the stale copy would come back).
   if (seq != 0 && Durable(seq)) success = false;
   if (success) {
     switch (m->work.op) {
