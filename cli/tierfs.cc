@@ -488,10 +488,10 @@ bool FindMetaDir(const char* command, const ToolArgs& args, std::string* dir) {
   return true;
 }
 
-std::unique_ptr<tierfs::meta::OfflineLock> Lock(const char* command,
+std::unique_ptr<tierfs::meta::FastDirLock> Lock(const char* command,
                                                 const std::string& dir) {
   std::string error;
-  auto lock = tierfs::meta::OfflineLock::Acquire(dir, &error);
+  auto lock = tierfs::meta::FastDirLock::AcquireOffline(dir, &error);
   if (!lock.ok()) {
     Fail(command, error);
     return nullptr;

@@ -773,15 +773,24 @@ TEST_F(ToolsTest, FormatCacheCreatesAPreallocatedStore) {
   EXPECT_EQ(text.substr(text.size() - 6), "clean\n") << text;
 }
 
-TEST_F(ToolsTest, OfflineLockIsExclusive) {
+TEST_F(ToolsTest, FastDirLockIsExclusiveAndNamesItsHolder) {
   std::string error;
-  auto first = OfflineLock::Acquire(dir_, &error);
+  auto first = FastDirLock::AcquireOffline(dir_, &error);
   ASSERT_TRUE(first.ok()) << error;
-  auto second = OfflineLock::Acquire(dir_, &error);
+  auto second = FastDirLock::AcquireOffline(dir_, &error);
   EXPECT_FALSE(second.ok());
   EXPECT_NE(error.find("in use"), std::string::npos) << error;
+  ASSERT_TRUE((*first)->RecordHolder("/mnt/tier"));
+  FastDirLock::Holder holder;
+  auto third = FastDirLock::Acquire(dir_, &holder, &error);
+  ASSERT_FALSE(third.ok());
+  EXPECT_EQ(third.error().value(), EBUSY);
+  EXPECT_EQ(holder.pid, std::to_string(::getpid()));
+  EXPECT_EQ(holder.mountpoint, "/mnt/tier");
+  EXPECT_FALSE(FastDirLock::WaitUntilFree(dir_, std::chrono::steady_clock::now()));
   first->reset();
-  EXPECT_TRUE(OfflineLock::Acquire(dir_, &error).ok());
+  EXPECT_TRUE(FastDirLock::WaitUntilFree(dir_, std::chrono::steady_clock::now()));
+  EXPECT_TRUE(FastDirLock::AcquireOffline(dir_, &error).ok());
 }
 
 TEST_F(ToolsTest, CheckResolvesVolumesAndReportsMissingDirtyOnes) {

@@ -1,13 +1,10 @@
 #include "meta/tools.h"
 
 #include <fcntl.h>
-#include <sys/file.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstring>
-#include <fstream>
 #include <map>
 #include <set>
 
@@ -22,25 +19,6 @@ std::string Plural(uint64_t n, const char* what) {
   const std::string w = what;
   if (n == 1) return "1 " + w;
   return std::to_string(n) + " " + w + (w.ends_with("ch") ? "es" : "s");
-}
-
-Result<std::unique_ptr<io::File>> OpenIn(io::Env* env, const std::string& dir,
-                                         const std::string& name, bool write,
-                                         bool create) {
-  io::OpenOptions o;
-  o.write = write;
-  o.create = create;
-  o.mode = 0600;
-  return env->OpenAt(AT_FDCWD, dir + "/" + name, o);
-}
-
-Status SyncDir(io::Env* env, const std::string& dir) {
-  io::OpenOptions o;
-  o.write = false;
-  o.direct = false;
-  Result<std::unique_ptr<io::File>> d = env->OpenAt(AT_FDCWD, dir, o);
-  if (!d.ok()) return d.error();
-  return (*d)->Sync();
 }
 
 std::optional<Uuid> ParseUuid(const std::string& text) {
@@ -91,47 +69,6 @@ std::string StateProblem(const LoadedState& state) {
 }
 
 }  // namespace
-
-std::string MetaDirOf(const std::string& fast_dir) {
-  return fast_dir + "/" + kMetaDirName;
-}
-
-Result<std::unique_ptr<OfflineLock>> OfflineLock::Acquire(
-    const std::string& meta_dir, std::string* error_message) {
-  const std::string path = meta_dir + "/" + kLockName;
-  const int fd =
-      ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) {
-    const int err = errno;
-    *error_message = "cannot open " + path + ": " + std::strerror(err);
-    return ErrnoCode(err);
-  }
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    const int err = errno;
-    std::map<std::string, std::string> owner;
-    std::ifstream in(path);
-    std::string line;
-    while (std::getline(in, line)) {
-      const size_t eq = line.find('=');
-      if (eq != std::string::npos)
-        owner[line.substr(0, eq)] = line.substr(eq + 1);
-    }
-    ::close(fd);
-    if (err != EWOULDBLOCK) {
-      *error_message = "cannot lock " + path + ": " + std::strerror(err);
-      return ErrnoCode(err);
-    }
-    *error_message = "the cache is in use by a running tierfs daemon (pid " +
-                     (owner.count("pid") ? owner["pid"] : "?") +
-                     ", mountpoint " +
-                     (owner.count("mountpoint") ? owner["mountpoint"] : "?") +
-                     "); unmount it first";
-    return ErrnoCode(EBUSY);
-  }
-  return std::unique_ptr<OfflineLock>(new OfflineLock(fd));
-}
-
-OfflineLock::~OfflineLock() { ::close(fd_); }
 
 Result<std::unique_ptr<MetaStore>> FormatCache(
     io::Env* env, const std::string& meta_dir, const std::string& fast_dir,
@@ -240,7 +177,7 @@ Status WriteFreshMetadata(io::Env* env, const std::string& dir,
       *error_message = "invalid state: " + check;
       return ErrnoCode(EINVAL);
     }
-    Result<std::unique_ptr<io::File>> file = OpenIn(env, dir, name, true, true);
+    Result<std::unique_ptr<io::File>> file = OpenInDir(env, dir, name, true, true);
     if (!file.ok()) return fail(file.error(), name);
     Status st = (*file)->WriteAt(0, data);
     if (st.ok()) st = (*file)->Truncate(data.size());
@@ -249,7 +186,7 @@ Status WriteFreshMetadata(io::Env* env, const std::string& dir,
   }
   // An empty journal (the ring reads back as zeros), then the superblock.
   Result<std::unique_ptr<io::File>> meta =
-      OpenIn(env, dir, kMetaFileName, true, true);
+      OpenInDir(env, dir, kMetaFileName, true, true);
   if (!meta.ok()) return fail(meta.error(), kMetaFileName);
   Status st = (*meta)->Truncate(kJournalOffset);
   if (st.ok()) st = (*meta)->Allocate(0, kJournalOffset + sb.journal_size);

@@ -2,8 +2,9 @@
 // point 5): format, check [--repair], dump / restore, writeback. The `tierfs`
 // command line only parses and prints; the logic is here, testable.
 //
-// Every tool that writes takes the fast dir's lock first (OfflineLock), so
-// it never runs beside a daemon using the same cache.
+// Every tool that writes takes the fast dir's lock first
+// (FastDirLock::AcquireOffline), so it never runs beside a daemon using the
+// same cache.
 #ifndef TIERFS_META_TOOLS_H_
 #define TIERFS_META_TOOLS_H_
 
@@ -13,34 +14,13 @@
 #include <string>
 #include <vector>
 
+#include "meta/meta_dir.h"
 #include "meta/store.h"
 #include "meta/volumes.h"
 #include "src/io/file.h"
 #include "src/util/result.h"
 
 namespace tierfs::meta {
-
-// FAST/tierfs holds the metadata, the cache store and the daemon's lock.
-inline constexpr const char* kMetaDirName = "tierfs";
-inline constexpr const char* kLockName = "lock";
-inline constexpr const char* kCacheStoreName = "cache.data";
-std::string MetaDirOf(const std::string& fast_dir);
-
-// The fast dir's lock (the one a daemon holds for its whole life), held
-// exclusively for an offline tool's run.
-class OfflineLock {
- public:
-  // Fails with EBUSY and a message naming the daemon when one holds it.
-  static Result<std::unique_ptr<OfflineLock>> Acquire(
-      const std::string& meta_dir, std::string* error_message);
-  ~OfflineLock();
-  OfflineLock(const OfflineLock&) = delete;
-  OfflineLock& operator=(const OfflineLock&) = delete;
-
- private:
-  explicit OfflineLock(int fd) : fd_(fd) {}
-  int fd_;
-};
 
 // Creates the cache store (cache_blocks * block_size bytes, preallocated so
 // that a full fast dir fails here and not under load) and fresh metadata.
@@ -89,7 +69,7 @@ struct CheckReport {
 // Loads and explains the metadata in `meta_dir`; with options.repair fixes
 // what it can without losing dirty data, then checks again (the report
 // describes the repaired state, `repairs` what was done).
-// REQUIRES: the caller holds the OfflineLock when repairing.
+// REQUIRES: the caller holds the FastDirLock when repairing.
 CheckReport Check(io::Env* env, const std::string& meta_dir,
                   const CheckOptions& options);
 std::string CheckText(const CheckReport& report);
@@ -101,7 +81,7 @@ nlohmann::json CheckJson(const CheckReport& report);
 nlohmann::json Dump(const LoadedState& state);
 // Writes metadata holding a dump's state into `dir` (fresh journal and
 // checkpoints, the dump's uuid). Refuses a malformed dump.
-// REQUIRES: the caller holds the OfflineLock.
+// REQUIRES: the caller holds the FastDirLock.
 Status Restore(io::Env* env, const std::string& dir, const nlohmann::json& dump,
                std::string* error_message);
 
@@ -125,7 +105,7 @@ struct WritebackReport {
 
 // Copies every dirty block from the cache store to its origin file, syncs
 // the origins, and records the blocks clean in a new checkpoint.
-// REQUIRES: the caller holds the OfflineLock.
+// REQUIRES: the caller holds the FastDirLock.
 Result<WritebackReport> Writeback(io::Env* env, const std::string& meta_dir,
                                   const WritebackOptions& options,
                                   std::string* error_message);
