@@ -23,6 +23,7 @@
 #include "src/control/client.h"
 #include "src/control/server.h"
 #include "src/fuse/daemon.h"
+#include "src/util/geometry.h"
 #include "src/util/log.h"
 #include "src/util/size.h"
 #include "tierfs_config.h"
@@ -201,10 +202,8 @@ int Mount(int argc, char** argv) {
       case kBlockSize: {
         uint64_t bs = 0;
         if (!size_arg("--block-size", optarg, &bs)) return kExitUsage;
-        if (bs < (32u << 10) || bs > (2u << 20) || (bs & (bs - 1)) != 0) {
-          return UsageError(std::string("--block-size: must be a power of two "
-                                        "from 32K to 2M: '") +
-                            optarg + "'");
+        if (std::string why = tierfs::BlockSizeProblem(bs); !why.empty()) {
+          return UsageError("--block-size: " + why + ": '" + optarg + "'");
         }
         config.engine.block_size = bs;
         config.block_size_given = true;
@@ -264,10 +263,11 @@ int Mount(int argc, char** argv) {
     return UsageError("mount: --force only goes with --discard-cache");
   if (config.slow_dir.empty())
     return UsageError("mount: --slow DIR is required");
-  if (config.cache && config.cache_size < config.engine.block_size) {
+  if (std::string why = tierfs::CacheSizeProblem(config.cache_size,
+                                                 config.engine.block_size);
+      config.cache && !why.empty()) {
     return UsageError("--cache-size " + tierfs::FormatSize(config.cache_size) +
-                      " is smaller than one block (" +
-                      tierfs::FormatSize(config.engine.block_size) + ")");
+                      " " + why);
   }
   config.services =
       [](tierfs::cache::CacheEngine& engine,
@@ -437,11 +437,9 @@ int ParseToolArgs(const char* command, unsigned allowed, int argc, char** argv,
           return UsageError(std::string(argv[optind - 1]) + ": not a size: '" +
                             optarg + "'");
         }
-        if (c == kBlockSize &&
-            (*v < (32u << 10) || *v > (2u << 20) || (*v & (*v - 1)) != 0)) {
-          return UsageError(std::string("--block-size: must be a power of two "
-                                        "from 32K to 2M: '") +
-                            optarg + "'");
+        if (std::string why = tierfs::BlockSizeProblem(*v);
+            c == kBlockSize && !why.empty()) {
+          return UsageError("--block-size: " + why + ": '" + optarg + "'");
         }
         (c == kCacheSize ? args->cache_size : args->block_size) = *v;
         break;
@@ -672,10 +670,11 @@ int Format(int argc, char** argv) {
     return UsageError("format: --discard-dirty only goes with --force");
   }
   const uint64_t blocks = args.cache_size / args.block_size;
-  if (blocks == 0 || blocks > UINT32_MAX) {
-    return UsageError(
-        "format: --cache-size must hold between 1 and 2^32-1 blocks of " +
-        tierfs::FormatSize(args.block_size));
+  if (std::string why =
+          tierfs::CacheSizeProblem(args.cache_size, args.block_size);
+      !why.empty()) {
+    return UsageError("format: --cache-size " +
+                      tierfs::FormatSize(args.cache_size) + " " + why);
   }
   const std::string dir = tierfs::meta::MetaDirOf(args.fast);
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {

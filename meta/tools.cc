@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 
+#include "src/util/geometry.h"
 #include "src/util/size.h"
 
 namespace tierfs::meta {
@@ -74,6 +75,13 @@ Result<std::unique_ptr<MetaStore>> FormatCache(
     io::Env* env, const std::string& meta_dir, const std::string& fast_dir,
     const FormatOptions& options, std::unique_ptr<io::File>* cache_store,
     std::string* error_message) {
+  // Before anything is allocated for it.
+  if (std::string why = GeometryProblem(options.block_size,
+                                        options.cache_blocks);
+      !why.empty()) {
+    *error_message = "invalid cache geometry: " + why;
+    return ErrnoCode(EINVAL);
+  }
   const std::string path = meta_dir + "/" + kCacheStoreName;
   const uint64_t bytes = options.cache_blocks * options.block_size;
   io::OpenOptions open;

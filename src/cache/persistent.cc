@@ -12,6 +12,7 @@
 #include "meta/tools.h"
 #include "meta/volumes.h"
 #include "src/io/dir_attribute.h"
+#include "src/util/geometry.h"
 #include "src/util/log.h"
 #include "src/util/size.h"
 
@@ -246,10 +247,13 @@ Result<std::unique_ptr<CacheEngine>> OpenPersistentCache(
   } else {
     const uint64_t bs = options.engine.block_size;
     const uint64_t blocks = options.cache_size / bs;
-    if (blocks == 0 || blocks > UINT32_MAX) {
-      return fail(EINVAL, "--cache-size " + FormatSize(options.cache_size) +
-                              " must hold between 1 and 2^32-1 blocks of " +
-                              FormatSize(bs));
+    if (std::string why = BlockSizeProblem(bs); !why.empty()) {
+      return fail(EINVAL, "--block-size " + FormatSize(bs) + ": " + why);
+    }
+    if (std::string why = CacheSizeProblem(options.cache_size, bs);
+        !why.empty()) {
+      return fail(EINVAL,
+                  "--cache-size " + FormatSize(options.cache_size) + " " + why);
     }
     meta::FormatOptions format;
     format.block_size = bs;
