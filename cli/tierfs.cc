@@ -683,43 +683,23 @@ int Format(int argc, char** argv) {
   auto lock = Lock("format", dir);
   if (!lock) return kExitFailure;
   tierfs::io::Env* env = tierfs::io::Env::Default();
-  const std::string meta_path =
-      dir + "/" + std::string(tierfs::meta::kMetaFileName);
-  if (::access(meta_path.c_str(), F_OK) == 0) {
-    if (!args.force) {
-      return Fail("format", "a cache exists in " + args.fast +
-                                "; add --force to replace it");
-    }
-    std::string why;
-    auto state = tierfs::meta::Load(env, dir, &why);
-    if (state.ok() && !state->damage.empty()) why = state->damage;
-    const bool usable = state.ok() && state->damage.empty();
-    uint64_t dirty = 0;
-    if (usable) {
-      for (const auto& m : state->mappings) dirty += m.dirty;
-    }
-    if (!args.discard_dirty && !usable) {
-      return Fail("format", "the cache metadata in " + args.fast +
-                                " cannot be read (" + why +
-                                "), so it may hold data not yet on the slow "
-                                "dir; run 'tierfs check --fast " +
-                                args.fast +
-                                "', or add --discard-dirty to drop it anyway");
-    }
-    if (!args.discard_dirty && dirty != 0) {
-      return Fail("format", "the cache holds " + std::to_string(dirty) +
-                                " dirty blocks not yet on the slow dir; run "
-                                "'tierfs writeback --fast " +
-                                args.fast +
-                                " --slow DIR' first, or add --discard-dirty");
-    }
+  const tierfs::meta::ExistingCache existing =
+      tierfs::meta::FindExistingCache(env, dir);
+  if (existing.exists && !args.force) {
+    return Fail("format", "a cache exists in " + args.fast +
+                              "; add --force to replace it");
+  }
+  std::string error;
+  if (!tierfs::meta::RefuseToDrop(existing, args.fast, args.discard_dirty,
+                                  "--force", "--discard-dirty", &error)
+           .ok()) {
+    return Fail("format", error);
   }
   tierfs::meta::FormatOptions options;
   options.block_size = args.block_size;
   options.cache_blocks = blocks;
   options.policy = args.policy;
   std::unique_ptr<tierfs::io::File> store;
-  std::string error;
   auto formatted =
       tierfs::meta::FormatCache(env, dir, args.fast, options, &store, &error);
   if (!formatted.ok()) return Fail("format", error);

@@ -210,6 +210,52 @@ Status WriteFreshMetadata(io::Env* env, const std::string& dir,
   return OkStatus();
 }
 
+// --- a cache about to be used or replaced
+
+ExistingCache FindExistingCache(io::Env* env, const std::string& meta_dir) {
+  ExistingCache cache;
+  const std::string meta_path = meta_dir + "/" + kMetaFileName;
+  cache.exists = ::access(meta_path.c_str(), F_OK) == 0;
+  if (!cache.exists) return cache;
+  Result<LoadedState> loaded = Load(env, meta_dir, &cache.why);
+  if (!loaded.ok()) {
+    cache.error = loaded.error().value();
+    return cache;
+  }
+  cache.uuid = UuidString(loaded->super.uuid);
+  if (!loaded->damage.empty()) {
+    cache.error = EUCLEAN;
+    cache.why = loaded->damage;
+    return cache;
+  }
+  for (const MappingRecord& m : loaded->mappings) cache.dirty += m.dirty;
+  cache.state = std::move(loaded).value();
+  return cache;
+}
+
+Status RefuseToDrop(const ExistingCache& cache, const std::string& fast_dir,
+                    bool force, const std::string& asking,
+                    const std::string& forcing, std::string* error_message) {
+  if (force || !cache.exists) return OkStatus();
+  if (!cache.state) {
+    *error_message = asking + ": the cache metadata in " + fast_dir +
+                     " cannot be read (" + cache.why +
+                     "), so it may hold data not yet on the slow dir; run "
+                     "'tierfs check --fast " +
+                     fast_dir + "', or add " + forcing + " to drop it anyway";
+    return ErrnoCode(EBUSY);
+  }
+  if (cache.dirty != 0) {
+    *error_message = asking + " would drop " +
+                     Plural(cache.dirty, "dirty block") +
+                     " not yet written to the slow dir; run 'tierfs "
+                     "writeback --fast " +
+                     fast_dir + " --slow DIR' first, or add " + forcing;
+    return ErrnoCode(EBUSY);
+  }
+  return OkStatus();
+}
+
 // --- check
 
 namespace {

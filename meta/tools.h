@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,30 @@ Result<std::unique_ptr<MetaStore>> FormatCache(
 // record sequence above every batch left in the old journal.
 Status WriteFreshMetadata(io::Env* env, const std::string& dir,
                           const LoadedState& state, std::string* error_message);
+
+// --- A cache about to be used or replaced (a mount, `tierfs format`)
+
+// What a mount or `tierfs format` finds in a meta dir.
+struct ExistingCache {
+  bool exists = false;  // there is metadata
+  // The metadata, when it loaded without damage (the cache is usable).
+  std::optional<LoadedState> state;
+  // When it exists but is not usable: why, as an errno (EUCLEAN for damage)
+  // and in words.
+  int error = 0;
+  std::string why;
+  std::string uuid;    // whenever the superblock could be read
+  uint64_t dirty = 0;  // dirty blocks of a usable cache
+};
+ExistingCache FindExistingCache(io::Env* env, const std::string& meta_dir);
+
+// Refuses (EBUSY, with a message) to drop `cache` while it may hold data
+// not yet in the slow dir — dirty blocks, or metadata that cannot be read —
+// unless `force`. `asking` names the flag that would drop it and `forcing`
+// the one that drops it anyway ("--discard-cache" and "--force").
+Status RefuseToDrop(const ExistingCache& cache, const std::string& fast_dir,
+                    bool force, const std::string& asking,
+                    const std::string& forcing, std::string* error_message);
 
 // --- tierfs check
 

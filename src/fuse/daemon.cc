@@ -21,6 +21,7 @@
 #include <sstream>
 #include <thread>
 
+#include "meta/meta_dir.h"
 #include "src/cache/persistent.h"
 #include "src/fuse/filesystem.h"
 #include "src/util/runtime_paths.h"
@@ -235,7 +236,7 @@ class FastDirLock {
   // Removes what Acquire created, after a failed mount.
   void Abandon() {
     if (created_dir_.empty()) return;
-    for (const std::string& name : cache::CacheFileNames()) {
+    for (const std::string& name : meta::CacheFileNames()) {
       ::unlink((created_dir_ + "/" + name).c_str());
     }
     ::unlink(path_.c_str());
