@@ -20,8 +20,8 @@
 
 #include "meta/tools.h"
 #include "policy/registry.h"
-#include "src/control/client.h"
-#include "src/control/server.h"
+#include "src/control/client/client.h"
+#include "src/control/server/server.h"
 #include "src/fuse/daemon.h"
 #include "src/util/geometry.h"
 #include "src/util/log.h"

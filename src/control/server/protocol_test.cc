@@ -2,7 +2,7 @@
 // the mounting user), and that every malformed request is an error reply,
 // never an exception. The socket side is tests/control_robust_test.py.
 
-#include "src/control/protocol.h"
+#include "src/control/server/protocol.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
