@@ -104,8 +104,8 @@ bool FastDirLock::WaitUntilFree(
 FastDirLock::~FastDirLock() { ::close(fd_); }
 
 bool FastDirLock::RecordHolder(const std::string& mountpoint) {
-  const std::string text = "pid=" + std::to_string(::getpid()) +
-                           "\nmountpoint=" + mountpoint + "\n";
+  const std::string text =
+      "pid=" + std::to_string(::getpid()) + "\nmountpoint=" + mountpoint + "\n";
   return ::ftruncate(fd_, 0) == 0 &&
          ::pwrite(fd_, text.data(), text.size(), 0) ==
              static_cast<ssize_t>(text.size());

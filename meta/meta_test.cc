@@ -817,9 +817,11 @@ TEST_F(ToolsTest, FastDirLockIsExclusiveAndNamesItsHolder) {
   EXPECT_EQ(third.error().value(), EBUSY);
   EXPECT_EQ(holder.pid, std::to_string(::getpid()));
   EXPECT_EQ(holder.mountpoint, "/mnt/tier");
-  EXPECT_FALSE(FastDirLock::WaitUntilFree(dir_, std::chrono::steady_clock::now()));
+  EXPECT_FALSE(
+      FastDirLock::WaitUntilFree(dir_, std::chrono::steady_clock::now()));
   first->reset();
-  EXPECT_TRUE(FastDirLock::WaitUntilFree(dir_, std::chrono::steady_clock::now()));
+  EXPECT_TRUE(
+      FastDirLock::WaitUntilFree(dir_, std::chrono::steady_clock::now()));
   EXPECT_TRUE(FastDirLock::AcquireOffline(dir_, &error).ok());
 }
 

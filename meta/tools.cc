@@ -76,8 +76,8 @@ Result<std::unique_ptr<MetaStore>> FormatCache(
     const FormatOptions& options, std::unique_ptr<io::File>* cache_store,
     std::string* error_message) {
   // Before anything is allocated for it.
-  if (std::string why = GeometryProblem(options.block_size,
-                                        options.cache_blocks);
+  if (std::string why =
+          GeometryProblem(options.block_size, options.cache_blocks);
       !why.empty()) {
     *error_message = "invalid cache geometry: " + why;
     return ErrnoCode(EINVAL);
@@ -185,7 +185,8 @@ Status WriteFreshMetadata(io::Env* env, const std::string& dir,
       *error_message = "invalid state: " + check;
       return ErrnoCode(EINVAL);
     }
-    Result<std::unique_ptr<io::File>> file = OpenInDir(env, dir, name, true, true);
+    Result<std::unique_ptr<io::File>> file =
+        OpenInDir(env, dir, name, true, true);
     if (!file.ok()) return fail(file.error(), name);
     Status st = (*file)->WriteAt(0, data);
     if (st.ok()) st = (*file)->Truncate(data.size());

@@ -93,9 +93,9 @@ class Opening {
 Status Opening::FindExisting() {
   existing_ = meta::FindExistingCache(options_.env, options_.meta_dir);
   if (options_.discard_cache) {
-    Status st = meta::RefuseToDrop(existing_, fast(), options_.force,
-                                   "--discard-cache", "--force",
-                                   error_message_);
+    Status st =
+        meta::RefuseToDrop(existing_, fast(), options_.force, "--discard-cache",
+                           "--force", error_message_);
     existing_.state.reset();  // started cold: not needed
     return st;
   }
@@ -146,7 +146,8 @@ Status Opening::KeepGeometry() {
     return OkStatus();
   }
   const meta::Superblock& sb = state_->super;
-  if (options_.block_size_given && sb.block_size != options_.engine.block_size) {
+  if (options_.block_size_given &&
+      sb.block_size != options_.engine.block_size) {
     return Fail(EINVAL, "the cache in " + fast() +
                             " was formatted with block size " +
                             FormatSize(sb.block_size) + "; --block-size " +
@@ -232,9 +233,8 @@ Status Opening::OpenStores() {
     format.block_size = engine_options_.block_size;
     format.cache_blocks = engine_options_.cache_blocks;
     format.policy = options_.engine.policy;
-    Result<std::unique_ptr<meta::MetaStore>> formatted =
-        meta::FormatCache(env, options_.meta_dir, fast(), format,
-                          &cache_store_, error_message_);
+    Result<std::unique_ptr<meta::MetaStore>> formatted = meta::FormatCache(
+        env, options_.meta_dir, fast(), format, &cache_store_, error_message_);
     if (!formatted.ok()) return formatted.error();
     store_ = std::move(formatted).value();
     report_->formatted = true;
