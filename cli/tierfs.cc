@@ -21,8 +21,7 @@
 #include "meta/tools.h"
 #include "policy/registry.h"
 #include "src/control/client/client.h"
-#include "src/control/server/server.h"
-#include "src/fuse/daemon.h"
+#include "src/mount/mount.h"
 #include "src/util/geometry.h"
 #include "src/util/log.h"
 #include "src/util/size.h"
@@ -30,9 +29,9 @@
 
 namespace {
 
-using tierfs::fusefs::kExitFailure;
-using tierfs::fusefs::kExitOk;
-using tierfs::fusefs::kExitUsage;
+using tierfs::mount::kExitFailure;
+using tierfs::mount::kExitOk;
+using tierfs::mount::kExitUsage;
 
 constexpr const char* kUsage =
     "Usage: tierfs COMMAND [OPTIONS]\n"
@@ -105,7 +104,7 @@ bool ParseUnsigned(const char* text, unsigned* out) {
 }
 
 int Mount(int argc, char** argv) {
-  tierfs::fusefs::DaemonConfig config;
+  tierfs::mount::MountConfig config;
   enum {
     kFast = 256,
     kSlow,
@@ -168,9 +167,9 @@ int Mount(int argc, char** argv) {
           size_t comma = opts.find(',', start);
           std::string o = opts.substr(start, comma - start);
           if (o == "allow_other") {
-            config.allow_other = true;
+            config.fuse.allow_other = true;
           } else if (!o.empty()) {
-            config.fuse_options.push_back(o);
+            config.fuse.fuse_options.push_back(o);
           }
           if (comma == std::string::npos) break;
           start = comma + 1;
@@ -178,7 +177,7 @@ int Mount(int argc, char** argv) {
         break;
       }
       case kMaxThreads:
-        if (!ParseUnsigned(optarg, &config.max_threads)) {
+        if (!ParseUnsigned(optarg, &config.fuse.max_threads)) {
           return UsageError(std::string("--max-threads: not a number in "
                                         "1..1024: ") +
                             optarg);
@@ -194,10 +193,11 @@ int Mount(int argc, char** argv) {
         break;
       }
       case kCacheSize:
-        if (!size_arg("--cache-size", optarg, &config.cache_size)) {
+        if (!size_arg("--cache-size", optarg,
+                      &config.cache_options.cache_size)) {
           return kExitUsage;
         }
-        config.cache_size_given = true;
+        config.cache_options.cache_size_given = true;
         break;
       case kBlockSize: {
         uint64_t bs = 0;
@@ -205,8 +205,8 @@ int Mount(int argc, char** argv) {
         if (std::string why = tierfs::BlockSizeProblem(bs); !why.empty()) {
           return UsageError("--block-size: " + why + ": '" + optarg + "'");
         }
-        config.engine.block_size = bs;
-        config.block_size_given = true;
+        config.cache_options.engine.block_size = bs;
+        config.cache_options.block_size_given = true;
         break;
       }
       case kMode: {
@@ -215,7 +215,7 @@ int Mount(int argc, char** argv) {
           return UsageError(std::string("--mode: unknown mode '") + optarg +
                             "' (writeback, writethrough, passthrough)");
         }
-        config.engine.mode = *mode;
+        config.cache_options.engine.mode = *mode;
         break;
       }
       case kPolicy: {
@@ -224,12 +224,12 @@ int Mount(int argc, char** argv) {
           return UsageError(std::string("--policy: unknown policy '") + optarg +
                             "' (smq, cleaner, lru)");
         }
-        config.engine.policy = optarg;
+        config.cache_options.engine.policy = optarg;
         break;
       }
       case kMigrationThreshold:
         if (!size_arg("--migration-threshold", optarg,
-                      &config.engine.migration_threshold)) {
+                      &config.cache_options.engine.migration_threshold)) {
           return kExitUsage;
         }
         break;
@@ -237,10 +237,10 @@ int Mount(int argc, char** argv) {
         config.cache = false;
         break;
       case kDiscardCache:
-        config.discard_cache = true;
+        config.cache_options.discard_cache = true;
         break;
       case kForce:
-        config.force = true;
+        config.cache_options.force = true;
         break;
       case 'h':
         std::fputs(kUsage, stdout);
@@ -259,29 +259,19 @@ int Mount(int argc, char** argv) {
   }
   if (config.fast_dir.empty())
     return UsageError("mount: --fast DIR is required");
-  if (config.force && !config.discard_cache)
+  if (config.cache_options.force && !config.cache_options.discard_cache)
     return UsageError("mount: --force only goes with --discard-cache");
   if (config.slow_dir.empty())
     return UsageError("mount: --slow DIR is required");
-  if (std::string why = tierfs::CacheSizeProblem(config.cache_size,
-                                                 config.engine.block_size);
+  if (std::string why =
+          tierfs::CacheSizeProblem(config.cache_options.cache_size,
+                                   config.cache_options.engine.block_size);
       config.cache && !why.empty()) {
-    return UsageError("--cache-size " + tierfs::FormatSize(config.cache_size) +
+    return UsageError("--cache-size " +
+                      tierfs::FormatSize(config.cache_options.cache_size) +
                       " " + why);
   }
-  config.services =
-      [](tierfs::cache::CacheEngine& engine,
-         const tierfs::fusefs::MountFacts& facts) -> std::shared_ptr<void> {
-    tierfs::control::DaemonInfo info{facts.mountpoint, facts.fast_dir,
-                                     facts.slow_dir, ::geteuid()};
-    std::string error;
-    std::shared_ptr<tierfs::control::ControlServer> server =
-        tierfs::control::ControlServer::Start(facts.socket_path, &engine, info,
-                                              &error);
-    if (!server) TIERFS_LOG_WARNING("no control socket: %s", error.c_str());
-    return server;
-  };
-  return tierfs::fusefs::RunDaemon(config);
+  return tierfs::mount::RunMount(config);
 }
 
 int Umount(int argc, char** argv) {
@@ -345,7 +335,7 @@ int Umount(int argc, char** argv) {
       return kExitFailure;
     }
   }
-  return tierfs::fusefs::Unmount(argv[optind], lazy, timeout);
+  return tierfs::mount::Unmount(argv[optind], lazy, timeout);
 }
 
 // --- Offline tools.

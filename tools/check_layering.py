@@ -20,10 +20,13 @@ DIRECT = {
     # side (tierfs-ctl) nothing of the daemon.
     "src/control/server": ["src/cache", "src/util"],
     "src/control/client": ["src/util"],
+    # The daemon's life: start-up steps (checks, the one fast-dir lock,
+    # metadata), the FUSE session, the control socket, signals, shutdown.
+    "src/mount": ["src/fuse", "src/control/server", "src/cache", "meta",
+                  "src/util"],
     # cli/ runs the offline tools (check, dump, restore, writeback, format)
     # straight over the metadata, with no daemon.
-    "cli": ["src/fuse", "src/control/server", "src/control/client", "meta",
-            "src/io", "src/util"],
+    "cli": ["src/mount", "src/control/client", "meta", "src/io", "src/util"],
     # Tests and benchmarks may use anything.
 }
 
