@@ -20,6 +20,7 @@
 
 #include "meta/tools.h"
 #include "policy/registry.h"
+#include "src/cache/tunables.h"
 #include "src/control/client/client.h"
 #include "src/mount/mount.h"
 #include "src/util/geometry.h"
@@ -52,6 +53,8 @@ constexpr const char* kUsage =
     "      --policy NAME          smq, cleaner, lru (default smq)\n"
     "      --migration-threshold SIZE  migration bytes in flight (default "
     "16M)\n"
+    "      --set KEY=VALUE        start with a tunable set (repeatable;\n"
+    "                             the keys of 'tierfs-ctl get', tierfs(5))\n"
     "      --no-cache             pass files through uncached\n"
     "      --discard-cache        start cold, dropping the fast dir's cache\n"
     "                             (refused while it holds dirty blocks)\n"
@@ -117,7 +120,8 @@ int Mount(int argc, char** argv) {
     kMigrationThreshold,
     kNoCache,
     kDiscardCache,
-    kForce
+    kForce,
+    kSet
   };
   static const option kOptions[] = {
       {"fast", required_argument, nullptr, kFast},
@@ -133,12 +137,23 @@ int Mount(int argc, char** argv) {
       {"no-cache", no_argument, nullptr, kNoCache},
       {"discard-cache", no_argument, nullptr, kDiscardCache},
       {"force", no_argument, nullptr, kForce},
+      {"set", required_argument, nullptr, kSet},
       {"help", no_argument, nullptr, 'h'},
       {nullptr, 0, nullptr, 0},
   };
   opterr = 0;
   optind = 1;
   int c;
+  std::string error;
+  auto set = [&](const std::string& flag, std::string_view key,
+                 std::string_view value) {
+    if (tierfs::cache::ConfigureTunable(key, value,
+                                        &config.cache_options.engine, &error)) {
+      return true;
+    }
+    UsageError(flag + ": " + error);
+    return false;
+  };
   auto size_arg = [](const char* flag, const char* text,
                      uint64_t* out) -> bool {
     std::optional<uint64_t> v = tierfs::ParseSize(text);
@@ -209,13 +224,20 @@ int Mount(int argc, char** argv) {
         config.cache_options.block_size_given = true;
         break;
       }
-      case kMode: {
-        auto mode = tierfs::cache::ParseMode(optarg);
-        if (!mode) {
-          return UsageError(std::string("--mode: unknown mode '") + optarg +
-                            "' (writeback, writethrough, passthrough)");
+      case kMode:
+        if (!set("--mode", "mode", optarg)) return kExitUsage;
+        break;
+      case kSet: {
+        const std::string_view arg = optarg;
+        const size_t eq = arg.find('=');
+        if (eq == std::string_view::npos) {
+          return UsageError(std::string("--set: expected KEY=VALUE, not '") +
+                            optarg + "'");
         }
-        config.cache_options.engine.mode = *mode;
+        if (!set(std::string("--set ") + optarg, arg.substr(0, eq),
+                 arg.substr(eq + 1))) {
+          return kExitUsage;
+        }
         break;
       }
       case kPolicy: {
@@ -228,8 +250,7 @@ int Mount(int argc, char** argv) {
         break;
       }
       case kMigrationThreshold:
-        if (!size_arg("--migration-threshold", optarg,
-                      &config.cache_options.engine.migration_threshold)) {
+        if (!set("--migration-threshold", "migration_threshold", optarg)) {
           return kExitUsage;
         }
         break;
@@ -263,6 +284,10 @@ int Mount(int argc, char** argv) {
     return UsageError("mount: --force only goes with --discard-cache");
   if (config.slow_dir.empty())
     return UsageError("mount: --slow DIR is required");
+  if (!tierfs::cache::CheckPolicySettings(config.cache_options.engine,
+                                          &error)) {
+    return UsageError("--set: " + error);
+  }
   if (std::string why =
           tierfs::CacheSizeProblem(config.cache_options.cache_size,
                                    config.cache_options.engine.block_size);

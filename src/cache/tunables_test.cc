@@ -1,0 +1,155 @@
+// The tunables table against what it describes: the engine's defaults, the
+// policies' keys, and tierfs(5), which must list every key.
+
+#include "src/cache/tunables.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <set>
+#include <string>
+
+#include "policy/registry.h"
+
+namespace tierfs::cache {
+namespace {
+
+class TunablesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/tierfs-tunables-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+    io::OpenOptions o;
+    o.create = true;
+    auto cache = io::Env::Default()->OpenAt(AT_FDCWD, dir_ + "/cache", o);
+    ASSERT_TRUE(cache.ok());
+    ASSERT_TRUE((*cache)->Truncate(16 * 65536).ok());
+    EngineOptions options;  // the defaults, as a mount without --set
+    options.cache_blocks = 16;
+    std::string error;
+    auto engine =
+        CacheEngine::Create(options, std::move(cache).value(), &error);
+    ASSERT_TRUE(engine.ok()) << error;
+    engine_ = std::move(engine).value();
+  }
+  void TearDown() override {
+    engine_.reset();
+    std::system(("rm -rf " + dir_).c_str());
+  }
+  std::string Get(std::string_view key) {
+    for (const Tunable& t : ListTunables(*engine_)) {
+      if (t.key == key) return t.value;
+    }
+    return "(none)";
+  }
+
+  std::string dir_;
+  std::unique_ptr<CacheEngine> engine_;
+};
+
+TEST_F(TunablesTest, DefaultsAreTheEnginesAndSmqs) {
+  std::set<std::string> listed;
+  for (const Tunable& t : ListTunables(*engine_)) {
+    const TunableSpec* spec = FindTunable(t.key);
+    ASSERT_NE(spec, nullptr) << t.key;
+    EXPECT_EQ(t.value, spec->default_value) << t.key;
+    EXPECT_EQ(t.help, spec->help) << t.key;
+    listed.insert(t.key);
+  }
+  for (const TunableSpec& spec : TunableTable()) {
+    EXPECT_TRUE(listed.count(std::string(spec.key))) << spec.key;
+  }
+}
+
+TEST(TunableTableTest, HasEveryKeyOfEveryPolicy) {
+  for (const std::string& name : policy::PolicyNames()) {
+    std::string error;
+    auto p = policy::CreatePolicy(name, policy::PolicyParams{1024, 65536}, {},
+                                  &error);
+    ASSERT_TRUE(p.ok()) << error;
+    for (const auto& [key, value] : (*p)->EmitConfigValues()) {
+      const TunableSpec* spec = FindTunable(std::string(kPolicyPrefix) + key);
+      ASSERT_NE(spec, nullptr) << name << " emits " << key;
+      EXPECT_EQ(spec->parse, nullptr) << "the policy judges " << key;
+    }
+  }
+}
+
+TEST(TunableTableTest, ManPageListsEveryKey) {
+  const char* path = std::getenv("TIERFS_MAN5");
+  ASSERT_NE(path, nullptr) << "meson passes tierfs(5) in TIERFS_MAN5";
+  std::ifstream in(path);
+  ASSERT_TRUE(in) << path;
+  const std::string page(std::istreambuf_iterator<char>(in), {});
+  for (const TunableSpec& spec : TunableTable()) {
+    EXPECT_NE(page.find("\n.B " + std::string(spec.key) + "\n"),
+              std::string::npos)
+        << "tierfs(5) does not list " << spec.key;
+  }
+}
+
+TEST(TunableTableTest, MountSettingsGoIntoTheEngineOptions) {
+  EngineOptions options;
+  std::string error;
+  ASSERT_TRUE(ConfigureTunable("mode", "writethrough", &options, &error));
+  EXPECT_EQ(options.mode, Mode::kWritethrough);
+  ASSERT_TRUE(ConfigureTunable("migration_threshold", "4M", &options, &error));
+  EXPECT_EQ(options.migration_threshold, 4u << 20);
+  ASSERT_TRUE(
+      ConfigureTunable("policy.sequential_cutoff", "0", &options, &error));
+  ASSERT_TRUE(
+      ConfigureTunable("policy.sequential_cutoff", "65536", &options, &error));
+  EXPECT_EQ(options.policy_config,
+            (policy::ConfigValues{{"sequential_cutoff", "65536"}}));
+  EXPECT_TRUE(CheckPolicySettings(options, &error)) << error;
+
+  EXPECT_FALSE(ConfigureTunable("mode", "fast", &options, &error));
+  EXPECT_EQ(error,
+            "unknown mode 'fast' (writeback, writethrough, passthrough)");
+  EXPECT_EQ(options.mode, Mode::kWritethrough);
+  EXPECT_FALSE(ConfigureTunable("nokey", "1", &options, &error));
+  EXPECT_NE(error.find("unknown key 'nokey'"), std::string::npos) << error;
+  EXPECT_FALSE(ConfigureTunable("migrations", "off", &options, &error));
+  EXPECT_NE(error.find("only while mounted"), std::string::npos) << error;
+
+  // The policy judges its own keys: a value out of its range, a key the
+  // policy named by --policy lacks.
+  ASSERT_TRUE(
+      ConfigureTunable("policy.admission_window", "5000", &options, &error));
+  EXPECT_FALSE(CheckPolicySettings(options, &error));
+  EXPECT_NE(error.find("admission_window"), std::string::npos) << error;
+  options.policy_config = {{"sequential_heat", "1"}};
+  options.policy = "lru";
+  EXPECT_FALSE(CheckPolicySettings(options, &error));
+  EXPECT_NE(error.find("no config key 'sequential_heat'"), std::string::npos)
+      << error;
+}
+
+TEST_F(TunablesTest, RunTimeSettingsChangeTheEngineOrNothing) {
+  std::string error;
+  ASSERT_TRUE(SetTunable(*engine_, "mode", "writethrough", &error)) << error;
+  EXPECT_EQ(Get("mode"), "writethrough");
+  ASSERT_TRUE(SetTunable(*engine_, "migrations", "off", &error)) << error;
+  EXPECT_EQ(Get("migrations"), "off");
+  ASSERT_TRUE(SetTunable(*engine_, "policy.sequential_cutoff", "0", &error));
+  EXPECT_EQ(Get("policy.sequential_cutoff"), "0");
+
+  EXPECT_FALSE(SetTunable(*engine_, "migration_threshold", "0", &error));
+  EXPECT_EQ(error, "migration_threshold: not a size: '0'");
+  EXPECT_FALSE(
+      SetTunable(*engine_, "policy.dirty_target_percent", "101", &error));
+  EXPECT_NE(error.find("policy.dirty_target_percent: rejected by the policy"),
+            std::string::npos)
+      << error;
+  EXPECT_EQ(Get("policy.dirty_target_percent"), "10");
+  EXPECT_FALSE(SetTunable(*engine_, "policy.bogus", "1", &error));
+  EXPECT_EQ(error,
+            "unknown key 'policy.bogus'; 'tierfs-ctl get' lists the keys");
+}
+
+}  // namespace
+}  // namespace tierfs::cache
