@@ -79,16 +79,25 @@ TEST(TunableTableTest, HasEveryKeyOfEveryPolicy) {
   }
 }
 
-TEST(TunableTableTest, ManPageListsEveryKey) {
-  const char* path = std::getenv("TIERFS_MAN5");
-  ASSERT_NE(path, nullptr) << "meson passes tierfs(5) in TIERFS_MAN5";
-  std::ifstream in(path);
-  ASSERT_TRUE(in) << path;
-  const std::string page(std::istreambuf_iterator<char>(in), {});
+std::string ReadFileNamedBy(const char* variable) {
+  const char* path = std::getenv(variable);
+  EXPECT_NE(path, nullptr) << "meson passes the file in " << variable;
+  std::ifstream in(path == nullptr ? "" : path);
+  EXPECT_TRUE(in) << variable << "=" << path;
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+TEST(TunableTableTest, ManPageAndCompletionListEveryKey) {
+  const std::string page = ReadFileNamedBy("TIERFS_MAN5");
+  const std::string completion = ReadFileNamedBy("TIERFS_COMPLETION");
   for (const TunableSpec& spec : TunableTable()) {
-    EXPECT_NE(page.find("\n.B " + std::string(spec.key) + "\n"),
-              std::string::npos)
-        << "tierfs(5) does not list " << spec.key;
+    const std::string key(spec.key);
+    EXPECT_NE(page.find("\n.B " + key + "\n"), std::string::npos)
+        << "tierfs(5) does not list " << key;
+    if (spec.configure != nullptr) {
+      EXPECT_NE(completion.find(key), std::string::npos)
+          << "bash completion of --set lacks " << key;
+    }
   }
 }
 
