@@ -3,9 +3,7 @@
 
 #include "src/cache/tunables.h"
 
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <fstream>
@@ -14,32 +12,14 @@
 #include <string>
 
 #include "policy/registry.h"
+#include "src/cache/temp_engine.h"
 
 namespace tierfs::cache {
 namespace {
 
 class TunablesTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/tierfs-tunables-XXXXXX";
-    dir_ = ::mkdtemp(tmpl);
-    io::OpenOptions o;
-    o.create = true;
-    auto cache = io::Env::Default()->OpenAt(AT_FDCWD, dir_ + "/cache", o);
-    ASSERT_TRUE(cache.ok());
-    ASSERT_TRUE((*cache)->Truncate(16 * 65536).ok());
-    EngineOptions options;  // the defaults, as a mount without --set
-    options.cache_blocks = 16;
-    std::string error;
-    auto engine =
-        CacheEngine::Create(options, std::move(cache).value(), &error);
-    ASSERT_TRUE(engine.ok()) << error;
-    engine_ = std::move(engine).value();
-  }
-  void TearDown() override {
-    engine_.reset();
-    std::system(("rm -rf " + dir_).c_str());
-  }
+  void SetUp() override { ASSERT_NE(engine_, nullptr); }
   std::string Get(std::string_view key) {
     for (const Tunable& t : ListTunables(*engine_)) {
       if (t.key == key) return t.value;
@@ -47,8 +27,8 @@ class TunablesTest : public ::testing::Test {
     return "(none)";
   }
 
-  std::string dir_;
-  std::unique_ptr<CacheEngine> engine_;
+  TempEngine temp_;  // the engine's defaults, as a mount without --set
+  CacheEngine* const engine_ = temp_.engine();
 };
 
 TEST_F(TunablesTest, DefaultsAreTheEnginesAndSmqs) {
