@@ -38,9 +38,18 @@ int Fail(const char* command, const std::string& message) {
   return kExitFailure;
 }
 
-// The fast dir's meta dir, which must exist (a cache was made there).
-bool FindMetaDir(const char* command, const Args& args, std::string* dir) {
+// The fast dir's meta dir: it must exist (a cache was made there), unless
+// `create`.
+bool MetaDir(const char* command, const Args& args, bool create,
+             std::string* dir) {
   *dir = meta::MetaDirOf(args.mount.fast_dir);
+  if (create) {
+    if (::mkdir(dir->c_str(), 0700) != 0 && errno != EEXIST) {
+      Fail(command, "cannot create " + *dir + ": " + std::strerror(errno));
+      return false;
+    }
+    return true;
+  }
   struct stat st;
   if (::stat(dir->c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     Fail(command, "no tierfs cache in " + args.mount.fast_dir + " (" + *dir +
@@ -50,10 +59,13 @@ bool FindMetaDir(const char* command, const Args& args, std::string* dir) {
   return true;
 }
 
-std::unique_ptr<meta::FastDirLock> Lock(const char* command,
-                                        const std::string& dir) {
+// MetaDir, then the fast dir's lock; null after saying why not.
+std::unique_ptr<meta::FastDirLock> LockMetaDir(const char* command,
+                                               const Args& args, bool create,
+                                               std::string* dir) {
+  if (!MetaDir(command, args, create, dir)) return nullptr;
   std::string error;
-  auto lock = meta::FastDirLock::AcquireOffline(dir, &error);
+  auto lock = meta::FastDirLock::AcquireOffline(*dir, &error);
   if (!lock.ok()) {
     Fail(command, error);
     return nullptr;
@@ -83,8 +95,7 @@ int Check(int argc, char** argv) {
     return UsageError("check: --force only goes with --repair");
   }
   std::string dir;
-  if (!FindMetaDir("check", args, &dir)) return kExitFailure;
-  auto lock = Lock("check", dir);
+  auto lock = LockMetaDir("check", args, false, &dir);
   if (!lock) return kExitFailure;
   meta::CheckOptions options;
   options.repair = args.repair;
@@ -117,7 +128,7 @@ int Dump(int argc, char** argv) {
     return UsageError("dump: unexpected argument " + args.positional[0]);
   }
   std::string dir;
-  if (!FindMetaDir("dump", args, &dir)) return kExitFailure;
+  if (!MetaDir("dump", args, false, &dir)) return kExitFailure;
   std::string error;
   auto state = meta::Load(io::Env::Default(), dir, &error);
   if (!state.ok()) return Fail("dump", error);
@@ -147,12 +158,8 @@ int Restore(int argc, char** argv) {
   }
   const nlohmann::json dump = nlohmann::json::parse(text, nullptr, false);
   if (dump.is_discarded()) return Fail("restore", file + " is not JSON");
-  const std::string dir = meta::MetaDirOf(args.mount.fast_dir);
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    return Fail("restore",
-                "cannot create " + dir + ": " + std::strerror(errno));
-  }
-  auto lock = Lock("restore", dir);
+  std::string dir;
+  auto lock = LockMetaDir("restore", args, true, &dir);
   if (!lock) return kExitFailure;
   std::string error;
   if (!meta::Restore(io::Env::Default(), dir, dump, &error).ok()) {
@@ -185,8 +192,7 @@ int Writeback(int argc, char** argv) {
   if (args.mount.slow_dir.empty())
     return UsageError("writeback: --slow DIR is required");
   std::string dir;
-  if (!FindMetaDir("writeback", args, &dir)) return kExitFailure;
-  auto lock = Lock("writeback", dir);
+  auto lock = LockMetaDir("writeback", args, false, &dir);
   if (!lock) return kExitFailure;
   meta::WritebackOptions options;
   options.slow_dirfd = OpenSlowDir("writeback", args.mount.slow_dir);
@@ -237,11 +243,8 @@ int Format(int argc, char** argv) {
   }
   if (int usage = CheckCacheSize(args); usage >= 0) return usage;
   const std::string& fast = args.mount.fast_dir;
-  const std::string dir = meta::MetaDirOf(fast);
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    return Fail("format", "cannot create " + dir + ": " + std::strerror(errno));
-  }
-  auto lock = Lock("format", dir);
+  std::string dir;
+  auto lock = LockMetaDir("format", args, true, &dir);
   if (!lock) return kExitFailure;
   io::Env* env = io::Env::Default();
   const meta::ExistingCache existing = meta::FindExistingCache(env, dir);
