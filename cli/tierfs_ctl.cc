@@ -17,8 +17,8 @@
 #include <thread>
 #include <vector>
 
-#include "src/control/client.h"
-#include "src/control/protocol.h"
+#include "src/control/client/client.h"
+#include "src/control/client/prometheus.h"
 #include "src/util/size.h"
 #include "tierfs_config.h"
 

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "src/util/crc32c.h"
+#include "src/util/geometry.h"
 
 namespace tierfs::meta {
 namespace {
@@ -235,9 +236,7 @@ std::optional<Superblock> DecodeSuperblock(std::span<const std::byte> page,
     *why = "unsupported metadata format version " + std::to_string(sb.version);
     return std::nullopt;
   }
-  const uint64_t bs = sb.block_size;
-  if (bs < 32 * 1024 || bs > 2 * 1024 * 1024 || (bs & (bs - 1)) != 0 ||
-      sb.cache_blocks == 0 || sb.cache_blocks > UINT32_MAX ||
+  if (!GeometryProblem(sb.block_size, sb.cache_blocks).empty() ||
       sb.journal_size < 4 * kMaxBatchBytes || sb.journal_size % kPage != 0 ||
       sb.journal_size > (1ull << 40) ||
       (sb.flags & ~(kCleanShutdown | kNeedsCheck)) != 0) {

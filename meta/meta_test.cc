@@ -773,15 +773,56 @@ TEST_F(ToolsTest, FormatCacheCreatesAPreallocatedStore) {
   EXPECT_EQ(text.substr(text.size() - 6), "clean\n") << text;
 }
 
-TEST_F(ToolsTest, OfflineLockIsExclusive) {
+TEST_F(ToolsTest, DroppingACacheIsRefusedWhileItMayHoldDataUnlessForced) {
+  io::Env* env = io::Env::Default();
   std::string error;
-  auto first = OfflineLock::Acquire(dir_, &error);
+  ExistingCache none = FindExistingCache(env, dir_);
+  EXPECT_FALSE(none.exists);
+  EXPECT_TRUE(RefuseToDrop(none, "FAST", false, "--x", "--y", &error).ok());
+
+  MakeCache();  // 2 of its 4 blocks dirty
+  ExistingCache dirty = FindExistingCache(env, dir_);
+  ASSERT_TRUE(dirty.exists && dirty.state);
+  EXPECT_EQ(dirty.dirty, 2u);
+  Status st = RefuseToDrop(dirty, "FAST", false, "--x", "--y", &error);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().value(), EBUSY);
+  EXPECT_EQ(error,
+            "--x would drop 2 dirty blocks not yet written to the slow dir; "
+            "run 'tierfs writeback --fast FAST --slow DIR' first, or add --y");
+  EXPECT_TRUE(RefuseToDrop(dirty, "FAST", true, "--x", "--y", &error).ok());
+
+  Poke(kCheckpointNames[1], 100, 0xff);  // the only checkpoint written
+  ExistingCache damaged = FindExistingCache(env, dir_);
+  ASSERT_TRUE(damaged.exists);
+  EXPECT_FALSE(damaged.state);
+  EXPECT_EQ(damaged.error, EUCLEAN);
+  EXPECT_EQ(damaged.uuid, dirty.uuid);
+  EXPECT_FALSE(RefuseToDrop(damaged, "FAST", false, "--x", "--y", &error).ok());
+  EXPECT_NE(error.find("cannot be read"), std::string::npos) << error;
+  EXPECT_TRUE(RefuseToDrop(damaged, "FAST", true, "--x", "--y", &error).ok());
+}
+
+TEST_F(ToolsTest, FastDirLockIsExclusiveAndNamesItsHolder) {
+  std::string error;
+  auto first = FastDirLock::AcquireOffline(dir_, &error);
   ASSERT_TRUE(first.ok()) << error;
-  auto second = OfflineLock::Acquire(dir_, &error);
+  auto second = FastDirLock::AcquireOffline(dir_, &error);
   EXPECT_FALSE(second.ok());
   EXPECT_NE(error.find("in use"), std::string::npos) << error;
+  ASSERT_TRUE((*first)->RecordHolder("/mnt/tier"));
+  FastDirLock::Holder holder;
+  auto third = FastDirLock::Acquire(dir_, &holder, &error);
+  ASSERT_FALSE(third.ok());
+  EXPECT_EQ(third.error().value(), EBUSY);
+  EXPECT_EQ(holder.pid, std::to_string(::getpid()));
+  EXPECT_EQ(holder.mountpoint, "/mnt/tier");
+  EXPECT_FALSE(
+      FastDirLock::WaitUntilFree(dir_, std::chrono::steady_clock::now()));
   first->reset();
-  EXPECT_TRUE(OfflineLock::Acquire(dir_, &error).ok());
+  EXPECT_TRUE(
+      FastDirLock::WaitUntilFree(dir_, std::chrono::steady_clock::now()));
+  EXPECT_TRUE(FastDirLock::AcquireOffline(dir_, &error).ok());
 }
 
 TEST_F(ToolsTest, CheckResolvesVolumesAndReportsMissingDirtyOnes) {

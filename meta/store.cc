@@ -6,20 +6,11 @@
 #include <algorithm>
 #include <unordered_set>
 
+#include "meta/meta_dir.h"
 #include "src/util/log.h"
 
 namespace tierfs::meta {
 namespace {
-
-Result<std::unique_ptr<io::File>> OpenFile(io::Env* env, const std::string& dir,
-                                           const char* name, bool write,
-                                           bool create) {
-  io::OpenOptions options;
-  options.write = write;
-  options.create = create;
-  options.mode = 0600;
-  return env->OpenAt(AT_FDCWD, dir + "/" + name, options);
-}
 
 Result<std::vector<std::byte>> ReadAll(io::File& file) {
   Result<uint64_t> size = file.Size();
@@ -206,15 +197,6 @@ void Replay(io::File& meta, const Superblock& sb, uint64_t replay_pos,
   }
 }
 
-Status SyncDir(io::Env* env, const std::string& dir) {
-  io::OpenOptions options;
-  options.write = false;
-  options.direct = false;
-  Result<std::unique_ptr<io::File>> d = env->OpenAt(AT_FDCWD, dir, options);
-  if (!d.ok()) return d.error();
-  return (*d)->Sync();
-}
-
 }  // namespace
 
 Result<LoadedState> Load(io::Env* env, const std::string& dir,
@@ -224,7 +206,7 @@ Result<LoadedState> Load(io::Env* env, const std::string& dir,
     return ec;
   };
   Result<std::unique_ptr<io::File>> meta =
-      OpenFile(env, dir, kMetaFileName, false, false);
+      OpenInDir(env, dir, kMetaFileName, false, false);
   if (!meta.ok()) {
     return fail(meta.error(), "cannot open " + dir + "/" + kMetaFileName +
                                   ": " + meta.error().message());
@@ -264,7 +246,7 @@ Result<LoadedState> Load(io::Env* env, const std::string& dir,
   for (int slot = 0; slot < 2; ++slot) {
     const char* name = kCheckpointNames[slot];
     Result<std::unique_ptr<io::File>> file =
-        OpenFile(env, dir, name, false, false);
+        OpenInDir(env, dir, name, false, false);
     std::string& w = state.checkpoint_damage[slot];
     if (!file.ok()) {
       w = file.error().message();
@@ -359,7 +341,7 @@ Result<std::unique_ptr<MetaStore>> MetaStore::Format(
   // leaves no valid superblock, never a half-made cache that looks whole.
   auto store = std::unique_ptr<MetaStore>(new MetaStore(env, dir, sb, nullptr));
   for (int i = 0; i < 2; ++i) {
-    auto file = OpenFile(env, dir, kCheckpointNames[i], true, true);
+    auto file = OpenInDir(env, dir, kCheckpointNames[i], true, true);
     if (!file.ok()) return fail(file.error(), kCheckpointNames[i]);
     store->checkpoint_files_[i] = std::move(file).value();
   }
@@ -380,7 +362,7 @@ Result<std::unique_ptr<MetaStore>> MetaStore::Format(
   if (st.ok()) st = first.Sync();
   if (!st.ok()) return fail(st.error(), "writing the first checkpoint");
 
-  auto meta = OpenFile(env, dir, kMetaFileName, true, true);
+  auto meta = OpenInDir(env, dir, kMetaFileName, true, true);
   if (!meta.ok()) return fail(meta.error(), kMetaFileName);
   store->meta_file_ = std::move(meta).value();
   io::File& mf = *store->meta_file_;
@@ -408,12 +390,12 @@ Result<std::unique_ptr<MetaStore>> MetaStore::Open(io::Env* env,
     if (error_message) *error_message = "metadata damaged: " + state.damage;
     return ErrnoCode(EUCLEAN);
   }
-  auto meta = OpenFile(env, dir, kMetaFileName, true, false);
+  auto meta = OpenInDir(env, dir, kMetaFileName, true, false);
   if (!meta.ok()) return fail(meta.error(), kMetaFileName);
   auto store = std::unique_ptr<MetaStore>(
       new MetaStore(env, dir, state.super, std::move(meta).value()));
   for (int i = 0; i < 2; ++i) {
-    auto file = OpenFile(env, dir, kCheckpointNames[i], true, true);
+    auto file = OpenInDir(env, dir, kCheckpointNames[i], true, true);
     if (!file.ok()) return fail(file.error(), kCheckpointNames[i]);
     store->checkpoint_files_[i] = std::move(file).value();
   }

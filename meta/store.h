@@ -32,12 +32,13 @@
 
 #include "meta/format.h"
 #include "src/io/file.h"
+#include "src/util/geometry.h"
 #include "src/util/result.h"
 
 namespace tierfs::meta {
 
 struct FormatOptions {
-  uint64_t block_size = 64 * 1024;
+  uint64_t block_size = kDefaultBlockSize;
   uint64_t cache_blocks = 0;
   std::string policy = "smq";
   uint64_t journal_size = 0;  // 0: sized from cache_blocks

@@ -1,16 +1,14 @@
 #include "meta/tools.h"
 
 #include <fcntl.h>
-#include <sys/file.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstring>
-#include <fstream>
 #include <map>
 #include <set>
 
+#include "src/util/geometry.h"
 #include "src/util/size.h"
 
 namespace tierfs::meta {
@@ -22,25 +20,6 @@ std::string Plural(uint64_t n, const char* what) {
   const std::string w = what;
   if (n == 1) return "1 " + w;
   return std::to_string(n) + " " + w + (w.ends_with("ch") ? "es" : "s");
-}
-
-Result<std::unique_ptr<io::File>> OpenIn(io::Env* env, const std::string& dir,
-                                         const std::string& name, bool write,
-                                         bool create) {
-  io::OpenOptions o;
-  o.write = write;
-  o.create = create;
-  o.mode = 0600;
-  return env->OpenAt(AT_FDCWD, dir + "/" + name, o);
-}
-
-Status SyncDir(io::Env* env, const std::string& dir) {
-  io::OpenOptions o;
-  o.write = false;
-  o.direct = false;
-  Result<std::unique_ptr<io::File>> d = env->OpenAt(AT_FDCWD, dir, o);
-  if (!d.ok()) return d.error();
-  return (*d)->Sync();
 }
 
 std::optional<Uuid> ParseUuid(const std::string& text) {
@@ -92,51 +71,17 @@ std::string StateProblem(const LoadedState& state) {
 
 }  // namespace
 
-std::string MetaDirOf(const std::string& fast_dir) {
-  return fast_dir + "/" + kMetaDirName;
-}
-
-Result<std::unique_ptr<OfflineLock>> OfflineLock::Acquire(
-    const std::string& meta_dir, std::string* error_message) {
-  const std::string path = meta_dir + "/" + kLockName;
-  const int fd =
-      ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) {
-    const int err = errno;
-    *error_message = "cannot open " + path + ": " + std::strerror(err);
-    return ErrnoCode(err);
-  }
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    const int err = errno;
-    std::map<std::string, std::string> owner;
-    std::ifstream in(path);
-    std::string line;
-    while (std::getline(in, line)) {
-      const size_t eq = line.find('=');
-      if (eq != std::string::npos)
-        owner[line.substr(0, eq)] = line.substr(eq + 1);
-    }
-    ::close(fd);
-    if (err != EWOULDBLOCK) {
-      *error_message = "cannot lock " + path + ": " + std::strerror(err);
-      return ErrnoCode(err);
-    }
-    *error_message = "the cache is in use by a running tierfs daemon (pid " +
-                     (owner.count("pid") ? owner["pid"] : "?") +
-                     ", mountpoint " +
-                     (owner.count("mountpoint") ? owner["mountpoint"] : "?") +
-                     "); unmount it first";
-    return ErrnoCode(EBUSY);
-  }
-  return std::unique_ptr<OfflineLock>(new OfflineLock(fd));
-}
-
-OfflineLock::~OfflineLock() { ::close(fd_); }
-
 Result<std::unique_ptr<MetaStore>> FormatCache(
     io::Env* env, const std::string& meta_dir, const std::string& fast_dir,
     const FormatOptions& options, std::unique_ptr<io::File>* cache_store,
     std::string* error_message) {
+  // Before anything is allocated for it.
+  if (std::string why =
+          GeometryProblem(options.block_size, options.cache_blocks);
+      !why.empty()) {
+    *error_message = "invalid cache geometry: " + why;
+    return ErrnoCode(EINVAL);
+  }
   const std::string path = meta_dir + "/" + kCacheStoreName;
   const uint64_t bytes = options.cache_blocks * options.block_size;
   io::OpenOptions open;
@@ -240,7 +185,8 @@ Status WriteFreshMetadata(io::Env* env, const std::string& dir,
       *error_message = "invalid state: " + check;
       return ErrnoCode(EINVAL);
     }
-    Result<std::unique_ptr<io::File>> file = OpenIn(env, dir, name, true, true);
+    Result<std::unique_ptr<io::File>> file =
+        OpenInDir(env, dir, name, true, true);
     if (!file.ok()) return fail(file.error(), name);
     Status st = (*file)->WriteAt(0, data);
     if (st.ok()) st = (*file)->Truncate(data.size());
@@ -249,7 +195,7 @@ Status WriteFreshMetadata(io::Env* env, const std::string& dir,
   }
   // An empty journal (the ring reads back as zeros), then the superblock.
   Result<std::unique_ptr<io::File>> meta =
-      OpenIn(env, dir, kMetaFileName, true, true);
+      OpenInDir(env, dir, kMetaFileName, true, true);
   if (!meta.ok()) return fail(meta.error(), kMetaFileName);
   Status st = (*meta)->Truncate(kJournalOffset);
   if (st.ok()) st = (*meta)->Allocate(0, kJournalOffset + sb.journal_size);
@@ -262,6 +208,52 @@ Status WriteFreshMetadata(io::Env* env, const std::string& dir,
   }
   if (st.ok()) st = SyncDir(env, dir);
   if (!st.ok()) return fail(st.error(), "writing the superblock");
+  return OkStatus();
+}
+
+// --- a cache about to be used or replaced
+
+ExistingCache FindExistingCache(io::Env* env, const std::string& meta_dir) {
+  ExistingCache cache;
+  const std::string meta_path = meta_dir + "/" + kMetaFileName;
+  cache.exists = ::access(meta_path.c_str(), F_OK) == 0;
+  if (!cache.exists) return cache;
+  Result<LoadedState> loaded = Load(env, meta_dir, &cache.why);
+  if (!loaded.ok()) {
+    cache.error = loaded.error().value();
+    return cache;
+  }
+  cache.uuid = UuidString(loaded->super.uuid);
+  if (!loaded->damage.empty()) {
+    cache.error = EUCLEAN;
+    cache.why = loaded->damage;
+    return cache;
+  }
+  for (const MappingRecord& m : loaded->mappings) cache.dirty += m.dirty;
+  cache.state = std::move(loaded).value();
+  return cache;
+}
+
+Status RefuseToDrop(const ExistingCache& cache, const std::string& fast_dir,
+                    bool force, const std::string& asking,
+                    const std::string& forcing, std::string* error_message) {
+  if (force || !cache.exists) return OkStatus();
+  if (!cache.state) {
+    *error_message = asking + ": the cache metadata in " + fast_dir +
+                     " cannot be read (" + cache.why +
+                     "), so it may hold data not yet on the slow dir; run "
+                     "'tierfs check --fast " +
+                     fast_dir + "', or add " + forcing + " to drop it anyway";
+    return ErrnoCode(EBUSY);
+  }
+  if (cache.dirty != 0) {
+    *error_message = asking + " would drop " +
+                     Plural(cache.dirty, "dirty block") +
+                     " not yet written to the slow dir; run 'tierfs "
+                     "writeback --fast " +
+                     fast_dir + " --slow DIR' first, or add " + forcing;
+    return ErrnoCode(EBUSY);
+  }
   return OkStatus();
 }
 

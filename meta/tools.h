@@ -2,45 +2,26 @@
 // point 5): format, check [--repair], dump / restore, writeback. The `tierfs`
 // command line only parses and prints; the logic is here, testable.
 //
-// Every tool that writes takes the fast dir's lock first (OfflineLock), so
-// it never runs beside a daemon using the same cache.
+// Every tool that writes takes the fast dir's lock first
+// (FastDirLock::AcquireOffline), so it never runs beside a daemon using the
+// same cache.
 #ifndef TIERFS_META_TOOLS_H_
 #define TIERFS_META_TOOLS_H_
 
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "meta/meta_dir.h"
 #include "meta/store.h"
 #include "meta/volumes.h"
 #include "src/io/file.h"
 #include "src/util/result.h"
 
 namespace tierfs::meta {
-
-// FAST/tierfs holds the metadata, the cache store and the daemon's lock.
-inline constexpr const char* kMetaDirName = "tierfs";
-inline constexpr const char* kLockName = "lock";
-inline constexpr const char* kCacheStoreName = "cache.data";
-std::string MetaDirOf(const std::string& fast_dir);
-
-// The fast dir's lock (the one a daemon holds for its whole life), held
-// exclusively for an offline tool's run.
-class OfflineLock {
- public:
-  // Fails with EBUSY and a message naming the daemon when one holds it.
-  static Result<std::unique_ptr<OfflineLock>> Acquire(
-      const std::string& meta_dir, std::string* error_message);
-  ~OfflineLock();
-  OfflineLock(const OfflineLock&) = delete;
-  OfflineLock& operator=(const OfflineLock&) = delete;
-
- private:
-  explicit OfflineLock(int fd) : fd_(fd) {}
-  int fd_;
-};
 
 // Creates the cache store (cache_blocks * block_size bytes, preallocated so
 // that a full fast dir fails here and not under load) and fresh metadata.
@@ -58,6 +39,30 @@ Result<std::unique_ptr<MetaStore>> FormatCache(
 // record sequence above every batch left in the old journal.
 Status WriteFreshMetadata(io::Env* env, const std::string& dir,
                           const LoadedState& state, std::string* error_message);
+
+// --- A cache about to be used or replaced (a mount, `tierfs format`)
+
+// What a mount or `tierfs format` finds in a meta dir.
+struct ExistingCache {
+  bool exists = false;  // there is metadata
+  // The metadata, when it loaded without damage (the cache is usable).
+  std::optional<LoadedState> state;
+  // When it exists but is not usable: why, as an errno (EUCLEAN for damage)
+  // and in words.
+  int error = 0;
+  std::string why;
+  std::string uuid;    // whenever the superblock could be read
+  uint64_t dirty = 0;  // dirty blocks of a usable cache
+};
+ExistingCache FindExistingCache(io::Env* env, const std::string& meta_dir);
+
+// Refuses (EBUSY, with a message) to drop `cache` while it may hold data
+// not yet in the slow dir — dirty blocks, or metadata that cannot be read —
+// unless `force`. `asking` names the flag that would drop it and `forcing`
+// the one that drops it anyway ("--discard-cache" and "--force").
+Status RefuseToDrop(const ExistingCache& cache, const std::string& fast_dir,
+                    bool force, const std::string& asking,
+                    const std::string& forcing, std::string* error_message);
 
 // --- tierfs check
 
@@ -89,7 +94,7 @@ struct CheckReport {
 // Loads and explains the metadata in `meta_dir`; with options.repair fixes
 // what it can without losing dirty data, then checks again (the report
 // describes the repaired state, `repairs` what was done).
-// REQUIRES: the caller holds the OfflineLock when repairing.
+// REQUIRES: the caller holds the FastDirLock when repairing.
 CheckReport Check(io::Env* env, const std::string& meta_dir,
                   const CheckOptions& options);
 std::string CheckText(const CheckReport& report);
@@ -101,7 +106,7 @@ nlohmann::json CheckJson(const CheckReport& report);
 nlohmann::json Dump(const LoadedState& state);
 // Writes metadata holding a dump's state into `dir` (fresh journal and
 // checkpoints, the dump's uuid). Refuses a malformed dump.
-// REQUIRES: the caller holds the OfflineLock.
+// REQUIRES: the caller holds the FastDirLock.
 Status Restore(io::Env* env, const std::string& dir, const nlohmann::json& dump,
                std::string* error_message);
 
@@ -125,7 +130,7 @@ struct WritebackReport {
 
 // Copies every dirty block from the cache store to its origin file, syncs
 // the origins, and records the blocks clean in a new checkpoint.
-// REQUIRES: the caller holds the OfflineLock.
+// REQUIRES: the caller holds the FastDirLock.
 Result<WritebackReport> Writeback(io::Env* env, const std::string& meta_dir,
                                   const WritebackOptions& options,
                                   std::string* error_message);

@@ -10,6 +10,7 @@
 #include "policy/registry.h"
 #include "src/cache/worker_pool.h"
 #include "src/prison/prison.h"
+#include "src/util/geometry.h"
 #include "src/util/log.h"
 
 namespace tierfs::cache {
@@ -40,11 +41,9 @@ Result<std::unique_ptr<CacheEngine>> CacheEngine::Create(
     return ErrnoCode(err);
   };
   const uint64_t bs = options.block_size;
-  if (bs < 32 * 1024 || bs > 2 * 1024 * 1024 || (bs & (bs - 1)) != 0) {
-    return fail(EINVAL, "block size must be a power of two from 32K to 2M");
-  }
-  if (options.cache_blocks == 0 || options.cache_blocks > UINT32_MAX) {
-    return fail(EINVAL, "cache must hold between 1 and 2^32-1 blocks");
+  if (std::string why = GeometryProblem(bs, options.cache_blocks);
+      !why.empty()) {
+    return fail(EINVAL, std::move(why));
   }
   Result<uint64_t> size = cache_store->Size();
   if (!size.ok()) return fail(size.error().value(), "cannot stat cache store");

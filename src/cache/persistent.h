@@ -9,14 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "meta/tools.h"
 #include "src/cache/engine.h"
 
 namespace tierfs::cache {
-
-inline constexpr const char* kCacheStoreName = meta::kCacheStoreName;
-// Every file a cache keeps in its meta dir (the store and the metadata).
-std::vector<std::string> CacheFileNames();
 
 struct PersistentOptions {
   io::Env* env = io::Env::Default();  // tests inject faults here

@@ -16,15 +16,11 @@ namespace {
 // Keys are unique by (volume, begin): overlapping keys must be identical.
 struct KeyHash {
   size_t operator()(const Key& key) const noexcept {
-    // splitmix64 finaliser over volume and begin.
-    uint64_t x = (static_cast<uint64_t>(key.volume.value()) << 40) ^
-                 (key.begin * 0x9e3779b97f4a7c15ULL);
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return static_cast<size_t>(x);
+    // begin is spread first (golden ratio) so that neighbouring ranges of
+    // one volume land far apart before the mix.
+    return static_cast<size_t>(
+        MixBits((static_cast<uint64_t>(key.volume.value()) << 40) ^
+                (key.begin * 0x9e3779b97f4a7c15ULL)));
   }
 };
 

@@ -25,19 +25,25 @@ struct OBlock {
   friend constexpr auto operator<=>(const OBlock&, const OBlock&) = default;
 };
 
+// The splitmix64 finaliser: every input bit affects every output bit, so the
+// hash tables of the policy and the prison can take buckets and shards from
+// any bits of it.
+constexpr uint64_t MixBits(uint64_t x) {
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  x ^= x >> 31;
+  return x;
+}
+
 }  // namespace tierfs
 
 template <>
 struct std::hash<tierfs::OBlock> {
   size_t operator()(const tierfs::OBlock& b) const noexcept {
-    // 64-bit mix (splitmix finaliser) of volume and index.
-    uint64_t x = (static_cast<uint64_t>(b.volume.value()) << 40) ^ b.index;
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return static_cast<size_t>(x);
+    return static_cast<size_t>(tierfs::MixBits(
+        (static_cast<uint64_t>(b.volume.value()) << 40) ^ b.index));
   }
 };
 

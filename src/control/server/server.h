@@ -2,8 +2,8 @@
 // mounting user) speaking the JSON-lines protocol of protocol.h. Each
 // connection is served by its own thread, so a long `flush` does not block
 // `stats` from another client.
-#ifndef TIERFS_SRC_CONTROL_SERVER_H_
-#define TIERFS_SRC_CONTROL_SERVER_H_
+#ifndef TIERFS_SRC_CONTROL_SERVER_SERVER_H_
+#define TIERFS_SRC_CONTROL_SERVER_SERVER_H_
 
 #include <atomic>
 #include <list>
@@ -12,7 +12,7 @@
 #include <string>
 #include <thread>
 
-#include "src/control/protocol.h"
+#include "src/control/server/protocol.h"
 
 namespace tierfs::control {
 
@@ -52,4 +52,4 @@ class ControlServer {
 
 }  // namespace tierfs::control
 
-#endif  // TIERFS_SRC_CONTROL_SERVER_H_
+#endif  // TIERFS_SRC_CONTROL_SERVER_SERVER_H_

@@ -1,4 +1,4 @@
-#include "src/control/server.h"
+#include "src/control/server/server.h"
 
 #include <poll.h>
 #include <sys/socket.h>

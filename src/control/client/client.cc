@@ -1,4 +1,4 @@
-#include "src/control/client.h"
+#include "src/control/client/client.h"
 
 #include <dirent.h>
 #include <sys/socket.h>

@@ -2,16 +2,13 @@
 // the mounting user), and that every malformed request is an error reply,
 // never an exception. The socket side is tests/control_robust_test.py.
 
-#include "src/control/protocol.h"
+#include "src/control/server/protocol.h"
 
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
-#include <cstdlib>
 #include <string>
 
-#include "src/io/file.h"
+#include "src/cache/temp_engine.h"
 
 namespace tierfs::control {
 namespace {
@@ -23,25 +20,8 @@ constexpr uid_t kOwner = 1000;
 class ProtocolTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/tierfs-protocol-XXXXXX";
-    dir_ = ::mkdtemp(tmpl);
-    io::OpenOptions o;
-    o.create = true;
-    auto cache = io::Env::Default()->OpenAt(AT_FDCWD, dir_ + "/cache", o);
-    ASSERT_TRUE(cache.ok());
-    ASSERT_TRUE((*cache)->Truncate(16 * 65536).ok());
-    cache::EngineOptions options;
-    options.cache_blocks = 16;
-    std::string error;
-    auto engine =
-        cache::CacheEngine::Create(options, std::move(cache).value(), &error);
-    ASSERT_TRUE(engine.ok()) << error;
-    engine_ = std::move(engine).value();
+    ASSERT_NE(temp_.engine(), nullptr);
     info_.owner = kOwner;
-  }
-  void TearDown() override {
-    engine_.reset();
-    std::system(("rm -rf " + dir_).c_str());
   }
   json Ask(const json& request, uid_t peer) {
     return HandleRequest(*engine_, info_, request, peer);
@@ -50,8 +30,8 @@ class ProtocolTest : public ::testing::Test {
     return Ask({{"cmd", "get"}, {"key", "mode"}}, 0)["tunables"][0]["value"];
   }
 
-  std::string dir_;
-  std::unique_ptr<cache::CacheEngine> engine_;
+  cache::TempEngine temp_;
+  cache::CacheEngine* const engine_ = temp_.engine();
   DaemonInfo info_;
 };
 

@@ -1,7 +1,8 @@
-// Client side of the control protocol, shared by tierfs-ctl and
-// `tierfs umount --flush`.
-#ifndef TIERFS_SRC_CONTROL_CLIENT_H_
-#define TIERFS_SRC_CONTROL_CLIENT_H_
+// Client side of the control protocol (server/protocol.h), shared by
+// tierfs-ctl and `tierfs umount --flush`. Needs nothing of the daemon: no
+// engine, no Boost, no libfuse.
+#ifndef TIERFS_SRC_CONTROL_CLIENT_CLIENT_H_
+#define TIERFS_SRC_CONTROL_CLIENT_CLIENT_H_
 
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -36,4 +37,4 @@ class Client {
 
 }  // namespace tierfs::control
 
-#endif  // TIERFS_SRC_CONTROL_CLIENT_H_
+#endif  // TIERFS_SRC_CONTROL_CLIENT_CLIENT_H_

@@ -1,5 +1,6 @@
-// The control protocol: one JSON object per line each way over a unix
-// socket. Requests are {"cmd": NAME, ...}; replies are {"ok": true, ...} or
+// The control protocol, daemon side (the client side is client/client.h):
+// one JSON object per line each way over a unix socket. Requests are
+// {"cmd": NAME, ...}; replies are {"ok": true, ...} or
 // {"ok": false, "error": MESSAGE}. Commands:
 //   stats                          -> "stats": {...}     (read-only)
 //   volumes                        -> "volumes": [...]   (read-only)
@@ -9,8 +10,8 @@
 //   flush [timeout_ms]             -> writes back every dirty block
 //   invalidate [volume]            -> drops clean mappings ("dropped": N)
 // Stable stats keys are documented in tierfs-ctl(8).
-#ifndef TIERFS_SRC_CONTROL_PROTOCOL_H_
-#define TIERFS_SRC_CONTROL_PROTOCOL_H_
+#ifndef TIERFS_SRC_CONTROL_SERVER_PROTOCOL_H_
+#define TIERFS_SRC_CONTROL_SERVER_PROTOCOL_H_
 
 #include <sys/types.h>
 
@@ -30,12 +31,9 @@ struct DaemonInfo {
 nlohmann::json HandleRequest(cache::CacheEngine& engine, const DaemonInfo& info,
                              const nlohmann::json& request, uid_t peer_uid);
 
-// The "stats" object (also used by the Prometheus output).
+// The "stats" object (client/prometheus.h renders it for Prometheus).
 nlohmann::json StatsJson(cache::CacheEngine& engine, const DaemonInfo& info);
-
-// Prometheus text exposition format (version 0.0.4) of StatsJson's output.
-std::string PrometheusText(const nlohmann::json& stats);
 
 }  // namespace tierfs::control
 
-#endif  // TIERFS_SRC_CONTROL_PROTOCOL_H_
+#endif  // TIERFS_SRC_CONTROL_SERVER_PROTOCOL_H_
