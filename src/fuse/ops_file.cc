@@ -148,7 +148,7 @@ void Filesystem::Open(Reply reply, fuse_ino_t ino, fuse_file_info* fi) {
   auto handle =
       std::make_unique<FileHandle>(FileHandle{inode, data->file, data->volume});
   const auto fh = reinterpret_cast<uint64_t>(handle.get());
-  if (reply.OpenDirect(fh)) {
+  if (reply.OpenFile(fh, Reply::FileMode{.direct_io = true})) {
     handle.release();  // owned by the kernel's open file until Release
   } else {
     handle.reset();
@@ -232,7 +232,7 @@ void Filesystem::Create(Reply reply, fuse_ino_t parent, const char* name,
   auto handle =
       std::make_unique<FileHandle>(FileHandle{inode, data->file, data->volume});
   const auto fh = reinterpret_cast<uint64_t>(handle.get());
-  if (reply.CreateDirect(entry, fh)) {
+  if (reply.CreateFile(entry, fh, Reply::FileMode{.direct_io = true})) {
     handle.release();
   } else {
     handle.reset();
