@@ -120,10 +120,10 @@ class Filesystem {
   // Undoes BeginFileMode at release (or when the open reply failed).
   void EndFileMode(const FileHandle& handle);
   void ReadData(Reply reply, FileHandle* handle, size_t size, off_t offset);
-  // Answers a completed write (`answer`), after the page cache invalidation
-  // a direct write needs (page_cache.h).
-  void FinishWrite(FileHandle* handle, fuse_ino_t ino, off_t offset,
-                   size_t size, UniqueFunction<void()> answer);
+  // Answers a completed write (status `st`), after the page cache
+  // invalidation a direct write needs (page_cache.h).
+  void FinishWrite(Reply reply, const Status& st, FileHandle* handle,
+                   fuse_ino_t ino, off_t offset, size_t size);
   // Before a write: clears S_ISUID/S_ISGID of `inode` as the kernel would
   // for the writer. Returns an errno to fail the write with, or 0.
   int ClearSetIdOnWrite(const Reply& reply, Inode* inode);

@@ -439,11 +439,9 @@ int Filesystem::ClearSetIdOnWrite(const Reply& reply, Inode* inode) {
 
 namespace {
 
-UniqueFunction<void()> AnswerWrite(Reply reply, Status st, size_t size) {
-  return [reply = std::move(reply), st, size]() mutable {
-    if (!st.ok()) return reply.Error(st.error());
-    reply.Written(size);
-  };
+void AnswerWrite(Reply& reply, const Status& st, size_t size) {
+  if (!st.ok()) return reply.Error(st.error());
+  reply.Written(size);
 }
 
 }  // namespace
@@ -460,27 +458,28 @@ void Filesystem::Write(Reply reply, fuse_ino_t ino, const char* buf,
     options_.engine->Write(h->volume, static_cast<uint64_t>(offset), data,
                            [this, h, ino, offset, size,
                             reply = std::move(reply)](Status st) mutable {
-                             FinishWrite(
-                                 h, ino, offset, size,
-                                 AnswerWrite(std::move(reply), st, size));
+                             FinishWrite(std::move(reply), st, h, ino, offset,
+                                         size);
                            });
     return;
   }
   Status st = h->file->WriteAt(static_cast<uint64_t>(offset), data);
-  FinishWrite(h, ino, offset, size, AnswerWrite(std::move(reply), st, size));
+  FinishWrite(std::move(reply), st, h, ino, offset, size);
 }
 
-void Filesystem::FinishWrite(FileHandle* h, fuse_ino_t ino, off_t offset,
-                             size_t size, UniqueFunction<void()> answer) {
+void Filesystem::FinishWrite(Reply reply, const Status& st, FileHandle* h,
+                             fuse_ino_t ino, off_t offset, size_t size) {
   // A failed write may have changed part of its range as well.
   if (h->direct && h->inode->page_cache.DirectWriteDone()) {
     // Buffered opens exist: a read of theirs that raced with this write
     // may have cached what was there before (page_cache.h, 2).
     notifier_.InvalidateThen(ino, offset, static_cast<off_t>(size),
-                             std::move(answer));
+                             [reply = std::move(reply), st, size]() mutable {
+                               AnswerWrite(reply, st, size);
+                             });
     return;
   }
-  answer();
+  AnswerWrite(reply, st, size);
 }
 
 void Filesystem::Flush(Reply reply, fuse_ino_t, fuse_file_info*) {
