@@ -1,10 +1,15 @@
 """Helpers shared by the integration tests (run as scripts from tests/)."""
+import contextlib
 import errno
 import json
 import mmap
 import os
+import shutil
 import subprocess
+import sys
+import tempfile
 import time
+import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -72,3 +77,77 @@ def fill(path):
                 f.write(chunk)
         except OSError as e:
             assert e.errno == errno.ENOSPC, e
+
+
+def require_fuse():
+    """Exits 77 (meson's skip) when FUSE mounts are impossible here."""
+    if not os.path.exists("/dev/fuse"):
+        print("SKIP: /dev/fuse is missing")
+        sys.exit(77)
+
+
+def start_daemon(mnt, args, env=None, log=None):
+    """Runs `tierfs mount MNT ARGS -f` and returns its Popen once the mount
+    is up. The daemon's stderr goes to `log` (a path) if given."""
+    err = open(log, "a") if log else subprocess.PIPE
+    try:
+        daemon = subprocess.Popen([TIERFS, "mount", mnt, *args, "-f"],
+                                  stderr=err, text=True, env=env)
+    finally:
+        if log:
+            err.close()
+    wait_for(lambda: mounted(mnt) or daemon.poll() is not None, 30, "mount")
+    if daemon.poll() is not None:
+        raise AssertionError("mount failed: " + (
+            open(log).read() if log else daemon.stderr.read()))
+    return daemon
+
+
+def stop_daemon(daemon, mnt):
+    """Clean unmount; waits for the daemon to exit."""
+    subprocess.run([TIERFS, "umount", mnt], check=True, capture_output=True)
+    daemon.wait(timeout=60)
+
+
+def tear_down(daemon, mnt):
+    """Leaves neither the daemon nor the mount behind, whatever state a
+    failed test left them in."""
+    if daemon is not None and daemon.poll() is None:
+        daemon.kill()
+        daemon.wait()
+    if mounted(mnt):
+        subprocess.run([TIERFS, "umount", mnt], capture_output=True)
+    if mounted(mnt):
+        subprocess.run(["fusermount3", "-uz", mnt])
+
+
+@contextlib.contextmanager
+def tier(prefix, cache_size="32M", args=(), env=None, base_dir=None):
+    """A tierfs mount over fresh fast/ slow/ mnt/ dirs in a temp dir (under
+    `base_dir`, default $TMPDIR).
+    Yields t with .work .fast .slow .mnt .daemon .log; t.remount() unmounts
+    cleanly and mounts again. On the way out (also when the test fails or
+    is interrupted) the mount, the daemon and the temp dir are removed."""
+    work = tempfile.mkdtemp(prefix=prefix, dir=base_dir)
+    t = types.SimpleNamespace(work=work, daemon=None,
+                              log=os.path.join(work, "daemon.log"))
+    for d in ("fast", "slow", "mnt"):
+        setattr(t, d, os.path.join(work, d))
+        os.makedirs(getattr(t, d))
+    base = ["--fast", t.fast, "--slow", t.slow, "--cache-size", cache_size,
+            *args]
+
+    def remount():
+        stop_daemon(t.daemon, t.mnt)
+        t.daemon = None
+        t.daemon = start_daemon(t.mnt, base, env, t.log)
+
+    t.remount = remount
+    try:
+        t.daemon = start_daemon(t.mnt, base, env, t.log)
+        yield t
+        stop_daemon(t.daemon, t.mnt)
+        t.daemon = None
+    finally:
+        tear_down(t.daemon, t.mnt)
+        shutil.rmtree(work, ignore_errors=True)

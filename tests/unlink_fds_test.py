@@ -16,21 +16,8 @@ import sys
 import tempfile
 import time
 
-from testlib import (BLOCK, MIB, TIERFS, mounted, read_direct, stats, wait_for,
-                     write_direct)
-
-
-def start(mnt, base):
-    daemon = subprocess.Popen([TIERFS, "mount", mnt, *base, "-f"],
-                              stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: mounted(mnt) or daemon.poll() is not None, 30, "mount")
-    assert daemon.poll() is None, daemon.stderr.read()
-    return daemon
-
-
-def stop(daemon, mnt):
-    subprocess.run([TIERFS, "umount", mnt], check=True, capture_output=True)
-    daemon.wait(timeout=60)
+from testlib import (BLOCK, MIB, read_direct, start_daemon as start, stats,
+                     stop_daemon as stop, tear_down, write_direct)
 
 
 def daemon_fds(daemon):
@@ -104,13 +91,7 @@ def main():
         daemon = None
         print("unlink_fds: all checks passed")
     finally:
-        if daemon is not None and daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
-        if mounted(mnt):
-            subprocess.run([TIERFS, "umount", mnt], capture_output=True)
-        if mounted(mnt):
-            subprocess.run(["fusermount3", "-uz", mnt])
+        tear_down(daemon, mnt)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -1,7 +1,8 @@
 // The FUSE low-level filesystem: presents the slow dir 1:1. Namespace
 // operations pass through to the slow dir (relative to inode fds, each pinned
-// for the operation: InodeTable::Fd); file data goes through the file store
-// (src/io) — and through the cache engine for volumes once it is wired in.
+// for the operation: InodeTable::Fd); file data goes through the cache engine
+// (or straight to the file store, src/io, without one). O_DIRECT opens use
+// direct IO, others the kernel's page cache (ops_file.cc, page_cache.h).
 //
 // Thread-safety: every method may be called concurrently from the libfuse
 // multi-threaded loop; each answers its request exactly once via Reply.
@@ -17,6 +18,7 @@
 
 #include "src/cache/engine.h"
 #include "src/fuse/inode_table.h"
+#include "src/fuse/notifier.h"
 #include "src/fuse/reply.h"
 #include "src/io/file.h"
 
@@ -90,7 +92,10 @@ class Filesystem {
 
   InodeTable& inodes() { return inodes_; }
   // For notifications to the kernel. REQUIRES: called before the loop runs.
-  void set_session(fuse_session* session) { session_ = session; }
+  void set_session(fuse_session* session) {
+    session_ = session;
+    notifier_.set_session(session);
+  }
 
   // Per-open state behind fuse_file_info::fh.
   struct FileHandle;
@@ -109,6 +114,16 @@ class Filesystem {
   // Opens (or reuses) the inode's shared data file and cache volume.
   Result<OpenData> AcquireData(Inode* inode, bool write);
   void ReleaseData(Inode* inode, const std::shared_ptr<cache::Volume>& volume);
+  // How the kernel is to serve the open `handle` (direct IO or the page
+  // cache); registers a buffered open with the inode's PageCacheState.
+  Reply::FileMode BeginFileMode(const FileHandle& handle);
+  // Undoes BeginFileMode at release (or when the open reply failed).
+  void EndFileMode(const FileHandle& handle);
+  void ReadData(Reply reply, FileHandle* handle, size_t size, off_t offset);
+  // Answers a completed write (status `st`), after the page cache
+  // invalidation a direct write needs (page_cache.h).
+  void FinishWrite(Reply reply, const Status& st, FileHandle* handle,
+                   fuse_ino_t ino, off_t offset, size_t size);
   // Before a write: clears S_ISUID/S_ISGID of `inode` as the kernel would
   // for the writer. Returns an errno to fail the write with, or 0.
   int ClearSetIdOnWrite(const Reply& reply, Inode* inode);
@@ -122,6 +137,8 @@ class Filesystem {
   const FilesystemOptions options_;
   const bool as_root_;
   fuse_session* session_ = nullptr;
+  // Last: destroyed first, its queued jobs still use the members above.
+  Notifier notifier_;
 };
 
 }  // namespace tierfs::fusefs

@@ -27,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include "src/fuse/page_cache.h"
 #include "src/io/file.h"
 #include "src/util/result.h"
 
@@ -53,6 +54,8 @@ struct Inode {
   // The mode last seen by a lookup, getattr or setattr: a write looks at
   // the file's real mode only while this has S_ISUID or S_ISGID.
   std::atomic<mode_t> mode{0};
+  // Buffered and direct opens of the file kept coherent.
+  PageCacheState page_cache;
 
  private:
   friend class InodeTable;

@@ -22,10 +22,24 @@ void Filesystem::Init(fuse_conn_info* conn) {
   conn->congestion_threshold = 96;
   // O_TRUNC arrives as a separate SETATTR so size changes have one path.
   conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
+  // Buffered writes go through at once (write-through), never held in the
+  // page cache: write() returning means the engine has the data, fsync
+  // means what DESIGN.md's durability contract says, and direct IO sees
+  // every completed write (page_cache.h). Only stores to shared mappings
+  // wait for the kernel's write-back.
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  // Not dropping a file's whole page cache whenever refreshed attributes
+  // show a new mtime (libfuse's default): after every write through the
+  // mount they do, so a database's reads would always miss. The daemon sees
+  // every change made through the mount and tells the kernel what it cannot
+  // see itself (page_cache.h); a change made in the slow dir behind the
+  // mount, which tierfs does not support while mounted, is still noticed at
+  // the next open, and a size change at the next attribute refresh.
+  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
   // The kernel, which knows the caller's capabilities, then clears S_ISUID
-  // and S_ISGID itself on truncate and chown (a SETATTR with the new mode).
-  // Direct-IO writes it leaves to us either way: see ClearSetIdOnWrite.
+  // and S_ISGID itself on truncate, chown and buffered writes (a SETATTR
+  // with the new mode). Direct-IO writes it leaves to us either way: see
+  // ClearSetIdOnWrite.
   conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
   if (conn->capable & FUSE_CAP_ASYNC_DIO) conn->want |= FUSE_CAP_ASYNC_DIO;
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) {

@@ -1,4 +1,4 @@
-// Open replies that set FOPEN_PARALLEL_DIRECT_WRITES.
+// Open replies for regular files, which may set FOPEN_PARALLEL_DIRECT_WRITES.
 //
 // Without that flag the kernel takes the inode lock for every direct write,
 // serialising all writes to one volume (measured here: 18k vs 118k IOPS for 8
@@ -15,8 +15,13 @@
 namespace tierfs::fusefs {
 namespace {
 
-constexpr uint32_t kDirectOpenFlags =
-    FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES;
+uint32_t OpenFlags(Reply::FileMode mode) {
+  uint32_t flags = 0;
+  if (mode.direct_io) flags |= FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES;
+  if (mode.keep_cache) flags |= FOPEN_KEEP_CACHE;
+  if (mode.no_flush) flags |= FOPEN_NOFLUSH;
+  return flags;
+}
 
 uint64_t Seconds(double t) { return t > 0 ? static_cast<uint64_t>(t) : 0; }
 uint32_t Nanoseconds(double t) {
@@ -54,17 +59,18 @@ void FillEntryOut(const fuse_entry_param& e, struct fuse_entry_out* out) {
 
 }  // namespace
 
-bool Reply::OpenDirect(uint64_t fh) {
+bool Reply::OpenFile(uint64_t fh, FileMode mode) {
   struct fuse_open_out out;
   std::memset(&out, 0, sizeof(out));
   out.fh = fh;
-  out.open_flags = kDirectOpenFlags;
+  out.open_flags = OpenFlags(mode);
   // -ENOENT: the open was interrupted and the kernel will not release it.
   return fuse_reply_buf(Take(), reinterpret_cast<const char*>(&out),
                         sizeof(out)) != -ENOENT;
 }
 
-bool Reply::CreateDirect(const fuse_entry_param& entry, uint64_t fh) {
+bool Reply::CreateFile(const fuse_entry_param& entry, uint64_t fh,
+                       FileMode mode) {
   struct {
     struct fuse_entry_out entry;
     struct fuse_open_out open;
@@ -74,7 +80,7 @@ bool Reply::CreateDirect(const fuse_entry_param& entry, uint64_t fh) {
                 sizeof(struct fuse_entry_out) + sizeof(struct fuse_open_out));
   FillEntryOut(entry, &out.entry);
   out.open.fh = fh;
-  out.open.open_flags = kDirectOpenFlags;
+  out.open.open_flags = OpenFlags(mode);
   return fuse_reply_buf(Take(), reinterpret_cast<const char*>(&out),
                         sizeof(out)) != -ENOENT;
 }

@@ -1,6 +1,15 @@
-// File data operations. Regular files are opened with direct IO towards the
-// daemon, so data is cached once (by tierfs), not also in the page cache.
-// With a cache engine, data goes through it; otherwise straight to the file.
+// File data operations. With a cache engine, data goes through it;
+// otherwise straight to the file.
+//
+// Which opens use direct IO: an open with O_DIRECT (qemu cache=none,
+// databases) gets FOPEN_DIRECT_IO and parallel direct writes, so its data is
+// cached once, by tierfs, and writers to one image do not queue on the inode
+// lock. Every other open goes through the kernel's page cache: reads are
+// cached (a small file read again costs no request), mmap works, shared and
+// writable too (SQLite's WAL index). Writes still reach the engine at once:
+// the kernel runs without writeback cache (lowlevel.cc), so the engine's
+// durability contract and SSD caching hold for buffered writes as well. How
+// a file open both ways at once stays coherent: page_cache.h.
 
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -22,6 +31,8 @@ struct Filesystem::FileHandle {
   Inode* inode;
   std::shared_ptr<io::File> file;
   std::shared_ptr<cache::Volume> volume;  // null without an engine
+  bool direct;    // FOPEN_DIRECT_IO (opened with O_DIRECT)
+  bool writable;  // opened for writing
 };
 
 namespace {
@@ -132,6 +143,36 @@ void Filesystem::ForgetIfGone(dev_t dev, ino_t ino, bool last_link_gone) {
   }
 }
 
+Reply::FileMode Filesystem::BeginFileMode(const FileHandle& handle) {
+  Reply::FileMode mode;
+  // A reader's close has nothing to flush (mapped stores need a writer).
+  mode.no_flush = !handle.writable;
+  if (handle.direct) {
+    mode.direct_io = true;
+    return mode;
+  }
+  struct stat st {};
+  Result<InodeFd> fd = inodes_.Fd(handle.inode);
+  const bool known =
+      fd.ok() && ::fstatat(fd->get(), "", &st, AT_EMPTY_PATH) == 0;
+  const bool keep = handle.inode->page_cache.OpenBuffered(st, handle.writable);
+  mode.keep_cache = known && keep;
+  return mode;
+}
+
+void Filesystem::EndFileMode(const FileHandle& handle) {
+  if (handle.direct) return;
+  struct stat st;
+  const struct stat* now = nullptr;
+  if (handle.writable) {
+    Result<InodeFd> fd = inodes_.Fd(handle.inode);
+    if (fd.ok() && ::fstatat(fd->get(), "", &st, AT_EMPTY_PATH) == 0) {
+      now = &st;
+    }
+  }
+  handle.inode->page_cache.ReleaseBuffered(handle.writable, now);
+}
+
 void Filesystem::Open(Reply reply, fuse_ino_t ino, fuse_file_info* fi) {
   Inode* inode = Get(ino);
   const bool write = (fi->flags & O_ACCMODE) != O_RDONLY;
@@ -145,12 +186,13 @@ void Filesystem::Open(Reply reply, fuse_ino_t ino, fuse_file_info* fi) {
       return reply.Error(st.error());
     }
   }
-  auto handle =
-      std::make_unique<FileHandle>(FileHandle{inode, data->file, data->volume});
+  auto handle = std::make_unique<FileHandle>(FileHandle{
+      inode, data->file, data->volume, (fi->flags & O_DIRECT) != 0, write});
   const auto fh = reinterpret_cast<uint64_t>(handle.get());
-  if (reply.OpenDirect(fh)) {
+  if (reply.OpenFile(fh, BeginFileMode(*handle))) {
     handle.release();  // owned by the kernel's open file until Release
   } else {
+    EndFileMode(*handle);
     handle.reset();
     ReleaseData(inode, data->volume);
   }
@@ -229,21 +271,38 @@ void Filesystem::Create(Reply reply, fuse_ino_t parent, const char* name,
     }
     entry.attr.st_size = 0;
   }
-  auto handle =
-      std::make_unique<FileHandle>(FileHandle{inode, data->file, data->volume});
+  auto handle = std::make_unique<FileHandle>(
+      FileHandle{inode, data->file, data->volume, (fi->flags & O_DIRECT) != 0,
+                 (fi->flags & O_ACCMODE) != O_RDONLY});
   const auto fh = reinterpret_cast<uint64_t>(handle.get());
-  if (reply.CreateDirect(entry, fh)) {
+  if (reply.CreateFile(entry, fh, BeginFileMode(*handle))) {
     handle.release();
   } else {
+    EndFileMode(*handle);
     handle.reset();
     ReleaseData(inode, data->volume);
     inodes_.Forget(inode, 1);
   }
 }
 
-void Filesystem::Read(Reply reply, fuse_ino_t, size_t size, off_t offset,
+void Filesystem::Read(Reply reply, fuse_ino_t ino, size_t size, off_t offset,
                       fuse_file_info* fi) {
   FileHandle* h = Handle(fi);
+  if (h->direct && h->inode->page_cache.DirectReadNeedsWriteBack()) {
+    // A writable buffered open may hold stores to this range in a shared
+    // mapping: have the kernel write them back first (page_cache.h, 3).
+    notifier_.InvalidateThen(
+        ino, offset, static_cast<off_t>(size),
+        [this, h, size, offset, reply = std::move(reply)]() mutable {
+          ReadData(std::move(reply), h, size, offset);
+        });
+    return;
+  }
+  ReadData(std::move(reply), h, size, offset);
+}
+
+void Filesystem::ReadData(Reply reply, FileHandle* h, size_t size,
+                          off_t offset) {
   if (h->volume) {
     options_.engine->Read(h->volume, static_cast<uint64_t>(offset), size,
                           [reply = std::move(reply)](
@@ -345,6 +404,8 @@ mode_t SetIdBitsToClear(const struct stat& st, const fuse_ctx* ctx) {
 // the write FUSE_WRITE_KILL_SUIDGID when the writer lacks CAP_FSETID, but
 // libfuse 3.14 does not pass the flag on; and the daemon's own write (as
 // root) would keep the bits. So the daemon applies the kernel's rule itself.
+// (A buffered write has had its bits cleared by the kernel already, with a
+// SETATTR: this then finds none left.)
 int Filesystem::ClearSetIdOnWrite(const Reply& reply, Inode* inode) {
   if ((inode->mode.load(std::memory_order_relaxed) & (S_ISUID | S_ISGID)) ==
       0) {
@@ -376,8 +437,17 @@ int Filesystem::ClearSetIdOnWrite(const Reply& reply, Inode* inode) {
   return 0;
 }
 
-void Filesystem::Write(Reply reply, fuse_ino_t, const char* buf, size_t size,
-                       off_t offset, fuse_file_info* fi) {
+namespace {
+
+void AnswerWrite(Reply& reply, const Status& st, size_t size) {
+  if (!st.ok()) return reply.Error(st.error());
+  reply.Written(size);
+}
+
+}  // namespace
+
+void Filesystem::Write(Reply reply, fuse_ino_t ino, const char* buf,
+                       size_t size, off_t offset, fuse_file_info* fi) {
   FileHandle* h = Handle(fi);
   if (int err = ClearSetIdOnWrite(reply, h->inode); err != 0) {
     return reply.Error(err);
@@ -386,24 +456,41 @@ void Filesystem::Write(Reply reply, fuse_ino_t, const char* buf, size_t size,
                                   size);
   if (h->volume) {
     options_.engine->Write(h->volume, static_cast<uint64_t>(offset), data,
-                           [reply = std::move(reply), size](Status st) mutable {
-                             if (!st.ok()) return reply.Error(st.error());
-                             reply.Written(size);
+                           [this, h, ino, offset, size,
+                            reply = std::move(reply)](Status st) mutable {
+                             FinishWrite(std::move(reply), st, h, ino, offset,
+                                         size);
                            });
     return;
   }
   Status st = h->file->WriteAt(static_cast<uint64_t>(offset), data);
-  if (!st.ok()) return reply.Error(st.error());
-  reply.Written(size);
+  FinishWrite(std::move(reply), st, h, ino, offset, size);
+}
+
+void Filesystem::FinishWrite(Reply reply, const Status& st, FileHandle* h,
+                             fuse_ino_t ino, off_t offset, size_t size) {
+  // A failed write may have changed part of its range as well.
+  if (h->direct && h->inode->page_cache.DirectWriteDone()) {
+    // Buffered opens exist: a read of theirs that raced with this write
+    // may have cached what was there before (page_cache.h, 2).
+    notifier_.InvalidateThen(ino, offset, static_cast<off_t>(size),
+                             [reply = std::move(reply), st, size]() mutable {
+                               AnswerWrite(reply, st, size);
+                             });
+    return;
+  }
+  AnswerWrite(reply, st, size);
 }
 
 void Filesystem::Flush(Reply reply, fuse_ino_t, fuse_file_info*) {
-  // Data is never buffered in the daemon, so close has nothing to flush.
+  // Data is never buffered in the daemon, and the kernel has sent the dirty
+  // pages of mappings before this: close has nothing left to flush.
   reply.Ok();
 }
 
 void Filesystem::Release(Reply reply, fuse_ino_t, fuse_file_info* fi) {
   std::unique_ptr<FileHandle> handle(Handle(fi));
+  EndFileMode(*handle);
   ReleaseData(handle->inode, handle->volume);
   reply.Ok();
 }

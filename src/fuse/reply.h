@@ -46,11 +46,22 @@ class Reply {
   void Lseek(off_t offset);
   void Open(const fuse_file_info& fi);
   void Create(const fuse_entry_param& entry, const fuse_file_info& fi);
-  // Opens a regular file with FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES;
-  // returns false if the kernel did not take the reply (interrupted open),
-  // in which case the caller must release `fh` itself.
-  bool OpenDirect(uint64_t fh);
-  bool CreateDirect(const fuse_entry_param& entry, uint64_t fh);
+  // How the kernel is to serve an open regular file (open_reply.cc).
+  struct FileMode {
+    // Bypass the page cache (FOPEN_DIRECT_IO), with parallel direct writes
+    // (FOPEN_PARALLEL_DIRECT_WRITES). Otherwise reads and mmap go through
+    // the kernel's page cache (writes are still sent through at once).
+    bool direct_io = false;
+    // Pages cached from earlier opens are still right (FOPEN_KEEP_CACHE).
+    bool keep_cache = false;
+    // Close needs no FLUSH request (FOPEN_NOFLUSH).
+    bool no_flush = false;
+  };
+  // Opens a regular file; returns false if the kernel did not take the
+  // reply (interrupted open), in which case the caller must release `fh`
+  // itself.
+  bool OpenFile(uint64_t fh, FileMode mode);
+  bool CreateFile(const fuse_entry_param& entry, uint64_t fh, FileMode mode);
   // For forget, which must not be answered.
   void None();
 
