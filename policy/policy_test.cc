@@ -8,6 +8,7 @@
 #include "policy/multiqueue.h"
 #include "policy/registry.h"
 #include "policy/smq.h"
+#include "policy/tinylfu.h"
 
 namespace tierfs::policy {
 namespace {
@@ -459,7 +460,7 @@ TEST(PolicyTest, DirtyTargetOfHundredWritesBackOnlyWhenIdle) {
 // Randomized consistency check: mappings, dirty counts and free slots stay
 // coherent whatever the mix of lookups, work outcomes and invalidations.
 TEST(PolicyTest, RandomOperationsKeepInvariants) {
-  for (const char* name : {"smq", "lru", "cleaner"}) {
+  for (const char* name : {"smq", "lru", "cleaner", "tinylfu"}) {
     auto p = Make(name, 64);
     std::mt19937 rng(7);
     std::vector<Work> issued;
@@ -513,18 +514,134 @@ TEST(PolicyTest, RandomOperationsKeepInvariants) {
 }
 
 TEST(PolicyTest, MemoryPerCacheBlockIsReported) {
-  const uint64_t blocks = 1 << 16;
-  auto p = Make("smq", blocks);
-  for (uint64_t i = 0; i < blocks; ++i) {
-    ASSERT_TRUE(p->LoadMapping(O(i), CBlock(static_cast<uint32_t>(i)),
-                               i % 3 == 0, 0, false)
-                    .ok());
+  // 100,000 blocks: not a power of two, so every rounded-up table shows.
+  const uint64_t blocks = 100000;
+  for (const char* name : {"smq", "tinylfu"}) {
+    auto p = Make(name, blocks);
+    for (uint64_t i = 0; i < blocks; ++i) {
+      ASSERT_TRUE(p->LoadMapping(O(i), CBlock(static_cast<uint32_t>(i)),
+                                 i % 3 == 0, 0, false)
+                      .ok());
+    }
+    const double per_block =
+        static_cast<double>(p->MemoryBytes()) / static_cast<double>(blocks);
+    std::printf("%s memory: %.1f bytes per cache block (fully mapped)\n",
+                name, per_block);
+    EXPECT_LE(per_block, 48.0) << name;
   }
-  const double per_block =
-      static_cast<double>(p->MemoryBytes()) / static_cast<double>(blocks);
-  std::printf("policy memory: %.1f bytes per cache block (fully mapped)\n",
-              per_block);
-  EXPECT_LE(per_block, 48.0);
+}
+
+TEST(TinyLfuTest, PromotesOnMissThenHits) {
+  auto p = Make("tinylfu", 64);
+  EXPECT_FALSE(Read(*p, O(1)));
+  EXPECT_EQ(Drain(*p), 1);
+  EXPECT_TRUE(Read(*p, O(1)));
+  EXPECT_EQ(p->Residency(), 1u);
+}
+
+TEST(TinyLfuTest, FrequentBlocksSurviveAScanThatFlushesLru) {
+  for (const char* name : {"tinylfu", "lru"}) {
+    auto p = Make(name, 64);
+    for (int round = 0; round < 8; ++round) {
+      for (uint64_t i = 0; i < 32; ++i) Read(*p, O(i)), Drain(*p);
+    }
+    for (uint64_t i = 0; i < 1000; ++i) Read(*p, O(1000 + i)), Drain(*p);
+    int kept = 0;
+    for (uint64_t i = 0; i < 32; ++i) kept += p->Peek(O(i)).has_value();
+    if (std::string_view(name) == "tinylfu") {
+      EXPECT_GE(kept, 30) << "a one-pass scan pushed out frequent blocks";
+    } else {
+      EXPECT_EQ(kept, 0);  // the baseline: LRU keeps only the scan's tail
+    }
+  }
+}
+
+TEST(TinyLfuTest, WindowGrowsForRecencyAndShrinksForFrequency) {
+  TinyLfuPolicy p(PolicyParams{512, 64 * 1024});
+  const uint64_t start = p.window_target();
+  // Every block is used twice, 200 accesses apart: only a window that
+  // large catches the second use (frequency cannot: both uses look new).
+  for (uint64_t i = 0; i < 20000; ++i) {
+    Read(p, O(i));
+    if (i >= 100) Read(p, O(i - 100));
+    Drain(p);
+  }
+  const uint64_t grown = p.window_target();
+  EXPECT_GE(grown, 150u) << "from " << start;
+  // Now a hot set of 400 blocks and one-time blocks, alternately: the
+  // window should give its room back to main.
+  std::mt19937 rng(3);
+  for (uint64_t i = 0; i < 100000; ++i) {
+    Read(p, O(1000000 + rng() % 400));
+    Read(p, O(2000000 + i));
+    Drain(p);
+  }
+  EXPECT_LT(p.window_target(), grown / 2);
+  int hot = 0;
+  for (uint64_t i = 0; i < 400; ++i) hot += p.Peek(O(1000000 + i)).has_value();
+  EXPECT_GE(hot, 350);
+}
+
+TEST(TinyLfuTest, DirtyVictimsAreWrittenBackNeverDemoted) {
+  auto p = Make("tinylfu", 8, {{"dirty_target_percent", "100"}});
+  for (uint64_t i = 0; i < 8; ++i) Read(*p, O(i)), Drain(*p);
+  for (uint64_t i = 0; i < 8; ++i) {
+    if (auto c = p->Peek(O(i))) p->SetDirty(*c);
+  }
+  int writebacks = 0;
+  for (uint64_t i = 100; i < 120; ++i) {
+    Read(*p, O(i));
+    Work w;
+    while (p->GetBackgroundWork(false, &w)) {
+      if (w.op == WorkOp::kDemote) {
+        EXPECT_FALSE(p->IsDirty(w.cblock)) << "demoting a dirty block";
+      }
+      writebacks += w.op == WorkOp::kWriteback;
+      p->CompleteBackgroundWork(w, true);
+    }
+  }
+  EXPECT_GT(writebacks, 0);
+  EXPECT_LE(p->Residency(), 8u);
+}
+
+TEST(TinyLfuTest, HintsRoundTripThroughLoadMapping) {
+  auto a = Make("tinylfu", 64);
+  for (int r = 0; r < 3; ++r) Read(*a, O(5)), Drain(*a);
+  const CBlock c = *a->Peek(O(5));
+  const uint32_t hint = a->GetHint(c);
+  auto b = Make("tinylfu", 64);
+  ASSERT_TRUE(b->LoadMapping(O(5), c, true, hint, true).ok());
+  EXPECT_EQ(b->GetHint(c), hint);
+  EXPECT_TRUE(b->IsDirty(c));
+  EXPECT_TRUE(Read(*b, O(5)));
+  EXPECT_FALSE(b->LoadMapping(O(6), c, false, 0, false).ok());  // slot taken
+  EXPECT_FALSE(b->LoadMapping(O(7), CBlock(64), false, 0, false).ok());
+}
+
+TEST(TinyLfuTest, ConfigValuesAreCheckedAndTakeEffect) {
+  TinyLfuPolicy p(PolicyParams{1000, 64 * 1024});
+  EXPECT_FALSE(p.SetConfigValue("window_percent", "0").ok());
+  EXPECT_FALSE(p.SetConfigValue("window_percent", "91").ok());
+  EXPECT_FALSE(p.SetConfigValue("adaptive_window", "2").ok());
+  EXPECT_FALSE(p.SetConfigValue("promote_level", "1").ok());
+  ASSERT_TRUE(p.SetConfigValue("window_percent", "20").ok());
+  EXPECT_EQ(p.window_target(), 200u);
+  ASSERT_TRUE(p.SetConfigValue("adaptive_window", "0").ok());
+  for (uint64_t i = 0; i < 5000; ++i) {
+    Read(p, O(i));
+    if (i >= 300) Read(p, O(i - 300));
+    Drain(p);
+  }
+  EXPECT_EQ(p.window_target(), 200u);  // fixed when not adaptive
+}
+
+TEST(TinyLfuTest, StreamsPastTheCutoffAreNotPromoted) {
+  auto p = Make("tinylfu", 1024, {{"sequential_cutoff", "1048576"}});
+  for (uint64_t i = 0; i < 200; ++i) Read(*p, O(5000 + i)), Drain(*p);
+  EXPECT_LE(p->Residency(), 16u);  // only the head of the stream (1 MiB)
+  auto q = Make("tinylfu", 1024);  // cutoff 0: no stream detection
+  for (uint64_t i = 0; i < 200; ++i) Read(*q, O(5000 + i)), Drain(*q);
+  EXPECT_EQ(q->Residency(), 200u);
 }
 
 }  // namespace

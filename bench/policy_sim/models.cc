@@ -733,7 +733,8 @@ class Lirs final : public Model {
 }  // namespace
 
 std::vector<std::string> ModelNames() {
-  return {"arc", "2q", "s3fifo", "sieve", "wtinylfu", "wtinylfu-hc", "lirs"};
+  return {"arc",         "2q",        "s3fifo",        "sieve", "wtinylfu",
+          "wtinylfu-hc", "awtinylfu", "awtinylfu-sym", "lirs"};
 }
 
 std::unique_ptr<Model> NewModel(std::string_view name, uint64_t cache_blocks) {

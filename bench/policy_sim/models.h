@@ -12,7 +12,12 @@
 //   sieve     Zhang et al., NSDI'24
 //   wtinylfu  Einziger et al., TOS'17 (window LRU 1%, SLRU main 20/80,
 //             count-min sketch admission); wtinylfu-hc: the window size
-//             tuned by hill climbing, as Caffeine does
+//             tuned by hill climbing, as Caffeine does; awtinylfu: the
+//             window tuned by ghosts as ARC tunes T1 (a hit on a ghost of
+//             a block refused at the window's exit grows it, one of a
+//             block evicted from main shrinks it, by ARC's ratio steps);
+//             awtinylfu-sym: steps of one block either way (the model of
+//             the live policy "tinylfu")
 //   lirs      Jiang & Zhang, SIGMETRICS'02 (HIR resident 1%, stack of at
 //             most 3x the cache)
 #ifndef TIERFS_BENCH_POLICY_SIM_MODELS_H_
