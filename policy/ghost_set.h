@@ -26,7 +26,8 @@ class GhostSet {
 
   // Remembers `oblock` as the newest ghost of `kind`. When the set is
   // full, the oldest ghost of the other kind goes first (of `kind` if the
-  // other has none). An oblock already remembered is not added twice.
+  // other has none); callers that bound each kind drop their own first.
+  // An oblock already remembered is not added twice.
   void Add(OBlock oblock, Kind kind);
   // Forgets `oblock`'s ghost and returns its kind; nullopt if none.
   std::optional<Kind> Take(OBlock oblock);

@@ -13,8 +13,8 @@
 //    small window and leave.
 //  * The window adapts (beyond TinyLFU; after ARC): a block demoted from
 //    the window leaves a ghost of one kind, a block demoted from main a
-//    ghost of the other (GhostSet, at most one per cache block). A miss on
-//    a window ghost - a reuse that a larger window would have caught -
+//    ghost of the other (GhostSet; the last quarter-cache of each). A miss
+//    on a window ghost - a reuse that a larger window would have caught -
 //    grows the window target by one block; a miss on a main ghost shrinks
 //    it by one. Recency-heavy work (a database writing back pages it read
 //    a little earlier) thus gets a large window, frequency-heavy work with
@@ -30,8 +30,8 @@
 //    victim, so a re-read region still gets in.
 //  * Hints are the segment (0 window, 1 probation, 2 protected).
 //
-// Memory per cache block: a 24-byte Entry, a 16-byte ghost, 4 bytes of
-// sketch and about 2 bytes of hash buckets.
+// Memory per cache block: a 24-byte Entry, half a 16-byte ghost, 4 bytes
+// of sketch and about 2 bytes of hash buckets: about 38 bytes.
 #ifndef TIERFS_POLICY_TINYLFU_H_
 #define TIERFS_POLICY_TINYLFU_H_
 

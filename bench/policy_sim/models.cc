@@ -466,8 +466,8 @@ class WTinyLfu final : public Model {
 
 class AdaptiveTinyLfu final : public Model {
  public:
-  AdaptiveTinyLfu(uint64_t c, bool symmetric)
-      : c_(c), symmetric_(symmetric), sketch_(c), window_target_(std::max<uint64_t>(1, c / 100)) {
+  AdaptiveTinyLfu(uint64_t c, bool symmetric, uint64_t ghost_each = 0)
+      : c_(c), symmetric_(symmetric), ghost_each_(ghost_each), sketch_(c), window_target_(std::max<uint64_t>(1, c / 100)) {
     sketch_.set_sample(10 * c);
   }
 
@@ -540,6 +540,10 @@ class AdaptiveTinyLfu final : public Model {
     Evicted(n.dirty);
     n.dirty = false;
     Move(n, ghost, k);
+    if (ghost_each_ != 0) {  // each ghost list bounded alike
+      while (lists_[ghost].size() > ghost_each_) DropOldest(ghost);
+      return;
+    }
     // ARC's bounds: window + its ghosts <= c, all ghosts <= c.
     while (lists_[kGhostWindow].size() + lists_[kWindow].size() > c_ &&
            !lists_[kGhostWindow].empty()) {
@@ -583,6 +587,7 @@ class AdaptiveTinyLfu final : public Model {
 
   const uint64_t c_;
   const bool symmetric_;
+  const uint64_t ghost_each_;
   FrequencySketch sketch_;
   uint64_t window_target_;
   List lists_[5];
@@ -734,7 +739,8 @@ class Lirs final : public Model {
 
 std::vector<std::string> ModelNames() {
   return {"arc",         "2q",        "s3fifo",        "sieve", "wtinylfu",
-          "wtinylfu-hc", "awtinylfu", "awtinylfu-sym", "lirs"};
+          "wtinylfu-hc", "awtinylfu", "awtinylfu-sym", "awtinylfu-sym-g25",
+          "lirs"};
 }
 
 std::unique_ptr<Model> NewModel(std::string_view name, uint64_t cache_blocks) {
@@ -749,6 +755,11 @@ std::unique_ptr<Model> NewModel(std::string_view name, uint64_t cache_blocks) {
   if (name == "awtinylfu") return std::make_unique<AdaptiveTinyLfu>(c, false);
   if (name == "awtinylfu-sym") {
     return std::make_unique<AdaptiveTinyLfu>(c, true);
+  }
+  unsigned each = 0;
+  if (std::sscanf(std::string(name).c_str(), "awtinylfu-sym-g%u", &each) == 1 &&
+      each >= 1 && each <= 100) {
+    return std::make_unique<AdaptiveTinyLfu>(c, true, c * each / 100);
   }
   // Exploration variants: wtinylfu-wN (window N% of the cache), -tie
   // (a candidate as frequent as the victim gets in).

@@ -16,8 +16,10 @@
 //             window tuned by ghosts as ARC tunes T1 (a hit on a ghost of
 //             a block refused at the window's exit grows it, one of a
 //             block evicted from main shrinks it, by ARC's ratio steps);
-//             awtinylfu-sym: steps of one block either way (the model of
-//             the live policy "tinylfu")
+//             awtinylfu-sym: steps of one block either way;
+//             awtinylfu-sym-gN: and each ghost list holds the last N% of
+//             the cache's worth of its segment's victims (g25 is the model
+//             of the live policy "tinylfu")
 //   lirs      Jiang & Zhang, SIGMETRICS'02 (HIR resident 1%, stack of at
 //             most 3x the cache)
 #ifndef TIERFS_BENCH_POLICY_SIM_MODELS_H_
