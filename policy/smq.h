@@ -59,6 +59,7 @@
 #include "policy/frequency_sketch.h"
 #include "policy/multiqueue.h"
 #include "policy/policy.h"
+#include "policy/stream_detector.h"
 
 namespace tierfs::policy {
 
@@ -112,13 +113,6 @@ class SmqPolicy final : public Policy {
   const BackgroundTracker& tracker() const { return tracker_; }
 
  private:
-  struct Stream {
-    uint32_t volume = 0;
-    uint64_t next_index = 0;
-    uint64_t run_bytes = 0;  // 0: slot unused
-    uint64_t last_used = 0;
-  };
-  static constexpr int kStreams = 16;
   // A promotion waiting for the demotion that makes room for it.
   struct Waiting {
     uint32_t victim;
@@ -136,7 +130,6 @@ class SmqPolicy final : public Policy {
   }
   Queue& QueueOf(const Entry& e) { return e.dirty ? dirty_ : clean_; }
 
-  bool IsSequential(OBlock oblock);
   bool LookupInternal(OBlock oblock, CBlock* cblock, IoDir dir, bool sequential,
                       bool* background_queued);
   void Requeue(uint32_t i);
@@ -181,6 +174,7 @@ class SmqPolicy final : public Policy {
   QueueStats cache_stats_;
   BackgroundTracker tracker_;
   FrequencySketch sketch_;
+  StreamDetector streams_;
 
   uint64_t mapped_ = 0;
   uint64_t dirty_count_ = 0;
@@ -197,8 +191,6 @@ class SmqPolicy final : public Policy {
   uint64_t next_demote_period_ = 0;
 
   std::vector<Waiting> waiting_;  // at most kMaxWaiting
-  std::array<Stream, kStreams> streams_{};
-  uint64_t stream_clock_ = 0;
 
   // Config values.
   uint64_t dirty_target_percent_ = 10;
