@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "policy/frequency_sketch.h"
+#include "policy/stream_detector.h"
 
 namespace tierfs::policy::sim {
 namespace {
@@ -25,15 +26,32 @@ OBlock OBlockOf(Key k) {
 
 class Arc final : public Model {
  public:
-  explicit Arc(uint64_t c) : c_(c) {}
+  // stream_cutoff > 0: a sequential stream's misses past the cutoff (bytes
+  // at 64 KiB blocks) are admitted only when the sketch says the block is
+  // used more often than the block its admission would evict.
+  explicit Arc(uint64_t c, uint64_t stream_cutoff = 0)
+      : c_(c), stream_cutoff_(stream_cutoff), sketch_(c),
+        streams_(64 * 1024) {
+    sketch_.set_sample(10 * c);
+  }
 
   bool Access(OBlock oblock, bool write) override {
     const Key k = KeyOf(oblock);
+    if (stream_cutoff_ != 0) sketch_.Record(oblock);
+    const bool stream = streams_.Sequential(oblock, stream_cutoff_);
     auto f = map_.find(k);
     if (f != map_.end() && (f->second.where == kT1 || f->second.where == kT2)) {
       Move(f->second, kT2, k);
       f->second.dirty |= write;
       return true;
+    }
+    if (stream && f == map_.end() && Resident() >= c_) {
+      const Where from = ReplaceFrom(false);
+      if (lists_[from].empty() ||
+          sketch_.Estimate(oblock) <=
+              sketch_.Estimate(OBlockOf(lists_[from].back()))) {
+        return false;  // bypass: not cached, no ghost
+      }
     }
     Promoted();
     if (f != map_.end()) {  // a ghost
@@ -92,13 +110,15 @@ class Arc final : public Model {
     map_.erase(lists_[w].back());
     lists_[w].pop_back();
   }
+  Where ReplaceFrom(bool in_b2) const {
+    const double t1 = static_cast<double>(lists_[kT1].size());
+    return !lists_[kT1].empty() && (t1 > p_ || (in_b2 && t1 == std::floor(p_)))
+               ? kT1
+               : kT2;
+  }
   // Evicts the LRU block of T1 or T2 into its ghost list.
   void Replace(bool in_b2) {
-    const double t1 = static_cast<double>(lists_[kT1].size());
-    const Where from = !lists_[kT1].empty() &&
-                               (t1 > p_ || (in_b2 && t1 == std::floor(p_)))
-                           ? kT1
-                           : kT2;
+    const Where from = ReplaceFrom(in_b2);
     if (lists_[from].empty()) return;
     const Key v = lists_[from].back();
     Node& n = map_[v];
@@ -108,6 +128,9 @@ class Arc final : public Model {
   }
 
   const uint64_t c_;
+  const uint64_t stream_cutoff_;
+  FrequencySketch sketch_;
+  StreamDetector streams_;
   double p_ = 0;
   List lists_[4];
   std::unordered_map<Key, Node> map_;
@@ -746,6 +769,7 @@ std::vector<std::string> ModelNames() {
 std::unique_ptr<Model> NewModel(std::string_view name, uint64_t cache_blocks) {
   const uint64_t c = std::max<uint64_t>(cache_blocks, 2);
   if (name == "arc") return std::make_unique<Arc>(c);
+  if (name == "arc-streams") return std::make_unique<Arc>(c, 4 << 20);
   if (name == "2q") return std::make_unique<TwoQ>(c);
   if (name == "s3fifo") return std::make_unique<S3Fifo>(c);
   if (name == "sieve") return std::make_unique<Sieve>(c);
@@ -760,6 +784,10 @@ std::unique_ptr<Model> NewModel(std::string_view name, uint64_t cache_blocks) {
   if (std::sscanf(std::string(name).c_str(), "awtinylfu-sym-g%u", &each) == 1 &&
       each >= 1 && each <= 100) {
     return std::make_unique<AdaptiveTinyLfu>(c, true, c * each / 100);
+  }
+  if (std::sscanf(std::string(name).c_str(), "awtinylfu-g%u", &each) == 1 &&
+      each >= 1 && each <= 100) {
+    return std::make_unique<AdaptiveTinyLfu>(c, false, c * each / 100);
   }
   // Exploration variants: wtinylfu-wN (window N% of the cache), -tie
   // (a candidate as frequent as the victim gets in).

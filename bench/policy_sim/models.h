@@ -6,7 +6,9 @@
 // background work, no free-target or dirty-target, and no memory budget:
 // they are the algorithms as published, not candidates for the engine.
 //
-//   arc       Megiddo & Modha, FAST'03 (T1/T2 + ghosts B1/B2, adaptive p)
+//   arc       Megiddo & Modha, FAST'03 (T1/T2 + ghosts B1/B2, adaptive p);
+//             arc-streams: a sequential stream's misses past 4 MiB get in
+//             only when a count-min sketch says they beat ARC's victim
 //   2q        Johnson & Shasha, VLDB'94, full version (Kin 25%, Kout 50%)
 //   s3fifo    Yang et al., SOSP'23 (small 10%, main, ghost of main's size)
 //   sieve     Zhang et al., NSDI'24
@@ -16,7 +18,9 @@
 //             window tuned by ghosts as ARC tunes T1 (a hit on a ghost of
 //             a block refused at the window's exit grows it, one of a
 //             block evicted from main shrinks it, by ARC's ratio steps);
-//             awtinylfu-sym: steps of one block either way;
+//             awtinylfu-gN: ARC's steps, each ghost list the last N% of
+//             the cache's worth of victims; awtinylfu-sym: steps of one
+//             block either way;
 //             awtinylfu-sym-gN: and each ghost list holds the last N% of
 //             the cache's worth of its segment's victims (g25 is the model
 //             of the live policy "tinylfu")

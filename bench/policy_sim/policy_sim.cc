@@ -212,12 +212,27 @@ struct Result {
   uint64_t hit_bytes = 0, bytes = 0;  // of the IOs, not of the blocks
   uint64_t promotions = 0, demotions = 0, writebacks = 0;
   double bytes_per_block = -1;  // policy memory; < 0: not measured (models)
+  // Hits of each run of `interval` accesses (--intervals); empty if 0.
+  uint64_t interval = 0, interval_hits = 0, interval_seen = 0;
+  std::vector<double> interval_hit_ratios;
 };
+
+// Set by --intervals: every run reports its hit ratio per this many
+// accesses too (how fast a policy adapts).
+uint64_t g_interval = 0;
 
 // Counts one access's outcome in *r.
 void Count(const Access& a, bool hit, uint64_t block_size, Result* r) {
   const uint64_t bytes = a.bytes ? a.bytes : block_size;
   r->bytes += bytes;
+  if (g_interval != 0) {
+    r->interval_hits += hit;
+    if (++r->interval_seen == g_interval) {
+      r->interval_hit_ratios.push_back(static_cast<double>(r->interval_hits) /
+                                       static_cast<double>(g_interval));
+      r->interval_hits = r->interval_seen = 0;
+    }
+  }
   if (hit) {
     ++r->hits;
     r->hit_bytes += bytes;
@@ -374,6 +389,13 @@ void PrintJson(const std::string& workload, const PolicyParams& params,
         1000.0 * static_cast<double>(r.promotions + r.demotions +
                                      r.writebacks) /
             static_cast<double>(trace.ios ? trace.ios : r.accesses));
+    if (!r.interval_hit_ratios.empty()) {
+      std::printf(",\"interval_hit_ratios\":[");
+      for (size_t k = 0; k < r.interval_hit_ratios.size(); ++k) {
+        std::printf("%s%.4f", k ? "," : "", r.interval_hit_ratios[k]);
+      }
+      std::printf("]");
+    }
     if (r.bytes_per_block >= 0) {
       std::printf(",\"policy_bytes_per_block\":%.1f", r.bytes_per_block);
     }
@@ -411,6 +433,7 @@ int Usage(const char* error) {
       "usage: tierfs-policy-sim --workload zipf|scan|shift|mixed|iolog\n"
       "         --cache-blocks N [--ops N] [--seed N] [--policy smq,lru,...]\n"
       "         [--iolog FILE] [--block-size BYTES] [--json]\n"
+      "         [--intervals N] (JSON: hit ratio per N accesses too)\n"
       "         [--config POLICY:KEY=VALUE]...\n"
       "Replays the workload through each policy and Belady's OPT.\n"
       "Default ops: 1000000 (iolog: the whole log, \"-\": standard input);\n"
@@ -459,7 +482,7 @@ int Main(int argc, char** argv) {
     } else if (arg == "--iolog") {
       if (!value(&iolog)) return Usage("--iolog needs a value");
     } else if (arg == "--cache-blocks" || arg == "--ops" || arg == "--seed" ||
-               arg == "--block-size") {
+               arg == "--block-size" || arg == "--intervals") {
       uint64_t n;
       if (!value(&v) || !ParseU64(v, &n)) {
         return Usage((arg + " needs a number").c_str());
@@ -468,6 +491,7 @@ int Main(int argc, char** argv) {
       if (arg == "--ops") ops = n, ops_given = true;
       if (arg == "--seed") seed = n;
       if (arg == "--block-size") block_size = n;
+      if (arg == "--intervals") g_interval = n;
     } else {
       return Usage(("unknown argument " + arg).c_str());
     }
