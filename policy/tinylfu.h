@@ -25,17 +25,25 @@
 //    back first (it keeps its place and goes next time). Dirty blocks
 //    beyond dirty_target_percent (default 10) of the cache are written
 //    back under load, oldest first; all of them when idle.
+//  * shift_detection (default 1): when the hits of a quarter-cache of
+//    accesses collapse to under a sixteenth of the last quarter's, the
+//    working set was replaced: blocks of main unused for the last two
+//    quarters count as stale - they leave protected and lose the admission
+//    duel to any block seen twice, whatever the sketch says of them - until
+//    the hits recover. (Frequency alone keeps a replaced hot set for many
+//    passes.)
 //  * sequential_cutoff (bytes, default 0 = off): past it, a stream's
 //    misses are promoted only when the sketch says the block beats main's
 //    victim, so a re-read region still gets in.
 //  * Hints are the segment (0 window, 1 probation, 2 protected).
 //
 // Memory per cache block: a 24-byte Entry, half a 16-byte ghost, 4 bytes
-// of sketch and about 2 bytes of hash buckets: about 38 bytes.
+// of sketch, about 2 bytes of hash buckets and 2 bits of use: about 39.
 #ifndef TIERFS_POLICY_TINYLFU_H_
 #define TIERFS_POLICY_TINYLFU_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "policy/background_tracker.h"
 #include "policy/entry_space.h"
@@ -104,6 +112,12 @@ class TinyLfuPolicy final : public Policy {
   }
   void MoveTo(uint32_t i, Segment to);  // to the newest end of `to`
   void Touch(uint32_t i);
+  // Counts an access; every quarter-cache of accesses a period ends (shift
+  // detection, see the .cc).
+  void EndPeriodIfDue(bool hit);
+  void MarkUsed(uint32_t i);
+  // Hit or mapped during this period or the last.
+  bool Used(uint32_t i) const;
   void AdaptWindow(OBlock oblock);
   bool ShouldPromoteStream(OBlock oblock);
   bool QueuePromotion(OBlock oblock);
@@ -134,6 +148,12 @@ class TinyLfuPolicy final : public Policy {
   BackgroundTracker tracker_;
   StreamDetector streams_;
 
+  // One bit per cblock: used this period, used the period before.
+  std::vector<uint64_t> used_now_, used_before_;
+  uint64_t period_accesses_ = 0, period_hits_ = 0, last_period_hits_ = 0;
+  uint64_t hits_before_shift_ = 0;
+  unsigned stale_periods_ = 0;  // > 0: after a shift, stale victims lose
+
   uint64_t mapped_ = 0;
   uint64_t dirty_count_ = 0;
   uint64_t window_target_;
@@ -144,6 +164,7 @@ class TinyLfuPolicy final : public Policy {
   uint64_t sequential_cutoff_ = 0;
   uint64_t window_percent_ = 1;  // the window's initial (or fixed) size
   bool adaptive_window_ = true;
+  bool shift_detection_ = true;
 };
 
 }  // namespace tierfs::policy
