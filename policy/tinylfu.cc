@@ -104,7 +104,8 @@ void TinyLfuPolicy::EndPeriodIfDue(bool hit) {
   // that the last two periods did not use are stale, however often the
   // sketch saw them before: protected ones go to probation's old end, and
   // a stale victim loses the admission duel to any block seen twice - until
-  // the hits recover to half of what they were, or four periods pass. (Seen
+  // the hits recover to half of what they were, or 16 periods (4 caches of
+  // accesses) pass. (Seen
   // twice: a one-pass scan after a hot phase also collapses the hits, but
   // its blocks are seen once and do not push the hot set out.) Without this a new hot
   // set waits many passes for the old one's counts to halve away (the
@@ -116,7 +117,7 @@ void TinyLfuPolicy::EndPeriodIfDue(bool hit) {
                          last_period_hits_ * 4 >= period_accesses_;
   if (collapsed) {
     if (stale_periods_ == 0) hits_before_shift_ = last_period_hits_;
-    stale_periods_ = 4;
+    stale_periods_ = 16;
     for (uint32_t i = lists_[kProtected].head; i != kNullIndex;) {
       const uint32_t next = es_[i].next;
       if (!Used(i)) {
