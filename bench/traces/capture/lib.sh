@@ -128,6 +128,9 @@ capture_cleanup() {
   [[ -n $LOOP_DEV ]] && losetup -d "$LOOP_DEV"
   [[ -n $MEMCG && -d $MEMCG ]] && rmdir "$MEMCG"
   if ((TRACEFS_MOUNTED_HERE)); then umount "$TRACEFS" 2>/dev/null; fi
-  [[ -n ${KEEP_WORK:-} ]] || rm -rf "${WORK:?}"
+  if [[ -z ${KEEP_WORK:-} ]]; then
+    rm -rf "${WORK:?}"
+    rmdir "$CAPTURE_WORK" 2>/dev/null  # if no other capture uses it
+  fi
   exit $rc
 }
