@@ -8,6 +8,7 @@
 #include "policy/frequency_sketch.h"
 #include "policy/multiqueue.h"
 #include "policy/registry.h"
+#include "policy/shift_detector.h"
 #include "policy/smq.h"
 #include "policy/tinylfu.h"
 
@@ -530,6 +531,36 @@ TEST(PolicyTest, MemoryPerCacheBlockIsReported) {
                 name, per_block);
     EXPECT_LE(per_block, 48.0) << name;
   }
+}
+
+TEST(ShiftDetectorTest, ACollapseOfHitsIsAShiftAndStaysStaleUntilRecovery) {
+  ShiftDetector d(400);  // periods of 100 accesses
+  auto period = [&](int hits) {
+    bool shifted = false;
+    for (int i = 0; i < 100; ++i) {
+      if (d.Count(i < hits)) {
+        shifted = d.Shifted();
+        d.EndPeriod();
+      }
+    }
+    return shifted;
+  };
+  EXPECT_FALSE(period(80));
+  EXPECT_FALSE(period(30));  // a phase, not a new working set
+  EXPECT_FALSE(d.stale());
+  EXPECT_FALSE(period(80));
+  EXPECT_TRUE(period(4));  // under a sixteenth of 80
+  EXPECT_TRUE(d.stale());
+  EXPECT_FALSE(period(30));
+  EXPECT_TRUE(d.stale());   // not yet half of the 80 before the shift
+  EXPECT_FALSE(period(40));
+  EXPECT_FALSE(d.stale());  // recovered
+  d.MarkUsed(7);
+  EXPECT_TRUE(d.Used(7));
+  period(0);
+  EXPECT_TRUE(d.Used(7));  // used the period before
+  period(0);
+  EXPECT_FALSE(d.Used(7));
 }
 
 TEST(TinyLfuTest, PromotesOnMissThenHits) {

@@ -40,8 +40,7 @@ TinyLfuPolicy::TinyLfuPolicy(const PolicyParams& params)
       // block or less whatever the cache size.
       sketch_(std::bit_floor(params.cache_blocks)),
       streams_(params.block_size),
-      used_now_((params.cache_blocks + 63) / 64),
-      used_before_((params.cache_blocks + 63) / 64),
+      shift_(params.cache_blocks),
       window_target_(std::max<uint64_t>(1, params.cache_blocks / 100)) {
   sketch_.set_sample(kSampleFactor * params.cache_blocks);
 }
@@ -93,57 +92,28 @@ void TinyLfuPolicy::AdaptWindow(OBlock oblock) {
   }
 }
 
-void TinyLfuPolicy::EndPeriodIfDue(bool hit) {
-  period_hits_ += hit;
-  if (++period_accesses_ < std::max<uint64_t>(params_.cache_blocks / 4, 1)) {
-    return;
-  }
-  // A period (a quarter-cache of accesses) whose hits fell to under a
-  // sixteenth of the last one's, which hit at least a quarter of the time:
-  // the working set was replaced (a hot set by another). Blocks of main
-  // that the last two periods did not use are stale, however often the
-  // sketch saw them before: protected ones go to probation's old end, and
-  // a stale victim loses the admission duel to any block seen twice - until
-  // the hits recover to half of what they were, or 16 periods (4 caches of
-  // accesses) pass. (Seen
-  // twice: a one-pass scan after a hot phase also collapses the hits, but
-  // its blocks are seen once and do not push the hot set out.) Without this a new hot
-  // set waits many passes for the old one's counts to halve away (the
-  // simulated shift test: over ten passes to 90% hits, two with it). Milder
-  // drops are a phase of one workload, not a new one: with a fall to under
-  // a quarter as the trigger, vm-install fell below LRU.
-  const bool collapsed = shift_detection_ &&
-                         period_hits_ * 16 < last_period_hits_ &&
-                         last_period_hits_ * 4 >= period_accesses_;
-  if (collapsed) {
-    if (stale_periods_ == 0) hits_before_shift_ = last_period_hits_;
-    stale_periods_ = 16;
+void TinyLfuPolicy::CountAccess(bool hit) {
+  // After a shift (ShiftDetector), main blocks unused for the last two
+  // periods are stale, however often the sketch saw them before: protected
+  // ones go to probation's old end now, and while the detector stays stale
+  // a stale victim loses the admission duel to any block seen twice.
+  // Without this a new hot set waits many passes for the old one's counts
+  // to halve away (the simulated shift test: over ten passes to 90% hits,
+  // three with it). Seen twice: a one-pass scan alone after a hot phase
+  // also collapses the hits, but its blocks are seen once.
+  if (!shift_.Count(hit)) return;
+  if (shift_detection_ && shift_.Shifted()) {
     for (uint32_t i = lists_[kProtected].head; i != kNullIndex;) {
       const uint32_t next = es_[i].next;
-      if (!Used(i)) {
+      if (!shift_.Used(i)) {
         lists_[kProtected].Remove(es_, i);
         es_[i].level = kProbation;
         lists_[kProbation].PushFront(es_, i);
       }
       i = next;
     }
-  } else if (stale_periods_ != 0 &&
-             (period_hits_ * 2 >= hits_before_shift_ || --stale_periods_ == 0)) {
-    stale_periods_ = 0;
   }
-  used_before_.swap(used_now_);
-  std::fill(used_now_.begin(), used_now_.end(), 0);
-  last_period_hits_ = period_hits_;
-  period_hits_ = period_accesses_ = 0;
-}
-
-void TinyLfuPolicy::MarkUsed(uint32_t i) {
-  used_now_[i / 64] |= uint64_t{1} << (i % 64);
-}
-
-bool TinyLfuPolicy::Used(uint32_t i) const {
-  const uint64_t bit = uint64_t{1} << (i % 64);
-  return ((used_now_[i / 64] | used_before_[i / 64]) & bit) != 0;
+  shift_.EndPeriod();
 }
 
 bool TinyLfuPolicy::Lookup(OBlock oblock, CBlock* cblock, IoDir, bool,
@@ -152,9 +122,9 @@ bool TinyLfuPolicy::Lookup(OBlock oblock, CBlock* cblock, IoDir, bool,
   sketch_.Record(oblock);
   const bool sequential = streams_.Sequential(oblock, sequential_cutoff_);
   const uint32_t i = table_.Lookup(oblock);
-  EndPeriodIfDue(i != kNullIndex);
+  CountAccess(i != kNullIndex);
   if (i != kNullIndex) {
-    MarkUsed(i);
+    shift_.MarkUsed(i);
     Touch(i);
     *cblock = CBlockOf(i);
     return true;
@@ -185,7 +155,7 @@ bool TinyLfuPolicy::LookupWithWork(OBlock oblock, CBlock* cblock, IoDir dir,
   // A whole-block write needs no copy from origin: it goes straight into a
   // reserved slot of the window, as a read miss would after its copy.
   sketch_.Record(oblock);
-  EndPeriodIfDue(false);
+  CountAccess(false);
   const bool sequential = streams_.Sequential(oblock, sequential_cutoff_);
   AdaptWindow(oblock);
   if (sequential && !ShouldPromoteStream(oblock)) return false;
@@ -253,7 +223,7 @@ bool TinyLfuPolicy::EvictOne() {
     if (candidate == kNullIndex) return false;
     const uint32_t victim = MainVictim();
     if (victim != kNullIndex &&
-        ((stale_periods_ != 0 && !Used(victim) &&
+        ((shift_detection_ && shift_.stale() && !shift_.Used(victim) &&
           sketch_.Estimate(es_[candidate].oblock()) >= 2) ||
          sketch_.Estimate(es_[candidate].oblock()) >
              sketch_.Estimate(es_[victim].oblock()))) {
@@ -353,7 +323,7 @@ void TinyLfuPolicy::AddGhost(uint32_t i) {
 }
 
 void TinyLfuPolicy::Map(uint32_t i) {
-  MarkUsed(i);
+  shift_.MarkUsed(i);
   Entry& e = es_[i];
   e.mapped = 1;
   e.hit = 0;
@@ -491,7 +461,7 @@ Status TinyLfuPolicy::SetConfigValue(std::string_view key,
   } else if (key == "shift_detection") {
     if (!parsed || v > 1) return ErrnoCode(EINVAL);
     shift_detection_ = v == 1;
-    if (!shift_detection_) stale_periods_ = 0;
+    if (!shift_detection_) shift_.Reset();
   } else if (key == "adaptive_window") {
     if (!parsed || v > 1) return ErrnoCode(EINVAL);
     adaptive_window_ = v == 1;
@@ -527,7 +497,7 @@ void TinyLfuPolicy::ForEachMapping(
 
 size_t TinyLfuPolicy::MemoryBytes() const {
   return sizeof(*this) + es_.capacity() * sizeof(Entry) +
-         (used_now_.capacity() + used_before_.capacity()) * sizeof(uint64_t) +
+         shift_.MemoryBytes() +
          table_.MemoryBytes() + ghosts_.MemoryBytes() +
          sketch_.MemoryBytes() + tracker_.MemoryBytes();
 }

@@ -43,13 +43,13 @@
 #define TIERFS_POLICY_TINYLFU_H_
 
 #include <cstdint>
-#include <vector>
 
 #include "policy/background_tracker.h"
 #include "policy/entry_space.h"
 #include "policy/frequency_sketch.h"
 #include "policy/ghost_set.h"
 #include "policy/policy.h"
+#include "policy/shift_detector.h"
 #include "policy/stream_detector.h"
 
 namespace tierfs::policy {
@@ -112,12 +112,9 @@ class TinyLfuPolicy final : public Policy {
   }
   void MoveTo(uint32_t i, Segment to);  // to the newest end of `to`
   void Touch(uint32_t i);
-  // Counts an access; every quarter-cache of accesses a period ends (shift
-  // detection, see the .cc).
-  void EndPeriodIfDue(bool hit);
-  void MarkUsed(uint32_t i);
-  // Hit or mapped during this period or the last.
-  bool Used(uint32_t i) const;
+  // Counts an access for shift detection; after a shift, moves stale
+  // blocks out of protected.
+  void CountAccess(bool hit);
   void AdaptWindow(OBlock oblock);
   bool ShouldPromoteStream(OBlock oblock);
   bool QueuePromotion(OBlock oblock);
@@ -148,11 +145,7 @@ class TinyLfuPolicy final : public Policy {
   BackgroundTracker tracker_;
   StreamDetector streams_;
 
-  // One bit per cblock: used this period, used the period before.
-  std::vector<uint64_t> used_now_, used_before_;
-  uint64_t period_accesses_ = 0, period_hits_ = 0, last_period_hits_ = 0;
-  uint64_t hits_before_shift_ = 0;
-  unsigned stale_periods_ = 0;  // > 0: after a shift, stale victims lose
+  ShiftDetector shift_;
 
   uint64_t mapped_ = 0;
   uint64_t dirty_count_ = 0;
