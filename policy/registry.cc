@@ -2,6 +2,7 @@
 
 #include "policy/cleaner.h"
 #include "policy/smq.h"
+#include "policy/tinylfu.h"
 
 namespace tierfs::policy {
 namespace {
@@ -11,7 +12,9 @@ constexpr uint64_t kMaxCacheBlocks = (uint64_t{1} << 31);
 
 }  // namespace
 
-std::vector<std::string> PolicyNames() { return {"smq", "cleaner", "lru"}; }
+std::vector<std::string> PolicyNames() {
+  return {"smq", "cleaner", "lru", "tinylfu"};
+}
 
 Result<std::unique_ptr<Policy>> CreatePolicy(std::string_view name,
                                              const PolicyParams& params,
@@ -21,9 +24,10 @@ Result<std::unique_ptr<Policy>> CreatePolicy(std::string_view name,
     if (error_message != nullptr) *error_message = std::move(text);
     return ErrnoCode(EINVAL);
   };
-  if (name != "smq" && name != "cleaner" && name != "lru") {
+  if (name != "smq" && name != "cleaner" && name != "lru" &&
+      name != "tinylfu") {
     return fail("unknown policy '" + std::string(name) +
-                "' (smq, cleaner, lru)");
+                "' (smq, cleaner, lru, tinylfu)");
   }
   if (params.cache_blocks == 0 || params.cache_blocks > kMaxCacheBlocks ||
       params.block_size == 0 ||
@@ -33,6 +37,8 @@ Result<std::unique_ptr<Policy>> CreatePolicy(std::string_view name,
   std::unique_ptr<Policy> policy;
   if (name == "cleaner") {
     policy = NewCleanerPolicy(params);
+  } else if (name == "tinylfu") {
+    policy = std::make_unique<TinyLfuPolicy>(params);
   } else {
     policy = std::make_unique<SmqPolicy>(
         name == "smq" ? SmqPolicy::Variant::kSmq : SmqPolicy::Variant::kLru,

@@ -1,4 +1,4 @@
-// Creates policies by name: "smq" (default), "cleaner", "lru".
+// Creates policies by name: "smq" (default), "cleaner", "lru", "tinylfu".
 #ifndef TIERFS_POLICY_REGISTRY_H_
 #define TIERFS_POLICY_REGISTRY_H_
 

@@ -50,6 +50,7 @@ SmqPolicy::SmqPolicy(Variant variant, const PolicyParams& params)
       hotspot_stats_(kLevels),
       cache_stats_(levels_),
       sketch_(variant == Variant::kSmq ? params.cache_blocks : 0),
+      streams_(params.block_size),
       sequential_cutoff_(variant == Variant::kLru ? 0 : 4ull << 20) {
   // dm-cache keeps the top 8 hotspot levels sparse, so that the promotion
   // level selects a small, really hot set.
@@ -91,36 +92,11 @@ uint32_t SmqPolicy::CacheIndex(CBlock cblock) const {
                                                : kNullIndex;
 }
 
-bool SmqPolicy::IsSequential(OBlock oblock) {
-  if (sequential_cutoff_ == 0) return false;
-  ++stream_clock_;
-  Stream* victim = &streams_[0];
-  for (Stream& s : streams_) {
-    if (s.run_bytes != 0 && s.volume == oblock.volume.value()) {
-      if (oblock.index + 1 == s.next_index) {
-        // The same block again: the rest of a request split at blocks, or
-        // small sequential IO within one block.
-        s.last_used = stream_clock_;
-        return s.run_bytes > sequential_cutoff_;
-      }
-      if (oblock.index == s.next_index) {
-        s.run_bytes += params_.block_size;
-        s.next_index = oblock.index + 1;
-        s.last_used = stream_clock_;
-        return s.run_bytes > sequential_cutoff_;
-      }
-    }
-    if (s.last_used < victim->last_used) victim = &s;
-  }
-  *victim = Stream{oblock.volume.value(), oblock.index + 1, params_.block_size,
-                   stream_clock_};
-  return false;
-}
-
 bool SmqPolicy::Lookup(OBlock oblock, CBlock* cblock, IoDir dir, bool,
                        bool* background_queued) {
   sketch_.Record(oblock);
-  return LookupInternal(oblock, cblock, dir, IsSequential(oblock),
+  return LookupInternal(oblock, cblock, dir,
+                        streams_.Sequential(oblock, sequential_cutoff_),
                         background_queued);
 }
 
@@ -176,7 +152,7 @@ bool SmqPolicy::LookupWithWork(OBlock oblock, CBlock* cblock, IoDir dir, bool,
   work->reset();
   *background_queued = false;
   sketch_.Record(oblock);
-  const bool sequential = IsSequential(oblock);
+  const bool sequential = streams_.Sequential(oblock, sequential_cutoff_);
   if (dir == IoDir::kRead) {
     // The read's own origin IO fills the block: same decision as Lookup.
     return LookupInternal(oblock, cblock, dir, sequential, background_queued,

@@ -62,6 +62,7 @@
 #include "policy/frequency_sketch.h"
 #include "policy/multiqueue.h"
 #include "policy/policy.h"
+#include "policy/stream_detector.h"
 
 namespace tierfs::policy {
 
@@ -116,13 +117,6 @@ class SmqPolicy final : public Policy {
   const BackgroundTracker& tracker() const { return tracker_; }
 
  private:
-  struct Stream {
-    uint32_t volume = 0;
-    uint64_t next_index = 0;
-    uint64_t run_bytes = 0;  // 0: slot unused
-    uint64_t last_used = 0;
-  };
-  static constexpr int kStreams = 16;
   // A promotion waiting for the demotion that makes room for it.
   struct Waiting {
     uint32_t victim;
@@ -140,7 +134,6 @@ class SmqPolicy final : public Policy {
   }
   Queue& QueueOf(const Entry& e) { return e.dirty ? dirty_ : clean_; }
 
-  bool IsSequential(OBlock oblock);
   // `direct`: a promotion into a free cblock is issued and returned there
   // instead of being queued (LookupWithWork).
   bool LookupInternal(OBlock oblock, CBlock* cblock, IoDir dir, bool sequential,
@@ -188,6 +181,7 @@ class SmqPolicy final : public Policy {
   QueueStats cache_stats_;
   BackgroundTracker tracker_;
   FrequencySketch sketch_;
+  StreamDetector streams_;
 
   uint64_t mapped_ = 0;
   uint64_t dirty_count_ = 0;
@@ -204,8 +198,6 @@ class SmqPolicy final : public Policy {
   uint64_t next_demote_period_ = 0;
 
   std::vector<Waiting> waiting_;  // at most kMaxWaiting
-  std::array<Stream, kStreams> streams_{};
-  uint64_t stream_clock_ = 0;
 
   // Config values.
   uint64_t dirty_target_percent_ = 10;

@@ -1,6 +1,7 @@
 // tierfs-policy-sim: replays a synthetic workload (or a fio iolog) through
-// registered policies and through Belady's optimal replacement (OPT), and
-// prints hit ratios and migration counts as JSON.
+// registered policies, through simulator-only models of published policies
+// (models.h) and through Belady's optimal replacement (OPT), and prints
+// hit ratios and migration counts as JSON.
 //
 // The simulated engine does what src/cache does, minus the IO: one Lookup
 // per block access (LookupWithWork for whole-block writes), SetDirty on
@@ -18,6 +19,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <memory>
 #include <set>
@@ -27,6 +29,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench/policy_sim/models.h"
 #include "policy/policy.h"
 #include "policy/registry.h"
 
@@ -40,6 +43,12 @@ struct Access {
   OBlock oblock;
   bool write = false;
   bool whole_block = false;  // a write covering the block
+  uint32_t bytes = 0;        // of the block the IO touches; 0: all of it
+};
+
+struct Trace {
+  std::vector<Access> accesses;
+  uint64_t ios = 0;  // requests (an iolog line may touch several blocks)
 };
 
 // splitmix64: fully specified, so a seed gives the same trace everywhere
@@ -147,10 +156,14 @@ std::vector<Access> MakeMixed(uint64_t cache, uint64_t ops, Rng& rng) {
 }
 
 // fio iolog (version 2 or 3): "[time] file action offset length" lines;
-// each file is a volume, each block an IO touches is an access.
+// each file is a volume, each block an IO touches is an access. `ops`
+// bounds the accesses (0: all); "-" reads standard input.
 bool ReadIolog(const std::string& path, uint64_t block_size, uint64_t ops,
-               std::vector<Access>* out, std::string* error) {
-  std::ifstream in(path);
+               Trace* trace, std::string* error) {
+  std::vector<Access>* out = &trace->accesses;
+  std::ifstream file;
+  if (path != "-") file.open(path);
+  std::istream& in = path == "-" ? std::cin : file;
   if (!in) {
     *error = "cannot open iolog " + path;
     return false;
@@ -176,11 +189,14 @@ bool ReadIolog(const std::string& path, uint64_t block_size, uint64_t ops,
     auto [it, added] =
         volumes.emplace(file, static_cast<uint32_t>(volumes.size() + 1));
     const bool write = action == "write";
+    ++trace->ios;
     for (uint64_t b = offset / block_size;
          b <= (offset + length - 1) / block_size; ++b) {
-      const bool whole =
-          offset <= b * block_size && offset + length >= (b + 1) * block_size;
-      out->push_back(Access{Block(it->second, b), write, write && whole});
+      const uint64_t begin = std::max(offset, b * block_size);
+      const uint64_t end = std::min(offset + length, (b + 1) * block_size);
+      const bool whole = end - begin == block_size;
+      out->push_back(Access{Block(it->second, b), write, write && whole,
+                            static_cast<uint32_t>(end - begin)});
     }
   }
   if (out->empty()) {
@@ -193,9 +209,50 @@ bool ReadIolog(const std::string& path, uint64_t block_size, uint64_t ops,
 struct Result {
   std::string policy;
   uint64_t hits = 0, accesses = 0;
+  uint64_t hit_bytes = 0, bytes = 0;  // of the IOs, not of the blocks
   uint64_t promotions = 0, demotions = 0, writebacks = 0;
-  double bytes_per_block = 0;
+  double bytes_per_block = -1;  // policy memory; < 0: not measured (models)
+  // Hits of each run of `interval` accesses (--intervals); empty if 0.
+  uint64_t interval = 0, interval_hits = 0, interval_seen = 0;
+  std::vector<double> interval_hit_ratios;
 };
+
+// Set by --intervals: every run reports its hit ratio per this many
+// accesses too (how fast a policy adapts).
+uint64_t g_interval = 0;
+
+// Counts one access's outcome in *r.
+void Count(const Access& a, bool hit, uint64_t block_size, Result* r) {
+  const uint64_t bytes = a.bytes ? a.bytes : block_size;
+  r->bytes += bytes;
+  if (g_interval != 0) {
+    r->interval_hits += hit;
+    if (++r->interval_seen == g_interval) {
+      r->interval_hit_ratios.push_back(static_cast<double>(r->interval_hits) /
+                                       static_cast<double>(g_interval));
+      r->interval_hits = r->interval_seen = 0;
+    }
+  }
+  if (hit) {
+    ++r->hits;
+    r->hit_bytes += bytes;
+  }
+}
+
+Result RunModel(const std::string& name, const PolicyParams& params,
+                const std::vector<Access>& trace) {
+  Result r;
+  r.policy = name;
+  std::unique_ptr<sim::Model> m = sim::NewModel(name, params.cache_blocks);
+  for (const Access& a : trace) {
+    Count(a, m->Access(a.oblock, a.write), params.block_size, &r);
+  }
+  r.accesses = trace.size();
+  r.promotions = m->counts().promotions;
+  r.demotions = m->counts().demotions;
+  r.writebacks = m->counts().writebacks;
+  return r;
+}
 
 Result RunPolicy(const std::string& name, const PolicyParams& params,
                  const ConfigValues& config, const std::vector<Access>& trace,
@@ -238,10 +295,8 @@ Result RunPolicy(const std::string& name, const PolicyParams& params,
       bool queued;
       hit = p->Lookup(a.oblock, &cblock, dir, true, &queued);
     }
-    if (hit) {
-      ++r.hits;
-      if (a.write) p->SetDirty(cblock);
-    }
+    Count(a, hit, params.block_size, &r);
+    if (hit && a.write) p->SetDirty(cblock);
     Work w;
     while (p->GetBackgroundWork(false, &w)) complete(w);
     if ((t + 1) % (kAccessesPerMs * kTickMs) == 0) {
@@ -256,7 +311,8 @@ Result RunPolicy(const std::string& name, const PolicyParams& params,
 }
 
 // Belady's MIN with demand fetch.
-Result RunOpt(uint64_t cache_blocks, const std::vector<Access>& trace) {
+Result RunOpt(uint64_t cache_blocks, uint64_t block_size,
+             const std::vector<Access>& trace) {
   Result r;
   r.policy = "opt";
   auto key = [](OBlock o) {
@@ -284,8 +340,8 @@ Result RunOpt(uint64_t cache_blocks, const std::vector<Access>& trace) {
   for (uint64_t t = 0; t < n; ++t) {
     const uint64_t k = key(trace[t].oblock);
     auto it = resident.find(k);
+    Count(trace[t], it != resident.end(), block_size, &r);
     if (it != resident.end()) {
-      ++r.hits;
       by_next.erase({it->second.next, k});
     } else {
       ++r.promotions;
@@ -307,25 +363,41 @@ Result RunOpt(uint64_t cache_blocks, const std::vector<Access>& trace) {
   return r;
 }
 
-void PrintJson(const std::string& workload, uint64_t cache_blocks, uint64_t ops,
-               uint64_t seed, const std::vector<Result>& rs) {
+void PrintJson(const std::string& workload, const PolicyParams& params,
+               const Trace& trace, uint64_t seed,
+               const std::vector<Result>& rs) {
   std::printf(
-      "{\"workload\":\"%s\",\"cache_blocks\":%llu,\"ops\":%llu,"
-      "\"seed\":%llu,\"results\":[",
-      workload.c_str(), static_cast<unsigned long long>(cache_blocks),
-      static_cast<unsigned long long>(ops),
+      "{\"workload\":\"%s\",\"cache_blocks\":%llu,\"block_size\":%llu,"
+      "\"ops\":%llu,\"ios\":%llu,\"seed\":%llu,\"results\":[",
+      workload.c_str(), static_cast<unsigned long long>(params.cache_blocks),
+      static_cast<unsigned long long>(params.block_size),
+      static_cast<unsigned long long>(trace.accesses.size()),
+      static_cast<unsigned long long>(trace.ios),
       static_cast<unsigned long long>(seed));
   for (size_t i = 0; i < rs.size(); ++i) {
     const Result& r = rs[i];
     std::printf(
-        "%s{\"policy\":\"%s\",\"hit_ratio\":%.6f,\"promotions\":%llu,"
-        "\"demotions\":%llu,\"writebacks\":%llu",
+        "%s{\"policy\":\"%s\",\"hit_ratio\":%.6f,"
+        "\"byte_hit_ratio\":%.6f,\"promotions\":%llu,"
+        "\"demotions\":%llu,\"writebacks\":%llu,"
+        "\"migrations_per_kio\":%.2f",
         i ? "," : "", r.policy.c_str(),
         r.accesses ? static_cast<double>(r.hits) / r.accesses : 0.0,
+        r.bytes ? static_cast<double>(r.hit_bytes) / r.bytes : 0.0,
         static_cast<unsigned long long>(r.promotions),
         static_cast<unsigned long long>(r.demotions),
-        static_cast<unsigned long long>(r.writebacks));
-    if (r.policy != "opt") {
+        static_cast<unsigned long long>(r.writebacks),
+        1000.0 * static_cast<double>(r.promotions + r.demotions +
+                                     r.writebacks) /
+            static_cast<double>(trace.ios ? trace.ios : r.accesses));
+    if (!r.interval_hit_ratios.empty()) {
+      std::printf(",\"interval_hit_ratios\":[");
+      for (size_t k = 0; k < r.interval_hit_ratios.size(); ++k) {
+        std::printf("%s%.4f", k ? "," : "", r.interval_hit_ratios[k]);
+      }
+      std::printf("]");
+    }
+    if (r.bytes_per_block >= 0) {
       std::printf(",\"policy_bytes_per_block\":%.1f", r.bytes_per_block);
     }
     std::printf("}");
@@ -334,15 +406,25 @@ void PrintJson(const std::string& workload, uint64_t cache_blocks, uint64_t ops,
 }
 
 void PrintText(const std::string& workload, const std::vector<Result>& rs) {
-  std::printf("workload %s\n%-8s %9s %11s %11s %11s\n", workload.c_str(),
+  std::printf("workload %s\n%-12s %9s %11s %11s %11s\n", workload.c_str(),
               "policy", "hit_ratio", "promotions", "demotions", "writebacks");
   for (const Result& r : rs) {
-    std::printf("%-8s %9.4f %11llu %11llu %11llu\n", r.policy.c_str(),
+    std::printf("%-12s %9.4f %11llu %11llu %11llu\n", r.policy.c_str(),
                 r.accesses ? static_cast<double>(r.hits) / r.accesses : 0.0,
                 static_cast<unsigned long long>(r.promotions),
                 static_cast<unsigned long long>(r.demotions),
                 static_cast<unsigned long long>(r.writebacks));
   }
+}
+
+std::string Join(const std::vector<std::string>& names) {
+  std::string out;
+  for (const std::string& n : names) out += (out.empty() ? "" : ",") + n;
+  return out;
+}
+
+bool IsModel(const std::string& name) {
+  return sim::NewModel(name, 16) != nullptr;
 }
 
 int Usage(const char* error) {
@@ -352,12 +434,15 @@ int Usage(const char* error) {
       "usage: tierfs-policy-sim --workload zipf|scan|shift|mixed|iolog\n"
       "         --cache-blocks N [--ops N] [--seed N] [--policy smq,lru,...]\n"
       "         [--iolog FILE] [--block-size BYTES] [--json]\n"
+      "         [--intervals N] (JSON: hit ratio per N accesses too)\n"
       "         [--config POLICY:KEY=VALUE]...\n"
       "Replays the workload through each policy and Belady's OPT.\n"
-      "Default ops: 1000000 (iolog: the whole log); default policies: "
-      "smq,lru.\n"
+      "Default ops: 1000000 (iolog: the whole log, \"-\": standard input);\n"
+      "default policies: smq,lru. Live policies (policy/registry): %s;\n"
+      "simulator-only models (models.h): %s.\n"
       "--config sets a policy's config value (as tierfs(5) does), e.g.\n"
-      "  --config smq:sequential_cutoff=0; it may be repeated.\n");
+      "  --config smq:sequential_cutoff=0; it may be repeated.\n",
+      Join(PolicyNames()).c_str(), Join(sim::ModelNames()).c_str());
   return error ? 2 : 0;
 }
 
@@ -398,7 +483,7 @@ int Main(int argc, char** argv) {
     } else if (arg == "--iolog") {
       if (!value(&iolog)) return Usage("--iolog needs a value");
     } else if (arg == "--cache-blocks" || arg == "--ops" || arg == "--seed" ||
-               arg == "--block-size") {
+               arg == "--block-size" || arg == "--intervals") {
       uint64_t n;
       if (!value(&v) || !ParseU64(v, &n)) {
         return Usage((arg + " needs a number").c_str());
@@ -407,6 +492,7 @@ int Main(int argc, char** argv) {
       if (arg == "--ops") ops = n, ops_given = true;
       if (arg == "--seed") seed = n;
       if (arg == "--block-size") block_size = n;
+      if (arg == "--intervals") g_interval = n;
     } else {
       return Usage(("unknown argument " + arg).c_str());
     }
@@ -414,7 +500,8 @@ int Main(int argc, char** argv) {
   if (cache_blocks == 0) return Usage("--cache-blocks N (N > 0) is required");
   if (!ops_given && workload != "iolog") ops = 1000000;
   Rng rng(seed);
-  std::vector<Access> trace;
+  Trace loaded;
+  std::vector<Access>& trace = loaded.accesses;
   if (workload == "zipf") {
     trace = MakeZipf(cache_blocks, ops, rng);
   } else if (workload == "scan") {
@@ -426,7 +513,7 @@ int Main(int argc, char** argv) {
   } else if (workload == "iolog") {
     std::string error;
     if (iolog.empty()) return Usage("--workload iolog needs --iolog FILE");
-    if (!ReadIolog(iolog, block_size, ops, &trace, &error)) {
+    if (!ReadIolog(iolog, block_size, ops, &loaded, &error)) {
       return Usage(error.c_str());
     }
   } else {
@@ -438,13 +525,17 @@ int Main(int argc, char** argv) {
   std::stringstream names(policies);
   for (std::string name; std::getline(names, name, ',');) {
     if (name == "opt") continue;  // always reported
+    if (IsModel(name)) {
+      results.push_back(RunModel(name, params, trace));
+      continue;
+    }
     std::string error;
     results.push_back(RunPolicy(name, params, configs[name], trace, &error));
     if (!error.empty()) return Usage(error.c_str());
   }
-  results.push_back(RunOpt(cache_blocks, trace));
+  results.push_back(RunOpt(cache_blocks, block_size, trace));
   if (json) {
-    PrintJson(workload, cache_blocks, trace.size(), seed, results);
+    PrintJson(workload, params, loaded, seed, results);
   } else {
     PrintText(workload, results);
   }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """tierfs-policy-sim: JSON shape, determinism, bad input, and the policy
 acceptance ratios that hold for this fixed seed (zipf, shift and mixed:
-smq >= lru; zipf: smq >= 0.75x opt; scan: smq >= 1.3x lru)."""
+smq and tinylfu >= lru; zipf: both >= 0.75x opt; scan: both >= 1.3x lru),
+and that every simulator-only model runs and stays below OPT."""
 import json
 import subprocess
 import sys
@@ -33,14 +34,14 @@ def main():
     failures = []
     docs = {}
     for w in ["zipf", "scan", "shift", "mixed"]:
-        out, doc = sim(w, "--policy", "smq,lru,cleaner")
-        again, _ = sim(w, "--policy", "smq,lru,cleaner")
+        out, doc = sim(w, "--policy", "smq,lru,cleaner,tinylfu")
+        again, _ = sim(w, "--policy", "smq,lru,cleaner,tinylfu")
         if out != again:
             failures.append(f"{w}: two runs with one seed differ")
         if doc["workload"] != w:
             failures.append(f"{w}: workload field {doc['workload']}")
         names = [r["policy"] for r in doc["results"]]
-        if names != ["smq", "lru", "cleaner", "opt"]:
+        if names != ["smq", "lru", "cleaner", "tinylfu", "opt"]:
             failures.append(f"{w}: policies {names}")
         for r in doc["results"]:
             for k in ["hit_ratio", "promotions", "demotions", "writebacks"]:
@@ -54,13 +55,25 @@ def main():
         print(w, ratios(doc))
 
     h = {w: ratios(d) for w, d in docs.items()}
-    for w in ["zipf", "shift", "mixed"]:
-        if h[w]["smq"] < h[w]["lru"]:
-            failures.append(f"{w}: smq {h[w]['smq']} < lru {h[w]['lru']}")
-    if h["scan"]["smq"] < 1.3 * h["scan"]["lru"]:
-        failures.append(f"scan: smq {h['scan']['smq']} < 1.3 x lru")
-    if h["zipf"]["smq"] < 0.75 * h["zipf"]["opt"]:
-        failures.append(f"zipf: smq {h['zipf']['smq']} < 0.75 x opt")
+    for p in ["smq", "tinylfu"]:
+        for w in ["zipf", "shift", "mixed"]:
+            if h[w][p] < h[w]["lru"]:
+                failures.append(f"{w}: {p} {h[w][p]} < lru {h[w]['lru']}")
+        if h["scan"][p] < 1.3 * h["scan"]["lru"]:
+            failures.append(f"scan: {p} {h['scan'][p]} < 1.3 x lru")
+        if h["zipf"][p] < 0.75 * h["zipf"]["opt"]:
+            failures.append(f"zipf: {p} {h['zipf'][p]} < 0.75 x opt")
+    models = "arc,2q,s3fifo,sieve,wtinylfu,wtinylfu-hc,awtinylfu,lirs"
+    doc = json.loads(run("--workload", "mixed", "--cache-blocks", "512",
+                         "--ops", "100000", "--json", "--policy",
+                         models).stdout)
+    got = {r["policy"]: r for r in doc["results"]}
+    for m in models.split(","):
+        r = got.get(m)
+        if r is None or not 0.5 < r["hit_ratio"] <= got["opt"]["hit_ratio"]:
+            failures.append(f"model {m}: {r}")
+        elif r["promotions"] < r["demotions"]:
+            failures.append(f"model {m}: more demotions than promotions")
     # The cleaner never promotes, so it never hits a cold cache.
     if h["zipf"]["cleaner"] != 0.0:
         failures.append("cleaner hit without promoting")
