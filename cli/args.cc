@@ -32,7 +32,7 @@ constexpr const char* kUsage =
     "                             an existing cache keeps its own)\n"
     "      --mode MODE            writeback, writethrough, passthrough\n"
     "                             (default writeback)\n"
-    "      --policy NAME          smq, cleaner, lru (default smq)\n"
+    "      --policy NAME          tinylfu, smq, cleaner, lru (default tinylfu)\n"
     "      --migration-threshold SIZE  migration bytes in flight (default "
     "16M)\n"
     "      --set KEY=VALUE        start with a tunable set (repeatable;\n"
@@ -197,7 +197,7 @@ int TakeValue(Option option, const char* text, Args* args) {
       const std::vector<std::string> names = policy::PolicyNames();
       if (std::find(names.begin(), names.end(), text) == names.end()) {
         return UsageError(std::string("--policy: unknown policy '") + text +
-                          "' (smq, cleaner, lru)");
+                          "' (tinylfu, smq, cleaner, lru)");
       }
       cache.engine.policy = text;
       return -1;

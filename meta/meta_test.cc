@@ -164,7 +164,7 @@ TEST_F(MetaTest, FormatThenLoadRoundTrips) {
   EXPECT_EQ(s.super.uuid, sb.uuid);
   EXPECT_EQ(s.super.block_size, 64u * 1024);
   EXPECT_EQ(s.super.cache_blocks, 1234u);
-  EXPECT_EQ(s.super.policy, "smq");
+  EXPECT_EQ(s.super.policy, "tinylfu");
   // 1234 blocks * 64 bytes is below the 1 MiB floor (4 largest batches).
   EXPECT_EQ(s.super.journal_size, 1u << 20);
   EXPECT_FALSE(s.clean_shutdown);

@@ -40,7 +40,7 @@ namespace tierfs::meta {
 struct FormatOptions {
   uint64_t block_size = kDefaultBlockSize;
   uint64_t cache_blocks = 0;
-  std::string policy = "smq";
+  std::string policy = "tinylfu";
   uint64_t journal_size = 0;  // 0: sized from cache_blocks
 };
 

@@ -1,4 +1,4 @@
-// Creates policies by name: "smq" (default), "cleaner", "lru", "tinylfu".
+// Creates policies by name: "tinylfu" (default), "smq", "cleaner", "lru".
 #ifndef TIERFS_POLICY_REGISTRY_H_
 #define TIERFS_POLICY_REGISTRY_H_
 

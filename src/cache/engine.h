@@ -99,7 +99,7 @@ struct EngineOptions {
   uint64_t block_size = 64 * 1024;  // power of two, 32 KiB .. 2 MiB
   uint64_t cache_blocks = 0;
   Mode mode = Mode::kWriteback;
-  std::string policy = "smq";
+  std::string policy = "tinylfu";
   policy::ConfigValues policy_config;
   // Bytes of migrations (promotions, demotions, writebacks) in flight.
   uint64_t migration_threshold = 16ull << 20;

@@ -114,9 +114,9 @@ constexpr std::array kTable = {
     PolicyKey("policy.dirty_target_percent", "0..100", "10",
               "dirty blocks above this share of the cache are written back "
               "even under load"),
-    PolicyKey("policy.sequential_cutoff", "bytes, 0 = off", "4194304",
-              "a run of consecutive blocks longer than this is a stream (lru "
-              "default: 0)"),
+    PolicyKey("policy.sequential_cutoff", "bytes, 0 = off", "0",
+              "a run of consecutive blocks longer than this is a stream (smq "
+              "default: 4194304)"),
     PolicyKey("policy.free_target_percent", "0..50", "25",
               "smq: how much of the cache demotions may free ahead of "
               "promotions"),
@@ -126,6 +126,15 @@ constexpr std::array kTable = {
     PolicyKey("policy.admission_window", "0..1000, 0 = off", "15",
               "smq: accesses, in cache sizes, over which the frequency "
               "sketch counts"),
+    PolicyKey("policy.window_percent", "1..90", "1",
+              "tinylfu: the window's share of the cache at start (or for "
+              "good, with adaptive_window 0)"),
+    PolicyKey("policy.adaptive_window", "0 | 1", "1",
+              "tinylfu: 1 = the window grows on reuses it missed and shrinks "
+              "on reuses main missed"),
+    PolicyKey("policy.shift_detection", "0 | 1", "1",
+              "tinylfu: 1 = when the hits collapse, blocks main no longer "
+              "uses lose their place"),
 };
 
 }  // namespace

@@ -93,7 +93,8 @@ bool Harness::OpenEngine() {
   // need not be what the last one switched to at run time.
   o.engine.mode =
       rng_() % 2 == 0 ? cache::Mode::kWriteback : cache::Mode::kWritethrough;
-  o.engine.policy = rng_() % 3 == 0 ? "lru" : "smq";
+  static const char* const kStartPolicies[] = {"tinylfu", "smq", "lru"};
+  o.engine.policy = kStartPolicies[rng_() % 3];
   cache::StartReport report;
   std::string error;
   auto engine = cache::OpenPersistentCache(o, &report, &error);

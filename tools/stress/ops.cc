@@ -367,8 +367,9 @@ bool Harness::DoAdmin(int op, int index) {
         break;
       }
       case kPolicy: {
-        static const char* const kPolicies[] = {"smq", "lru", "cleaner"};
-        result = kPolicies[choice % 3];
+        static const char* const kPolicies[] = {"tinylfu", "smq", "lru",
+                                                "cleaner"};
+        result = kPolicies[choice % 4];
         std::string why;
         st = engine_->SwitchPolicy(result, &why);
         if (!why.empty()) result += " (" + why + ")";

@@ -49,7 +49,7 @@ TEST_F(ProtocolTest, OnlyRootAndTheMountingUserMayChangeSettings) {
         << reply;
   }
   EXPECT_EQ(Mode(), "writeback");
-  EXPECT_EQ(engine_->Snapshot().policy, "smq");
+  EXPECT_EQ(engine_->Snapshot().policy, "tinylfu");
   // Reading is not changing.
   EXPECT_TRUE(Ask({{"cmd", "stats"}}, 65534)["ok"]);
   EXPECT_TRUE(Ask({{"cmd", "volumes"}}, 65534)["ok"]);
