@@ -26,6 +26,10 @@ struct Entry {
   uint64_t pending_work : 1 = 0;  // out of its queue: work queued or issued
   uint64_t hit : 1 = 0;           // already requeued this period
   uint64_t mapped : 1 = 0;        // in the hash table
+  // Written in this writeback period / the one before (tinylfu): a block
+  // being written is not old enough to write back under load.
+  uint64_t written : 1 = 0;
+  uint64_t written_before : 1 = 0;
   uint32_t volume = 0;
   uint32_t hash_next = kNullIndex;
   uint32_t prev = kNullIndex;

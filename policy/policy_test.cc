@@ -126,7 +126,7 @@ TEST(PolicyTest, DemotesWhenFullAndNeverDemotesDirty) {
 }
 
 TEST(PolicyTest, DirtyTargetDrivesWritebackUnderLoadAndIdleCleansAll) {
-  for (const char* name : {"lru", "smq"}) {
+  for (const char* name : {"lru", "smq", "tinylfu"}) {
     auto p = Make(name, 100, {{"dirty_target_percent", "10"}});
     p->Tick(0, true);
     for (uint64_t i = 0; i < 30; ++i) {

@@ -116,12 +116,12 @@ void TinyLfuPolicy::CountAccess(bool hit) {
   shift_.EndPeriod();
 }
 
-bool TinyLfuPolicy::Lookup(OBlock oblock, CBlock* cblock, IoDir, bool,
+bool TinyLfuPolicy::Lookup(OBlock oblock, CBlock* cblock, IoDir dir, bool,
                            bool* background_queued) {
-  return LookupInternal(oblock, cblock, background_queued, nullptr);
+  return LookupInternal(oblock, cblock, dir, background_queued, nullptr);
 }
 
-bool TinyLfuPolicy::LookupInternal(OBlock oblock, CBlock* cblock,
+bool TinyLfuPolicy::LookupInternal(OBlock oblock, CBlock* cblock, IoDir dir,
                                    bool* background_queued,
                                    std::optional<Work>* direct) {
   *background_queued = false;
@@ -132,6 +132,7 @@ bool TinyLfuPolicy::LookupInternal(OBlock oblock, CBlock* cblock,
   if (i != kNullIndex) {
     shift_.MarkUsed(i);
     Touch(i);
+    if (dir == IoDir::kWrite) es_[i].written = 1;
     *cblock = CBlockOf(i);
     return true;
   }
@@ -157,11 +158,11 @@ bool TinyLfuPolicy::LookupWithWork(OBlock oblock, CBlock* cblock, IoDir dir,
   *background_queued = false;
   if (dir == IoDir::kRead) {
     // The read's own origin IO fills the block: same decision as Lookup.
-    return LookupInternal(oblock, cblock, background_queued, work);
+    return LookupInternal(oblock, cblock, dir, background_queued, work);
   }
   if (table_.Find(oblock) != kNullIndex || !allow_migrations_ ||
       alloc_.empty() || tracker_.Has(oblock) || tracker_.full()) {
-    return LookupInternal(oblock, cblock, background_queued, nullptr);
+    return LookupInternal(oblock, cblock, dir, background_queued, nullptr);
   }
   // A whole-block write needs no copy from origin: it goes straight into a
   // reserved slot of the window, as a read miss would after its copy.
@@ -302,23 +303,42 @@ bool TinyLfuPolicy::QueueWriteback(uint32_t i) {
   return true;
 }
 
-bool TinyLfuPolicy::QueueAgedWriteback() {
+bool TinyLfuPolicy::QueueAgedWriteback(bool idle) {
+  // Under load only blocks not written for a writeback period: cleaning a
+  // block that is written again at once costs an origin write and a
+  // clean->dirty commit for nothing.
+  auto candidate = [&](uint32_t i) {
+    const Entry& e = es_[i];
+    return e.dirty && !e.pending_work &&
+           (idle || (!e.written && !e.written_before));
+  };
   // Oldest first: the blocks nearest eviction, then the window's, then
   // protected's.
   for (Segment s : {kProbation, kWindow, kProtected}) {
     uint32_t i = lists_[s].head;
     for (int n = 0; n < kVictimScan && i != kNullIndex;
          ++n, i = es_[i].next) {
-      if (es_[i].dirty && !es_[i].pending_work) return QueueWriteback(i);
+      if (candidate(i)) return QueueWriteback(i);
     }
   }
-  // None near the old ends: any dirty block will do.
+  // None near the old ends: any such dirty block will do.
   for (Segment s : {kProbation, kWindow, kProtected}) {
     for (uint32_t i = lists_[s].head; i != kNullIndex; i = es_[i].next) {
-      if (es_[i].dirty && !es_[i].pending_work) return QueueWriteback(i);
+      if (candidate(i)) return QueueWriteback(i);
     }
   }
   return false;
+}
+
+void TinyLfuPolicy::Tick(uint64_t now, bool) {
+  if (now < next_writeback_period_) return;
+  if (next_writeback_period_ != 0) {
+    for (Entry& e : es_) {
+      e.written_before = e.written;
+      e.written = 0;
+    }
+  }
+  next_writeback_period_ = now + kWritebackPeriodMs;
 }
 
 bool TinyLfuPolicy::GetBackgroundWork(bool idle, Work* work) {
@@ -328,7 +348,7 @@ bool TinyLfuPolicy::GetBackgroundWork(bool idle, Work* work) {
   const uint64_t target =
       params_.cache_blocks * dirty_target_percent_ / 100;
   if (dirty_count_ > out && (idle || dirty_count_ - out > target)) {
-    QueueAgedWriteback();
+    QueueAgedWriteback(idle);
   }
   if (FreeCount() + tracker_.Count(WorkOp::kDemote) < Reserve()) MakeRoom();
   return tracker_.Pop(work);
@@ -409,6 +429,7 @@ void TinyLfuPolicy::CompleteBackgroundWork(const Work& work, bool success) {
 void TinyLfuPolicy::SetDirty(CBlock cblock) {
   const uint32_t i = Index(cblock);
   if (i == kNullIndex || !es_[i].mapped || es_[i].dirty) return;
+  es_[i].written = 1;
   es_[i].dirty = 1;
   ++dirty_count_;
 }

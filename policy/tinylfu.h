@@ -76,7 +76,9 @@ class TinyLfuPolicy final : public Policy {
   void InvalidateMapping(CBlock cblock) override;
   uint32_t GetHint(CBlock cblock) const override;
   uint64_t Residency() const override { return mapped_; }
-  void Tick(uint64_t, bool) override {}  // no clock: order and counts only
+  // The clock only tells recently written blocks from old ones (dirty
+  // ones are written back under load only when old).
+  void Tick(uint64_t now, bool can_block) override;
   ConfigValues EmitConfigValues() const override;
   Status SetConfigValue(std::string_view key, std::string_view value) override;
   void AllowMigrations(bool allow) override { allow_migrations_ = allow; }
@@ -101,6 +103,7 @@ class TinyLfuPolicy final : public Policy {
   static constexpr unsigned kSegments = 3;
   // How far from a list's old end a victim is looked for.
   static constexpr int kVictimScan = 32;
+  static constexpr uint64_t kWritebackPeriodMs = 10000;
 
   uint32_t Index(CBlock cblock) const;  // kNullIndex if out of range
   static CBlock CBlockOf(uint32_t i) { return CBlock(i); }
@@ -120,8 +123,8 @@ class TinyLfuPolicy final : public Policy {
   bool ShouldPromoteStream(OBlock oblock);
   // Lookup; `direct`: a promotion into a free cblock is issued and
   // returned there instead of being queued (LookupWithWork).
-  bool LookupInternal(OBlock oblock, CBlock* cblock, bool* background_queued,
-                      std::optional<Work>* direct);
+  bool LookupInternal(OBlock oblock, CBlock* cblock, IoDir dir,
+                      bool* background_queued, std::optional<Work>* direct);
   bool QueuePromotion(OBlock oblock, std::optional<Work>* direct = nullptr);
   uint32_t ReserveCBlock(OBlock oblock);
   // Moves window overflow into main while main has room.
@@ -135,7 +138,7 @@ class TinyLfuPolicy final : public Policy {
   uint32_t MainVictim();
   bool QueueDemotion(uint32_t i);
   bool QueueWriteback(uint32_t i);
-  bool QueueAgedWriteback();
+  bool QueueAgedWriteback(bool idle);
   void AddGhost(uint32_t i);
   void Map(uint32_t i);
   void Unmap(uint32_t i);
@@ -154,6 +157,7 @@ class TinyLfuPolicy final : public Policy {
 
   uint64_t mapped_ = 0;
   uint64_t dirty_count_ = 0;
+  uint64_t next_writeback_period_ = 0;  // monotonic ms; 0 = not ticked yet
   uint64_t window_target_;
   bool allow_migrations_ = true;
 
