@@ -142,7 +142,12 @@ InodeFd InodeTable::PinLocked(Inode* inode) {
 
 void InodeTable::Unpin(Inode* inode) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (--inode->pins_ > 0 || inode->handle_.empty()) return;
+  if (--inode->pins_ > 0) return;
+  if (inode->nlookup == 0 && inode != root_.get()) {
+    EraseLocked(inode);  // forgotten while pinned
+    return;
+  }
+  if (inode->handle_.empty()) return;
   inode->lru_pos_ = lru_.insert(lru_.begin(), inode);
   inode->in_lru_ = true;
   EvictLocked();
@@ -238,7 +243,16 @@ void InodeTable::Forget(Inode* inode, uint64_t count) {
   if (inode == root_.get()) return;
   std::lock_guard<std::mutex> lock(mu_);
   inode->nlookup -= std::min(count, inode->nlookup);
-  if (inode->nlookup > 0) return;
+  // A request that pinned the inode may still be finishing: it answers the
+  // kernel before its pin goes, and the kernel may forget the inode at once
+  // (rm -r removes a directory as soon as its last entry's unlink is
+  // answered). The last Unpin erases it then; a Lookup before that revives
+  // it.
+  if (inode->nlookup > 0 || inode->pins_ > 0) return;
+  EraseLocked(inode);
+}
+
+void InodeTable::EraseLocked(Inode* inode) {
   if (inode->in_lru_) lru_.erase(inode->lru_pos_);
   if (inode->fd_ >= 0 && !inode->handle_.empty()) --closable_open_;
   inodes_.erase(std::make_pair(inode->dev, inode->ino));  // closes its fd

@@ -93,8 +93,9 @@ class InodeFd {
 
 // Thread-safe: every method may be called concurrently (one mutex, held only
 // for bookkeeping and closing fds; opens and the handle syscalls run outside
-// it). An Inode* stays valid until Forget drops its last lookup reference;
-// the kernel sends no request for an inode after its FORGET.
+// it). An Inode* stays valid until Forget drops its last lookup reference
+// and no InodeFd of it is left; the kernel sends no request for an inode
+// after its FORGET.
 class InodeTable {
  public:
   // Closable inode fds kept open, pinned ones included; more only while more
@@ -124,8 +125,8 @@ class InodeTable {
   // reference, and fills `entry`. Returns an errno on failure.
   int Lookup(Inode* parent, const char* name, fuse_entry_param* entry,
              double timeout);
-  // Drops `count` lookup references; frees the inode at zero.
-  // REQUIRES: no InodeFd of `inode` is alive when its last reference goes.
+  // Drops `count` lookup references; frees the inode at zero, or, while an
+  // InodeFd of it is alive, when the last of those goes.
   void Forget(Inode* inode, uint64_t count);
   size_t size();
 
@@ -140,6 +141,8 @@ class InodeTable {
                     const std::vector<unsigned char>& handle);  // REQUIRES: mu_
   // Closes least recently used unpinned fds beyond the bound.
   void EvictLocked();  // REQUIRES: mu_ held
+  // Frees an inode with no lookup reference and no pin left.
+  void EraseLocked(Inode* inode);  // REQUIRES: mu_ held
 
   std::unique_ptr<Inode> root_;
   const size_t max_open_fds_;

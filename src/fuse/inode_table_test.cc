@@ -177,5 +177,35 @@ TEST_F(InodeTableTest, ConcurrentPinsAlwaysGetTheirInode) {
   }
 }
 
+// A request answers the kernel before its pin goes, and the kernel may
+// forget the inode in between (rm -r: a directory is removed, and
+// forgotten, as soon as the unlink of its last entry is answered).
+TEST_F(InodeTableTest, AnInodeForgottenWhilePinnedLivesUntilItsLastPin) {
+  Inode* inode = Lookup("f0");
+  const size_t before = table_->size();
+  {
+    Result<InodeFd> fd = table_->Fd(inode);
+    ASSERT_TRUE(fd.ok());
+    table_->Forget(inode, 1);
+    EXPECT_EQ(table_->size(), before);
+    EXPECT_EQ(InoOf(fd->get()), inode->ino);
+  }
+  EXPECT_EQ(table_->size(), before - 1);
+}
+
+TEST_F(InodeTableTest, ALookupRevivesAForgottenPinnedInode) {
+  Inode* inode = Lookup("f1");
+  const size_t before = table_->size();
+  {
+    Result<InodeFd> fd = table_->Fd(inode);
+    ASSERT_TRUE(fd.ok());
+    table_->Forget(inode, 1);
+    EXPECT_EQ(Lookup("f1"), inode);
+  }
+  EXPECT_EQ(table_->size(), before);
+  table_->Forget(inode, 1);
+  EXPECT_EQ(table_->size(), before - 1);
+}
+
 }  // namespace
 }  // namespace tierfs::fusefs
