@@ -27,6 +27,8 @@ import sys
 import tempfile
 import time
 
+from testlib import read_direct
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 TIERFS = os.environ.get("TIERFS_BIN", os.path.join(ROOT, "build/cli/tierfs"))
@@ -167,7 +169,7 @@ def main():
 
         # A volume whose name is not UTF-8, open while stats are taken.
         fd = os.open(os.path.join(mnt.encode(), b"bad-\xff\xfe.img"),
-                     os.O_RDONLY)
+                     os.O_RDONLY | os.O_DIRECT)  # no readahead (see below)
         try:
             assert os.pread(fd, 4096, 0) == b"x" * 4096
             for args in (["stats", "--json"], ["stats"], ["volumes"],
@@ -211,11 +213,14 @@ def main():
         r = ask(sock, b'{"cmd":"flush","timeout_ms":18446744073709551615}\n')
         assert r == {"ok": True}, r
         # Promote something, then a wrong-typed invalidate must not drop it.
-        with open(os.path.join(mnt, "vm.img"), "rb") as f:
-            for _ in range(20):
-                f.seek(0)
-                assert f.read() == data
-                time.sleep(0.05)
+        # O_DIRECT, so every read reaches tierfs (buffered ones would be
+        # served from the page cache) and the FUSE workers stay as they
+        # were (readahead's parallel reads may start more of them, which
+        # the thread count below would take for leaked control threads).
+        for _ in range(20):
+            assert read_direct(os.path.join(mnt, "vm.img"), 0, len(data)) \
+                == data
+            time.sleep(0.05)
         used = ask(sock, b'{"cmd":"stats"}\n')["stats"]["used_blocks"]
         expect_error(sock, b'{"cmd":"invalidate","volume":5}\n',
                      '"volume" must be a string')
@@ -290,8 +295,7 @@ def main():
         _, state2 = state_of(mnt)
         assert int(state2["pid"]) == pid
         os.kill(pid, 0)
-        with open(os.path.join(mnt, "vm.img"), "rb") as f:
-            assert f.read() == data
+        assert read_direct(os.path.join(mnt, "vm.img"), 0, len(data)) == data
         deadline = time.time() + 10
         while threads(pid) > threads_before and time.time() < deadline:
             ask(sock, b'{"cmd":"get","key":"mode"}\n')  # reaps finished ones

@@ -33,10 +33,15 @@ def check_setid_cleared(m, shared):
     """A write or truncate by a user without CAP_FSETID clears S_ISUID, and
     S_ISGID when group-executable or the writer is not in the file's group,
     as the kernel does on a local disk (chmod/12.t); root's write keeps
-    them."""
+    them. A buffered write has the kernel clear them; a direct one (O_DIRECT)
+    leaves it to the daemon (ClearSetIdOnWrite)."""
+    direct = "dd if=/dev/zero of={} bs=4096 count=1 oflag=direct " \
+             "conv=notrunc status=none"
     cases = [  # name, mode, command run by nobody (None: root appends)
         ("setid-write", 0o6777, "printf x >> {}", 0o777),
         ("setgid-nogroup-x", 0o2767, "printf x >> {}", 0o767),
+        ("setid-direct-write", 0o6777, direct, 0o777),
+        ("setgid-nogroup-x-direct", 0o2767, direct, 0o767),
         ("setid-truncate", 0o6777, "truncate -s 0 {}", 0o777),
         ("setid-root-write", 0o6777, None, 0o6777),
     ]
