@@ -33,8 +33,9 @@ def check_setid_cleared(m, shared):
     """A write or truncate by a user without CAP_FSETID clears S_ISUID, and
     S_ISGID when group-executable or the writer is not in the file's group,
     as the kernel does on a local disk (chmod/12.t); root's write keeps
-    them. A buffered write has the kernel clear them; a direct one (O_DIRECT)
-    leaves it to the daemon (ClearSetIdOnWrite)."""
+    them. For a buffered write the kernel clears S_ISUID, and S_ISGID if
+    group-executable (FUSE's rule); the rest, and everything for a direct
+    (O_DIRECT) write, is the daemon's (ClearSetIdOnWrite)."""
     direct = "dd if=/dev/zero of={} bs=4096 count=1 oflag=direct " \
              "conv=notrunc status=none"
     cases = [  # name, mode, command run by nobody (None: root appends)

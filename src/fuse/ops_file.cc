@@ -404,8 +404,9 @@ mode_t SetIdBitsToClear(const struct stat& st, const fuse_ctx* ctx) {
 // the write FUSE_WRITE_KILL_SUIDGID when the writer lacks CAP_FSETID, but
 // libfuse 3.14 does not pass the flag on; and the daemon's own write (as
 // root) would keep the bits. So the daemon applies the kernel's rule itself.
-// (A buffered write has had its bits cleared by the kernel already, with a
-// SETATTR: this then finds none left.)
+// Before a buffered write the kernel clears the bits itself with a SETATTR,
+// but FUSE's rule for S_ISGID is the old one (only if group-executable), so
+// S_ISGID of a writer outside the group is still left to this.
 int Filesystem::ClearSetIdOnWrite(const Reply& reply, Inode* inode) {
   if ((inode->mode.load(std::memory_order_relaxed) & (S_ISUID | S_ISGID)) ==
       0) {
