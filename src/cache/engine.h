@@ -362,6 +362,11 @@ class CacheEngine {
                                               const policy::Work& work,
                                               uint64_t in_block,
                                               std::span<std::byte> dest);
+  // A promotion's first half, under its level-0 cell: re-check, skip holes,
+  // read the whole block into m.buffer. Returns the bytes read (short:
+  // m.aborted set), nothing if not worth it (m.aborted set), or the origin's
+  // error (m.error set).
+  Result<std::optional<size_t>> ReadPromotionSource(Migration& m);
   // A promotion's second half: the origin block read, the cache filled and
   // the mapping committed.
   void InstallPromotion(std::shared_ptr<Migration> m);

@@ -174,29 +174,8 @@ void CacheEngine::RunPromotion(std::shared_ptr<Migration> m) {
   const prison::Key key =
       prison::BlockKey(m->work.oblock.volume, m->work.oblock.index);
   auto copy = [this, m]() mutable {
-    const uint64_t bs = options_.block_size;
-    const uint64_t start = m->work.oblock.index * bs;
-    if (!StillValid(*m)) {
-      m->aborted = true;
-      return FinishMigration(std::move(m), false);
-    }
-    // Holes stay holes: promoting one would only waste a cblock.
-    Result<uint64_t> data = m->origin->SeekData(start);
-    if (data.ok() && *data >= start + bs) {
-      Bump(counters_.hole_skips);  // not a failure: nothing worth copying
-      m->aborted = true;
-      return FinishMigration(std::move(m), false);
-    }
-    m->buffer = io::AlignedBuffer(bs, false);
-    Result<size_t> n = m->origin->ReadAt(start, m->buffer.span());
-    if (!n.ok() || *n != bs) {
-      if (!n.ok()) {
-        Bump(counters_.origin_errors);
-        m->error = n.error();
-        m->failed_store = &origin_health_;
-      } else {
-        m->aborted = true;  // the file got shorter meanwhile
-      }
+    Result<std::optional<size_t>> n = ReadPromotionSource(*m);
+    if (!n.ok() || !*n || m->aborted) {
       return FinishMigration(std::move(m), false);
     }
     InstallPromotion(std::move(m));
@@ -207,49 +186,62 @@ void CacheEngine::RunPromotion(std::shared_ptr<Migration> m) {
   }
 }
 
+Result<std::optional<size_t>> CacheEngine::ReadPromotionSource(Migration& m) {
+  const uint64_t bs = options_.block_size;
+  const uint64_t start = m.work.oblock.index * bs;
+  if (!StillValid(m)) {
+    m.aborted = true;
+    return std::optional<size_t>();
+  }
+  // Holes stay holes: promoting one would only waste a cblock.
+  Result<uint64_t> data = m.origin->SeekData(start);
+  if (data.ok() && *data >= start + bs) {
+    Bump(counters_.hole_skips);  // not a failure: nothing worth copying
+    m.aborted = true;
+    return std::optional<size_t>();
+  }
+  m.buffer = io::AlignedBuffer(bs, false);
+  Result<size_t> n = m.origin->ReadAt(start, m.buffer.span());
+  if (!n.ok()) {
+    Bump(counters_.origin_errors);
+    m.error = n.error();
+    m.failed_store = &origin_health_;
+    return n.error();
+  }
+  if (*n != bs) m.aborted = true;  // the file got shorter meanwhile
+  return std::optional<size_t>(*n);
+}
+
 Result<std::optional<size_t>> CacheEngine::PromoteOnRead(
-    std::shared_ptr<Volume> volume, const policy::Work& work,
-    uint64_t in_block, std::span<std::byte> dest) {
+    std::shared_ptr<Volume> volume, const policy::Work& work, uint64_t in_block,
+    std::span<std::byte> dest) {
   auto m = std::make_shared<Migration>();
   m->work = work;
   m->volume = std::move(volume);
   // Like RunPromotion, but in the reader's thread and only if the block is
   // free at once: a read miss never waits for a lock it does not need.
-  prison::LockResult lock = prison_->Lock(
-      prison::BlockKey(work.oblock.volume, work.oblock.index), 0);
+  prison::LockResult lock =
+      prison_->Lock(prison::BlockKey(work.oblock.volume, work.oblock.index), 0);
   if (lock.cell != nullptr && lock.status != prison::LockStatus::kLocked) {
     Dispatch(prison_->Unlock(lock.cell));
     lock.cell = nullptr;
   }
   m->cell = lock.cell;
-  const uint64_t bs = options_.block_size;
-  const uint64_t start = work.oblock.index * bs;
-  if (m->cell == nullptr || !StillValid(*m)) {
+  if (m->cell == nullptr) {
     m->aborted = true;
     FinishMigration(std::move(m), false);
     return std::optional<size_t>();
   }
-  Result<uint64_t> data = m->origin->SeekData(start);
-  if (data.ok() && *data >= start + bs) {
-    Bump(counters_.hole_skips);
-    m->aborted = true;
+  Result<std::optional<size_t>> n = ReadPromotionSource(*m);
+  if (!n.ok() || !*n) {
     FinishMigration(std::move(m), false);
-    return std::optional<size_t>();
+    return n;
   }
-  m->buffer = io::AlignedBuffer(bs, false);
-  Result<size_t> n = m->origin->ReadAt(start, m->buffer.span());
-  if (!n.ok()) {
-    Bump(counters_.origin_errors);
-    m->error = n.error();
-    m->failed_store = &origin_health_;
-    FinishMigration(std::move(m), false);
-    return n.error();
-  }
+  const size_t read = **n;
   const size_t got =
-      *n > in_block ? std::min<size_t>(dest.size(), *n - in_block) : 0;
+      read > in_block ? std::min<size_t>(dest.size(), read - in_block) : 0;
   std::memcpy(dest.data(), m->buffer.data() + in_block, got);
-  if (*n != bs) {
-    m->aborted = true;  // the file got shorter meanwhile
+  if (m->aborted) {  // short: answer what there is, install nothing
     FinishMigration(std::move(m), false);
     return std::optional<size_t>(got);
   }
