@@ -292,12 +292,12 @@ TEST(PolicyTest, ReadWorkIsTheSameDecisionAsAQueuedPromotion) {
       const OBlock o = O(rng() % 64);
       CBlock c;
       bool queued = false;
-      const bool hit = queued_policy->Lookup(o, &c, IoDir::kRead, true, &queued);
+      const bool hit =
+          queued_policy->Lookup(o, &c, IoDir::kRead, true, &queued);
       Work queued_work;
       bool has_queued_promotion = false;
       while (queued_policy->GetBackgroundWork(false, &queued_work)) {
-        if (queued_work.op == WorkOp::kPromote &&
-            queued_work.oblock == o) {
+        if (queued_work.op == WorkOp::kPromote && queued_work.oblock == o) {
           has_queued_promotion = true;
         }
         queued_policy->CompleteBackgroundWork(queued_work, true);
@@ -322,8 +322,7 @@ TEST(PolicyTest, ReadWorkIsTheSameDecisionAsAQueuedPromotion) {
         }
         direct_policy->CompleteBackgroundWork(other, true);
       }
-      EXPECT_EQ(direct_promotion, has_queued_promotion)
-          << name << " op " << op;
+      EXPECT_EQ(direct_promotion, has_queued_promotion) << name << " op " << op;
     }
     EXPECT_GE(promoted, 8) << name;  // every free cblock filled so
     EXPECT_EQ(queued_policy->Residency(), direct_policy->Residency()) << name;
@@ -608,8 +607,8 @@ TEST(PolicyTest, MemoryPerCacheBlockIsReported) {
     }
     const double per_block =
         static_cast<double>(p->MemoryBytes()) / static_cast<double>(blocks);
-    std::printf("%s memory: %.1f bytes per cache block (fully mapped)\n",
-                name, per_block);
+    std::printf("%s memory: %.1f bytes per cache block (fully mapped)\n", name,
+                per_block);
     EXPECT_LE(per_block, 48.0) << name;
   }
 }
@@ -633,7 +632,7 @@ TEST(ShiftDetectorTest, ACollapseOfHitsIsAShiftAndStaysStaleUntilRecovery) {
   EXPECT_TRUE(period(4));  // under a sixteenth of 80
   EXPECT_TRUE(d.stale());
   EXPECT_FALSE(period(30));
-  EXPECT_TRUE(d.stale());   // not yet half of the 80 before the shift
+  EXPECT_TRUE(d.stale());  // not yet half of the 80 before the shift
   EXPECT_FALSE(period(40));
   EXPECT_FALSE(d.stale());  // recovered
   d.MarkUsed(7);

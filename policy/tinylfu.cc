@@ -54,8 +54,8 @@ uint64_t TinyLfuPolicy::Reserve() const {
 }
 
 uint64_t TinyLfuPolicy::MainCapacity() const {
-  const uint64_t usable = params_.cache_blocks - std::min(params_.cache_blocks,
-                                                          Reserve());
+  const uint64_t usable =
+      params_.cache_blocks - std::min(params_.cache_blocks, Reserve());
   return usable - std::min(usable, window_target_);
 }
 
@@ -82,11 +82,11 @@ void TinyLfuPolicy::Touch(uint32_t i) {
 void TinyLfuPolicy::AdaptWindow(OBlock oblock) {
   const std::optional<GhostSet::Kind> kind = ghosts_.Take(oblock);
   if (!kind || !adaptive_window_) return;
-  const uint64_t usable = params_.cache_blocks - std::min(params_.cache_blocks,
-                                                          Reserve());
+  const uint64_t usable =
+      params_.cache_blocks - std::min(params_.cache_blocks, Reserve());
   if (*kind == GhostSet::kFirst) {
-    window_target_ = std::min(window_target_ + 1,
-                              std::max<uint64_t>(usable, 2) - 1);
+    window_target_ =
+        std::min(window_target_ + 1, std::max<uint64_t>(usable, 2) - 1);
   } else if (window_target_ > 1) {
     --window_target_;
   }
@@ -220,8 +220,7 @@ bool TinyLfuPolicy::QueuePromotion(OBlock oblock, std::optional<Work>* direct) {
 }
 
 void TinyLfuPolicy::Rebalance() {
-  while (lists_[kWindow].size > window_target_ &&
-         MainSize() < MainCapacity()) {
+  while (lists_[kWindow].size > window_target_ && MainSize() < MainCapacity()) {
     MoveTo(lists_[kWindow].head, kProbation);
   }
 }
@@ -316,8 +315,7 @@ bool TinyLfuPolicy::QueueAgedWriteback(bool idle) {
   // protected's.
   for (Segment s : {kProbation, kWindow, kProtected}) {
     uint32_t i = lists_[s].head;
-    for (int n = 0; n < kVictimScan && i != kNullIndex;
-         ++n, i = es_[i].next) {
+    for (int n = 0; n < kVictimScan && i != kNullIndex; ++n, i = es_[i].next) {
       if (candidate(i)) return QueueWriteback(i);
     }
   }
@@ -345,8 +343,7 @@ bool TinyLfuPolicy::GetBackgroundWork(bool idle, Work* work) {
   if (!allow_migrations_) return false;
   if (tracker_.Pop(work)) return true;
   const uint64_t out = tracker_.Count(WorkOp::kWriteback);
-  const uint64_t target =
-      params_.cache_blocks * dirty_target_percent_ / 100;
+  const uint64_t target = params_.cache_blocks * dirty_target_percent_ / 100;
   if (dirty_count_ > out && (idle || dirty_count_ - out > target)) {
     QueueAgedWriteback(idle);
   }
@@ -539,10 +536,9 @@ void TinyLfuPolicy::ForEachMapping(
 }
 
 size_t TinyLfuPolicy::MemoryBytes() const {
-  return sizeof(*this) + es_.capacity() * sizeof(Entry) +
-         shift_.MemoryBytes() +
-         table_.MemoryBytes() + ghosts_.MemoryBytes() +
-         sketch_.MemoryBytes() + tracker_.MemoryBytes();
+  return sizeof(*this) + es_.capacity() * sizeof(Entry) + shift_.MemoryBytes() +
+         table_.MemoryBytes() + ghosts_.MemoryBytes() + sketch_.MemoryBytes() +
+         tracker_.MemoryBytes();
 }
 
 }  // namespace tierfs::policy

@@ -30,8 +30,7 @@ class Arc final : public Model {
   // at 64 KiB blocks) are admitted only when the sketch says the block is
   // used more often than the block its admission would evict.
   explicit Arc(uint64_t c, uint64_t stream_cutoff = 0)
-      : c_(c), stream_cutoff_(stream_cutoff), sketch_(c),
-        streams_(64 * 1024) {
+      : c_(c), stream_cutoff_(stream_cutoff), sketch_(c), streams_(64 * 1024) {
     sketch_.set_sample(10 * c);
   }
 
@@ -96,9 +95,7 @@ class Arc final : public Model {
     bool dirty;
     List::iterator it;
   };
-  uint64_t Resident() const {
-    return lists_[kT1].size() + lists_[kT2].size();
-  }
+  uint64_t Resident() const { return lists_[kT1].size() + lists_[kT2].size(); }
   void Move(Node& n, Where to, Key k) {
     lists_[n.where].erase(n.it);
     lists_[to].push_front(k);
@@ -141,7 +138,8 @@ class Arc final : public Model {
 class TwoQ final : public Model {
  public:
   explicit TwoQ(uint64_t c)
-      : c_(c), kin_(std::max<uint64_t>(1, c / 4)),
+      : c_(c),
+        kin_(std::max<uint64_t>(1, c / 4)),
         kout_(std::max<uint64_t>(1, c / 2)) {}
 
   bool Access(OBlock oblock, bool write) override {
@@ -208,7 +206,8 @@ class TwoQ final : public Model {
 class S3Fifo final : public Model {
  public:
   explicit S3Fifo(uint64_t c)
-      : c_(c), small_cap_(std::max<uint64_t>(1, c / 10)),
+      : c_(c),
+        small_cap_(std::max<uint64_t>(1, c / 10)),
         ghost_cap_(c - std::min(c - 1, small_cap_)) {}
 
   bool Access(OBlock oblock, bool write) override {
@@ -354,7 +353,10 @@ class WTinyLfu final : public Model {
  public:
   WTinyLfu(uint64_t c, bool climb, unsigned window_percent = 1,
            bool admit_ties = false)
-      : c_(c), climb_(climb), admit_ties_(admit_ties), sketch_(c),
+      : c_(c),
+        climb_(climb),
+        admit_ties_(admit_ties),
+        sketch_(c),
         window_cap_(std::max<uint64_t>(1, c * window_percent / 100)),
         step_(std::max(1.0, 0.0625 * static_cast<double>(c))) {
     sketch_.set_sample(10 * c);
@@ -490,7 +492,11 @@ class WTinyLfu final : public Model {
 class AdaptiveTinyLfu final : public Model {
  public:
   AdaptiveTinyLfu(uint64_t c, bool symmetric, uint64_t ghost_each = 0)
-      : c_(c), symmetric_(symmetric), ghost_each_(ghost_each), sketch_(c), window_target_(std::max<uint64_t>(1, c / 100)) {
+      : c_(c),
+        symmetric_(symmetric),
+        ghost_each_(ghost_each),
+        sketch_(c),
+        window_target_(std::max<uint64_t>(1, c / 100)) {
     sketch_.set_sample(10 * c);
   }
 
@@ -534,8 +540,7 @@ class AdaptiveTinyLfu final : public Model {
     }
     lists_[kWindow].push_front(k);
     map_[k] = Node{kWindow, write, lists_[kWindow].begin()};
-    while (lists_[kWindow].size() > window_target_ ||
-           Resident() > c_) {
+    while (lists_[kWindow].size() > window_target_ || Resident() > c_) {
       AdmitFromWindow();
     }
     return false;
@@ -599,8 +604,7 @@ class AdaptiveTinyLfu final : public Model {
       return;
     }
     const Key victim = MainVictim();
-    if (sketch_.Estimate(OBlockOf(cand)) >
-        sketch_.Estimate(OBlockOf(victim))) {
+    if (sketch_.Estimate(OBlockOf(cand)) > sketch_.Estimate(OBlockOf(victim))) {
       ToGhost(victim, kGhostMain);
       Move(map_[cand], kProbation, cand);
     } else {
@@ -622,7 +626,8 @@ class AdaptiveTinyLfu final : public Model {
 class Lirs final : public Model {
  public:
   explicit Lirs(uint64_t c)
-      : c_(c), hir_cap_(std::max<uint64_t>(1, c / 100)),
+      : c_(c),
+        hir_cap_(std::max<uint64_t>(1, c / 100)),
         lir_cap_(c > hir_cap_ ? c - hir_cap_ : 1) {}
 
   bool Access(OBlock oblock, bool write) override {
@@ -761,8 +766,15 @@ class Lirs final : public Model {
 }  // namespace
 
 std::vector<std::string> ModelNames() {
-  return {"arc",         "2q",        "s3fifo",        "sieve", "wtinylfu",
-          "wtinylfu-hc", "awtinylfu", "awtinylfu-sym", "awtinylfu-sym-g25",
+  return {"arc",
+          "2q",
+          "s3fifo",
+          "sieve",
+          "wtinylfu",
+          "wtinylfu-hc",
+          "awtinylfu",
+          "awtinylfu-sym",
+          "awtinylfu-sym-g25",
           "lirs"};
 }
 
@@ -795,8 +807,7 @@ std::unique_ptr<Model> NewModel(std::string_view name, uint64_t cache_blocks) {
   if (name.starts_with("wtinylfu-w") &&
       std::sscanf(std::string(name).c_str(), "wtinylfu-w%u", &window) == 1 &&
       window >= 1 && window <= 90) {
-    return std::make_unique<WTinyLfu>(c, false, window,
-                                      name.ends_with("-tie"));
+    return std::make_unique<WTinyLfu>(c, false, window, name.ends_with("-tie"));
   }
   return nullptr;
 }

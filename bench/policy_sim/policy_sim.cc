@@ -312,7 +312,7 @@ Result RunPolicy(const std::string& name, const PolicyParams& params,
 
 // Belady's MIN with demand fetch.
 Result RunOpt(uint64_t cache_blocks, uint64_t block_size,
-             const std::vector<Access>& trace) {
+              const std::vector<Access>& trace) {
   Result r;
   r.policy = "opt";
   auto key = [](OBlock o) {
@@ -387,8 +387,8 @@ void PrintJson(const std::string& workload, const PolicyParams& params,
         static_cast<unsigned long long>(r.promotions),
         static_cast<unsigned long long>(r.demotions),
         static_cast<unsigned long long>(r.writebacks),
-        1000.0 * static_cast<double>(r.promotions + r.demotions +
-                                     r.writebacks) /
+        1000.0 *
+            static_cast<double>(r.promotions + r.demotions + r.writebacks) /
             static_cast<double>(trace.ios ? trace.ios : r.accesses));
     if (!r.interval_hit_ratios.empty()) {
       std::printf(",\"interval_hit_ratios\":[");

@@ -569,8 +569,8 @@ TEST(EngineFaultTest, PromotedReadMissIsOneOriginRead) {
   // The whole block is served from the cache now (the origin fails reads).
   auto block = f.Read(3 * kBlock, kBlock);
   ASSERT_TRUE(block.ok()) << block.error().message();
-  EXPECT_TRUE(std::equal(block->begin(), block->end(),
-                         f.data.begin() + 3 * kBlock));
+  EXPECT_TRUE(
+      std::equal(block->begin(), block->end(), f.data.begin() + 3 * kBlock));
   EXPECT_EQ(f.engine->Snapshot().read_hits, 1u);
 }
 

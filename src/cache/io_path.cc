@@ -207,16 +207,16 @@ CacheEngine::Step CacheEngine::ReadBlock(Request* req, uint64_t index,
     std::unique_lock<std::mutex> lock = LockPolicyForIo();
     const OBlock oblock{volume.id(), index};
     if (!req->skip_promote && MigrationsMayStart()) {
-      hit = policy_->LookupWithWork(oblock, &cblock, policy::IoDir::kRead,
-                                    true, &work, &queued);
+      hit = policy_->LookupWithWork(oblock, &cblock, policy::IoDir::kRead, true,
+                                    &work, &queued);
       if (work) {
         // In flight from here, like work PullWork hands out.
         in_flight_.fetch_add(1);
         in_flight_bytes_.fetch_add(options_.block_size);
       }
     } else {
-      hit = policy_->Lookup(oblock, &cblock, policy::IoDir::kRead, true,
-                            &queued);
+      hit =
+          policy_->Lookup(oblock, &cblock, policy::IoDir::kRead, true, &queued);
     }
     if (hit) dirty = policy_->IsDirty(cblock);
   } else {
