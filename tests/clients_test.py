@@ -2,7 +2,8 @@
 """Real clients through a real mount (issue 3): fio write+verify of a 256 MiB
 file with O_DIRECT and buffered IO, qemu-img/qemu-io on qcow2 and raw images
 (including unaligned 512-byte IO), and namespace operations that must behave
-exactly like the slow dir.
+exactly like the slow dir; then the same (fio direct only) on a --no-cache
+mount.
 """
 import errno
 import os
@@ -12,10 +13,7 @@ import subprocess
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-TIERFS = os.environ.get("TIERFS_BIN", os.path.join(ROOT, "build/cli/tierfs"))
-MIB = 1 << 20
+from testlib import MIB, TIERFS, ctl, stats
 
 
 def sh(*cmd, **kw):
@@ -36,17 +34,18 @@ def fio_verify(path, direct):
        "--do_verify=1", "--output-format=terse", stdout=subprocess.DEVNULL)
 
 
-def test_fio(mnt, slow):
+def test_fio(mnt, slow, modes=(True, False)):
     if shutil.which("fio") is None:
         print("fio: skipped (not installed)")
         return
-    for direct in (True, False):
+    for direct in modes:
         name = f"fio-{'direct' if direct else 'buffered'}.dat"
         fio_verify(os.path.join(mnt, name), direct)
         # Byte-identical in the slow dir once the daemon has it (writeback
         # happens on unmount at the latest; compare through the mount now
         # and the slow dir after the unmount in main()).
-    print("fio verify (direct, buffered): ok")
+    print("fio verify (%s): ok" %
+          ", ".join("direct" if d else "buffered" for d in modes))
 
 
 def test_qemu(mnt):
@@ -188,22 +187,32 @@ def test_namespace(mnt, slow):
     return {"odd": bytes(shadow)}
 
 
-def main():
-    if not os.path.exists("/dev/fuse"):
-        print("SKIP: /dev/fuse is missing")
-        return 77
-    work = tempfile.mkdtemp(prefix="tierfs-clients-")
+def check_uncached(mnt):
+    """A --no-cache mount still reports its IO, and refuses to cache."""
+    s = stats(mnt)
+    assert s["mode"] == "passthrough" and s["cache_blocks"] == 0, s
+    assert s["bypassed"] > 0 and s["read_hits"] == 0, s
+    r = ctl(mnt, "set", "mode", "writeback")
+    assert r.returncode != 0 and "no cache" in r.stderr, r
+    print("--no-cache stats and refusal: ok")
+
+
+def run_mount(work, extra, direct_only):
+    """One mount (tierfs mount ... EXTRA) through every client; then the
+    slow dir alone must show what the mount showed."""
     fast, slow, mnt = (os.path.join(work, d) for d in ("fast", "slow", "mnt"))
     for d in (fast, slow, mnt):
         os.makedirs(d)
     mounted = False
     try:
         sh(TIERFS, "mount", mnt, "--fast", fast, "--slow", slow,
-           "--cache-size", "128M")
+           "--cache-size", "128M", *extra)
         mounted = True
         shown = test_namespace(mnt, slow)
         test_qemu(mnt)
-        test_fio(mnt, slow)
+        test_fio(mnt, slow, (True,) if direct_only else (True, False))
+        if "--no-cache" in extra:
+            check_uncached(mnt)
         for name in ("fio-direct.dat", "fio-buffered.dat"):
             if os.path.exists(os.path.join(mnt, name)):
                 with open(os.path.join(mnt, name), "rb") as f:
@@ -215,12 +224,27 @@ def main():
         for name, data in shown.items():
             with open(os.path.join(slow, name), "rb") as f:
                 assert f.read() == data, f"{name}: slow dir differs"
-        print("PASS")
-        return 0
     finally:
         if mounted:
             subprocess.run([TIERFS, "umount", mnt])
             subprocess.run(["umount", "-l", mnt], stderr=subprocess.DEVNULL)
+
+
+def main():
+    if not os.path.exists("/dev/fuse"):
+        print("SKIP: /dev/fuse is missing")
+        return 77
+    work = tempfile.mkdtemp(prefix="tierfs-clients-")
+    try:
+        run_mount(os.path.join(work, "cached"), [], direct_only=False)
+        # --no-cache: the same engine path in passthrough, every request
+        # forwarded whole to the slow dir.
+        print("--- tierfs mount --no-cache")
+        run_mount(os.path.join(work, "uncached"), ["--no-cache"],
+                  direct_only=True)
+        print("PASS")
+        return 0
+    finally:
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -61,10 +61,27 @@ Result<std::unique_ptr<CacheEngine>> CacheEngine::Create(
       options, std::move(cache_store), std::move(policy).value()));
 }
 
+std::unique_ptr<CacheEngine> CacheEngine::CreateUncached() {
+  EngineOptions options;
+  options.mode = Mode::kPassthrough;
+  options.cache_blocks = 1;  // the policy's minimum; never used
+  options.policy = "lru";
+  options.migration_threads = 1;
+  std::unique_ptr<policy::Policy> policy =
+      std::move(policy::CreatePolicy(options.policy,
+                                     policy::PolicyParams{options.cache_blocks,
+                                                          options.block_size},
+                                     options.policy_config, nullptr)
+                    .value());
+  return std::unique_ptr<CacheEngine>(
+      new CacheEngine(options, nullptr, std::move(policy), true));
+}
+
 CacheEngine::CacheEngine(const EngineOptions& options,
                          std::unique_ptr<io::File> cache,
-                         std::unique_ptr<policy::Policy> policy)
+                         std::unique_ptr<policy::Policy> policy, bool uncached)
     : options_(options),
+      uncached_(uncached),
       cache_(std::move(cache)),
       prison_(std::make_unique<prison::Prison>()),
       mode_(options.mode),
@@ -209,6 +226,7 @@ Status CacheEngine::SwitchPolicy(std::string_view name,
 }
 
 Status CacheEngine::SetMode(Mode mode) {
+  if (uncached_ && mode != Mode::kPassthrough) return ErrnoCode(EINVAL);
   std::unique_lock<std::shared_mutex> admin(admin_mu_);
   // No request and no migration may run across the switch (discipline
   // point 1): a write that looked the mode up before it changed must not
@@ -267,7 +285,7 @@ void CacheEngine::AllowMigrations(bool allow) {
 EngineSnapshot CacheEngine::Snapshot() const {
   EngineSnapshot s;
   s.block_size = options_.block_size;
-  s.cache_blocks = options_.cache_blocks;
+  s.cache_blocks = uncached_ ? 0 : options_.cache_blocks;
   {
     std::lock_guard<std::mutex> lock(policy_mu_);
     s.used_blocks = policy_->Residency();
@@ -306,7 +324,7 @@ EngineSnapshot CacheEngine::Snapshot() const {
   s.write_p999_us = counters_.write_latency.PercentileMicros(0.999);
   s.mode = mode();
   s.migration_threshold = migration_threshold_.load();
-  s.cache_direct_io = cache_->direct();
+  s.cache_direct_io = cache_ != nullptr && cache_->direct();
   s.writeback_rate = writeback_rate_.load();
   s.migrations_allowed = migrations_allowed_.load();
   s.cache_last_error = cache_health_.last_error();

@@ -7,7 +7,8 @@
 // resume pool when the migration unlocks (never queued behind migrations,
 // which may wait long on a slow origin), and its completion callback runs
 // there.
-// No caller thread ever sleeps on a block lock.
+// No caller thread ever sleeps on a block lock. In passthrough mode no
+// block is mapped: each request goes to the origin whole, unsplit.
 //
 // THE LOCK DISCIPLINE (the kernel dm-cache's; check code against it):
 //  1. A block's mapping (cblock <-> oblock) changes only while that
@@ -161,6 +162,9 @@ class CacheEngine {
   static Result<std::unique_ptr<CacheEngine>> Create(
       const EngineOptions& options, std::unique_ptr<io::File> cache_store,
       std::string* error_message);
+  // An engine without a cache (tierfs mount --no-cache): passthrough for
+  // good, so every file still takes the one engine path. SetMode refuses.
+  static std::unique_ptr<CacheEngine> CreateUncached();
   ~CacheEngine();  // Shutdown()
 
   // Returns the volume for origin file (dev, ino), creating it on first use.
@@ -213,7 +217,8 @@ class CacheEngine {
   Result<uint64_t> Seek(Volume& volume, uint64_t offset, bool data);
 
   // Switching to passthrough requires a clean cache (EBUSY otherwise); it
-  // drops all mappings so the origin is the only copy.
+  // drops all mappings so the origin is the only copy. An uncached engine
+  // stays in passthrough (EINVAL).
   Status SetMode(Mode mode);
   Mode mode() const { return mode_.load(std::memory_order_acquire); }
   void SetMigrationThreshold(uint64_t bytes);
@@ -257,10 +262,12 @@ class CacheEngine {
   static constexpr unsigned kResumeThreads = 4;
 
   CacheEngine(const EngineOptions& options, std::unique_ptr<io::File> cache,
-              std::unique_ptr<policy::Policy> policy);
+              std::unique_ptr<policy::Policy> policy, bool uncached = false);
 
   // The IO path (io_path.cc).
-  void Start(Request* req);
+  // Enters the IO gate for a passthrough request; false (not entered) in
+  // any other mode or while a mode switch is under way.
+  bool EnterPassthrough();
   void Process(Request* req);
   enum class Step { kDone, kParked, kFailed };
   Step ReadBlock(Request* req, uint64_t index, uint64_t in_block, size_t len);
@@ -286,6 +293,8 @@ class CacheEngine {
   void Resume(Request* req);
   void Finish(Request* req, std::error_code ec);
   void CountIo(Volume& volume, Counter VolumeCounters::*counter);
+  // Counts the blocks of a passthrough request as bypassed.
+  void CountBypassed(Volume& volume, uint64_t offset, size_t size);
   // Records that the origin grew to at least `size`.
   void GrowTo(Volume& volume, uint64_t size);
 
@@ -384,7 +393,8 @@ class CacheEngine {
   bool DrainMigrations();
 
   const EngineOptions options_;
-  std::unique_ptr<io::File> cache_;
+  const bool uncached_;
+  std::unique_ptr<io::File> cache_;  // null when uncached_
   std::unique_ptr<prison::Prison> prison_;
   std::atomic<Mode> mode_;
   IoGate gate_;

@@ -547,6 +547,77 @@ TEST(EngineFaultTest, ColdMultiBlockReadIsOneOriginRead) {
   EXPECT_EQ(f.engine->Snapshot().read_misses, 16u);
 }
 
+// Passthrough forwards a request whole: a 16-block write is one origin
+// write (the block-by-block path would make 16), a read one origin read.
+TEST(EngineFaultTest, PassthroughRequestIsOneOriginIo) {
+  FaultFixture f;
+  ASSERT_TRUE(f.engine->SetMode(Mode::kPassthrough).ok());
+  f.injector->AddRule(
+      {.ops = io::kFaultWrite, .path_contains = "origin", .skip = 1});
+  f.injector->AddRule(
+      {.ops = io::kFaultRead, .path_contains = "origin", .skip = 1});
+  auto data = Pattern(16 * kBlock, 5);
+  ASSERT_TRUE(f.Write(0, data).ok());
+  auto back = f.Read(0, 16 * kBlock);
+  ASSERT_TRUE(back.ok()) << back.error().message();
+  EXPECT_EQ(*back, data);
+  EngineSnapshot s = f.engine->Snapshot();
+  EXPECT_EQ(s.bypassed, 32u);  // 16 blocks written, 16 read
+  EXPECT_EQ(s.read_misses + s.write_misses, 0u);
+}
+
+// A new tracker cannot know what was written before it existed (a volume
+// forgotten while closed, then opened again): its first Sync syncs; a second
+// with nothing written since does not.
+TEST(EngineFaultTest, NewSyncTrackerSyncsOnce) {
+  TempDir dir;
+  auto injector = std::make_shared<io::FaultInjector>(1);
+  io::FaultInjectingEnv env(io::Env::Default(), injector);
+  io::OpenOptions create;
+  create.create = true;
+  auto file = env.OpenAt(AT_FDCWD, dir.path() + "/f", create);
+  ASSERT_TRUE(file.ok());
+  SyncTracker tracker;
+  injector->AddRule({.ops = io::kFaultSync});
+  EXPECT_FALSE(tracker.Sync(**file).ok());  // it did call fdatasync
+  injector->ClearRules();
+  EXPECT_TRUE(tracker.Sync(**file).ok());
+  injector->AddRule({.ops = io::kFaultSync});
+  EXPECT_TRUE(tracker.Sync(**file).ok());  // nothing new: no fdatasync
+  tracker.Wrote();
+  EXPECT_FALSE(tracker.Sync(**file).ok());
+}
+
+// tierfs mount --no-cache: the same engine path, with no cache store.
+TEST(EngineTest, UncachedEngineForwardsEverythingAndStaysPassthrough) {
+  TempDir dir;
+  std::unique_ptr<CacheEngine> engine = CacheEngine::CreateUncached();
+  std::shared_ptr<io::File> origin = OpenFile(dir.path() + "/vol", 0);
+  struct stat st;
+  ASSERT_EQ(::stat((dir.path() + "/vol").c_str(), &st), 0);
+  auto v = engine->OpenVolume(st.st_dev, st.st_ino, origin, true);
+  auto data = Pattern(3 * kBlock + 777, 11);
+  std::promise<Status> wrote;
+  engine->Write(v, 1000, data, [&](Status r) { wrote.set_value(r); });
+  ASSERT_TRUE(wrote.get_future().get().ok());
+  EXPECT_EQ(v->size(), 1000 + data.size());
+  std::promise<std::vector<std::byte>> read;
+  engine->Read(v, 1000, data.size(), [&](Result<std::span<const std::byte>> r) {
+    read.set_value(r.ok() ? std::vector<std::byte>(r->begin(), r->end())
+                          : std::vector<std::byte>());
+  });
+  EXPECT_EQ(read.get_future().get(), data);
+  EXPECT_TRUE(engine->Fsync(*v).ok());
+  EXPECT_TRUE(engine->Truncate(*v, kBlock).ok());
+  EXPECT_EQ(v->size(), kBlock);
+  EXPECT_EQ(engine->SetMode(Mode::kWriteback).error().value(), EINVAL);
+  EngineSnapshot s = engine->Snapshot();
+  EXPECT_EQ(s.mode, Mode::kPassthrough);
+  EXPECT_EQ(s.cache_blocks, 0u);
+  EXPECT_EQ(s.bypassed, 8u);  // 4 blocks written, 4 read
+  engine->CloseVolume(v, false);
+}
+
 // A read miss that the policy promotes (lru: every miss, while free cblocks
 // last) costs one origin read: the whole block, read once, answers the read
 // and fills the cache.

@@ -14,6 +14,13 @@ bool IoGate::Enter(Continuation& retry) {
   return false;
 }
 
+bool IoGate::TryEnter() {
+  inside_.fetch_add(1);
+  if (!closed_.load()) return true;
+  Leave();
+  return false;
+}
+
 void IoGate::Leave() {
   if (inside_.fetch_sub(1) == 1 && closed_.load()) {
     std::lock_guard<std::mutex> lock(mu_);

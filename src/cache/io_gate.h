@@ -30,6 +30,8 @@ class IoGate {
   // closed; `retry` was kept and comes back from Open() (which makes the
   // retried request Enter() again).
   bool Enter(Continuation& retry);
+  // Enter without waiting: false (not inside) while the gate is closed.
+  bool TryEnter();
   void Leave();
 
   void Close();

@@ -67,6 +67,33 @@ void CacheEngine::MarkIo() {
   last_io_ms_.store(NowMs(), std::memory_order_relaxed);
 }
 
+bool CacheEngine::EnterPassthrough() {
+  if (mode() != Mode::kPassthrough || !gate_.TryEnter()) return false;
+  // Inside, the mode cannot change until we leave.
+  if (mode() == Mode::kPassthrough) return true;
+  gate_.Leave();
+  return false;
+}
+
+namespace {
+
+uint64_t MicrosSince(std::chrono::steady_clock::time_point start) {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(
+          std::chrono::steady_clock::now() - start)
+          .count());
+}
+
+}  // namespace
+
+void CacheEngine::CountBypassed(Volume& volume, uint64_t offset, size_t size) {
+  if (size == 0) return;
+  const uint64_t bs = options_.block_size;
+  const uint64_t blocks = (offset + size - 1) / bs - offset / bs + 1;
+  Bump(volume.counters_.bypassed, blocks);
+  Bump(counters_.io.bypassed, blocks);
+}
+
 void CacheEngine::Read(const std::shared_ptr<Volume>& volume, uint64_t offset,
                        size_t size, ReadDone done) {
   MarkIo();
@@ -79,6 +106,24 @@ void CacheEngine::Read(const std::shared_ptr<Volume>& volume, uint64_t offset,
   // The common case completes in this thread, into this thread's buffer.
   thread_local io::AlignedBuffer buffer;
   if (buffer.size() < size) buffer = io::AlignedBuffer(size, false);
+  if (EnterPassthrough()) {
+    const auto start = std::chrono::steady_clock::now();
+    std::shared_ptr<io::File> origin = volume->origin();
+    Result<size_t> n = origin != nullptr
+                           ? origin->ReadAt(offset, buffer.span(0, size))
+                           : Result<size_t>(ErrnoCode(EBADF));
+    CountBypassed(*volume, offset, size);
+    counters_.read_latency.Record(MicrosSince(start));
+    if (n.ok()) {
+      Bump(volume->counters_.bytes_read, *n);
+      done(std::span<const std::byte>(buffer.span(0, *n)));
+    } else {
+      Bump(counters_.origin_errors);
+      done(n.error());
+    }
+    gate_.Leave();
+    return;
+  }
   auto* req = new Request;
   req->volume = volume;
   req->offset = offset;
@@ -94,6 +139,19 @@ void CacheEngine::Write(const std::shared_ptr<Volume>& volume, uint64_t offset,
   MarkIo();
   if (read_only_.load()) {
     done(ErrnoCode(EROFS));
+    return;
+  }
+  if (EnterPassthrough()) {
+    const auto start = std::chrono::steady_clock::now();
+    std::error_code ec = WriteOrigin(*volume, offset, data);
+    CountBypassed(*volume, offset, data.size());
+    if (!ec) {
+      GrowTo(*volume, offset + data.size());
+      Bump(volume->counters_.bytes_written, data.size());
+    }
+    counters_.write_latency.Record(MicrosSince(start));
+    done(ec ? Status(ec) : OkStatus());
+    gate_.Leave();
     return;
   }
   auto* req = new Request;
@@ -165,10 +223,7 @@ void CacheEngine::Resume(Request* req) {
 }
 
 void CacheEngine::Finish(Request* req, std::error_code ec) {
-  const auto micros = static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::microseconds>(
-          std::chrono::steady_clock::now() - req->start)
-          .count());
+  const uint64_t micros = MicrosSince(req->start);
   std::unique_ptr<Request> owner(req);
   const bool entered = req->entered;
   if (req->write) {
@@ -601,7 +656,7 @@ Status SyncTracker::Sync(io::File& file) {
 }
 
 Status CacheEngine::Fsync(Volume& volume) {
-  Status st = cache_sync_.Sync(*cache_);
+  Status st = cache_ != nullptr ? cache_sync_.Sync(*cache_) : OkStatus();
   if (!st.ok()) {
     Bump(counters_.cache_errors);
     return st;

@@ -54,6 +54,8 @@ Status ApplyMode(std::string_view, std::string_view value, CacheEngine& engine,
     *error = st.error().value() == EBUSY
                  ? "passthrough needs a clean cache; run 'tierfs-ctl flush "
                    "--wait' first"
+             : st.error().value() == EINVAL
+                 ? "this mount has no cache (tierfs mount --no-cache)"
                  : st.error().message();
   }
   return st;

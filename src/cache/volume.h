@@ -27,14 +27,16 @@ namespace tierfs::cache {
 // Makes writes to one file durable with as few fdatasyncs as possible:
 // callers count completed changes with Wrote(); Sync() returns once every
 // change counted before it began is durable, sharing one fdatasync among
-// concurrent callers.
+// concurrent callers. A new tracker counts one change: the file may hold
+// unsynced writes from before it existed (a volume forgotten while closed
+// and opened again), so its first Sync always syncs.
 class SyncTracker {
  public:
   void Wrote() { written_.fetch_add(1, std::memory_order_acq_rel); }
   Status Sync(io::File& file);
 
  private:
-  std::atomic<uint64_t> written_{0};
+  std::atomic<uint64_t> written_{1};
   std::mutex mu_;
   uint64_t synced_ = 0;  // guarded by mu_
 };

@@ -29,7 +29,8 @@ struct FilesystemOptions {
   // slow dir while mounted, so the kernel's view stays right for this long.
   double timeout = 1.0;
   io::Env* env = io::Env::Default();
-  // Serves file data through the cache; null = plain passthrough.
+  // Serves every file's data (not null; tierfs mount --no-cache gives an
+  // uncached engine, which passes files through).
   cache::CacheEngine* engine = nullptr;
   // Resolved path of the slow dir, to name volumes in stats.
   std::string slow_dir;

@@ -76,8 +76,7 @@ void Filesystem::SetAttr(Reply reply, fuse_ino_t ino, struct stat* attr,
     Result<OpenData> data = AcquireData(inode, true);
     if (!data.ok()) return reply.Error(data.error());
     const auto size = static_cast<uint64_t>(attr->st_size);
-    Status st = data->volume ? options_.engine->Truncate(*data->volume, size)
-                             : data->file->Truncate(size);
+    Status st = options_.engine->Truncate(*data->volume, size);
     ReleaseData(inode, data->volume);
     if (!st.ok()) return reply.Error(st.error());
   }

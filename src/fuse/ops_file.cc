@@ -22,7 +22,6 @@
 #include <string_view>
 
 #include "src/fuse/filesystem.h"
-#include "src/io/aligned_buffer.h"
 #include "src/util/log.h"
 
 namespace tierfs::fusefs {
@@ -30,7 +29,7 @@ namespace tierfs::fusefs {
 struct Filesystem::FileHandle {
   Inode* inode;
   std::shared_ptr<io::File> file;
-  std::shared_ptr<cache::Volume> volume;  // null without an engine
+  std::shared_ptr<cache::Volume> volume;  // every file's data path
   bool direct;    // FOPEN_DIRECT_IO (opened with O_DIRECT)
   bool writable;  // opened for writing
 };
@@ -39,13 +38,6 @@ namespace {
 
 Filesystem::FileHandle* Handle(fuse_file_info* fi) {
   return reinterpret_cast<Filesystem::FileHandle*>(fi->fh);
-}
-
-std::span<std::byte> ReadBuffer(size_t size) {
-  // The kernel sends at most 1 MiB per request; one buffer per thread.
-  thread_local io::AlignedBuffer buffer;
-  if (buffer.size() < size) buffer = io::AlignedBuffer(size, false);
-  return buffer.span(0, size);
 }
 
 }  // namespace
@@ -79,7 +71,7 @@ Result<Filesystem::OpenData> Filesystem::AcquireData(Inode* inode, bool write) {
   Result<InodeFd> fd = inodes_.Fd(inode);
   if (!fd.ok()) return fd.error();
   std::lock_guard<std::mutex> lock(inode->mu);
-  if (!inode->data && engine != nullptr) {
+  if (!inode->data) {
     // A volume with dirty blocks keeps its origin handle: share it.
     if (auto volume = engine->FindVolume(inode->dev, inode->ino)) {
       if (std::shared_ptr<io::File> origin = volume->origin()) {
@@ -106,13 +98,11 @@ Result<Filesystem::OpenData> Filesystem::AcquireData(Inode* inode, bool write) {
     inode->data = std::move(file).value();
     inode->data_writable = writable;
   }
-  std::shared_ptr<cache::Volume> volume;
-  if (engine != nullptr) {
-    // The engine counts every open, and takes a writable origin in place of
-    // a read-only one (writeback needs it).
-    volume = engine->OpenVolume(inode->dev, inode->ino, inode->data,
-                                inode->data_writable, DisplayName(fd->get()));
-  }
+  // The engine counts every open, and takes a writable origin in place of a
+  // read-only one (writeback needs it).
+  std::shared_ptr<cache::Volume> volume =
+      engine->OpenVolume(inode->dev, inode->ino, inode->data,
+                         inode->data_writable, DisplayName(fd->get()));
   ++inode->open_count;
   return OpenData{inode->data, std::move(volume)};
 }
@@ -123,14 +113,12 @@ void Filesystem::ReleaseData(Inode* inode,
   // dirty blocks on a transient error (EMFILE) would lose data.
   Result<InodeFd> fd = inodes_.Fd(inode);
   std::lock_guard<std::mutex> lock(inode->mu);
-  if (volume) {
-    options_.engine->CloseVolume(volume, fd.ok() && Unlinked(fd->get()));
-  }
+  options_.engine->CloseVolume(volume, fd.ok() && Unlinked(fd->get()));
   if (--inode->open_count == 0) inode->data.reset();
 }
 
 void Filesystem::ForgetIfGone(dev_t dev, ino_t ino, bool last_link_gone) {
-  if (options_.engine == nullptr || !last_link_gone) return;
+  if (!last_link_gone) return;
   // Durable before the unlink is answered: a crash from here on leaves no
   // cached block of a file that is gone (an open file keeps working, its
   // dirty blocks written back first).
@@ -179,8 +167,7 @@ void Filesystem::Open(Reply reply, fuse_ino_t ino, fuse_file_info* fi) {
   Result<OpenData> data = AcquireData(inode, write);
   if (!data.ok()) return reply.Error(data.error());
   if (fi->flags & O_TRUNC) {
-    Status st = data->volume ? options_.engine->Truncate(*data->volume, 0)
-                             : data->file->Truncate(0);
+    Status st = options_.engine->Truncate(*data->volume, 0);
     if (!st.ok()) {
       ReleaseData(inode, data->volume);
       return reply.Error(st.error());
@@ -262,8 +249,7 @@ void Filesystem::Create(Reply reply, fuse_ino_t parent, const char* name,
     return reply.Error(data.error());
   }
   if ((fi->flags & O_TRUNC) && entry.attr.st_size != 0) {
-    Status st = data->volume ? options_.engine->Truncate(*data->volume, 0)
-                             : data->file->Truncate(0);
+    Status st = options_.engine->Truncate(*data->volume, 0);
     if (!st.ok()) {
       ReleaseData(inode, data->volume);
       inodes_.Forget(inode, 1);
@@ -303,19 +289,12 @@ void Filesystem::Read(Reply reply, fuse_ino_t ino, size_t size, off_t offset,
 
 void Filesystem::ReadData(Reply reply, FileHandle* h, size_t size,
                           off_t offset) {
-  if (h->volume) {
-    options_.engine->Read(h->volume, static_cast<uint64_t>(offset), size,
-                          [reply = std::move(reply)](
-                              Result<std::span<const std::byte>> data) mutable {
-                            if (!data.ok()) return reply.Error(data.error());
-                            reply.Buffer(*data);
-                          });
-    return;
-  }
-  std::span<std::byte> buf = ReadBuffer(size);
-  Result<size_t> n = h->file->ReadAt(static_cast<uint64_t>(offset), buf);
-  if (!n.ok()) return reply.Error(n.error());
-  reply.Buffer(buf.first(*n));
+  options_.engine->Read(h->volume, static_cast<uint64_t>(offset), size,
+                        [reply = std::move(reply)](
+                            Result<std::span<const std::byte>> data) mutable {
+                          if (!data.ok()) return reply.Error(data.error());
+                          reply.Buffer(*data);
+                        });
 }
 
 namespace {
@@ -455,17 +434,12 @@ void Filesystem::Write(Reply reply, fuse_ino_t ino, const char* buf,
   }
   std::span<const std::byte> data(reinterpret_cast<const std::byte*>(buf),
                                   size);
-  if (h->volume) {
-    options_.engine->Write(h->volume, static_cast<uint64_t>(offset), data,
-                           [this, h, ino, offset, size,
-                            reply = std::move(reply)](Status st) mutable {
-                             FinishWrite(std::move(reply), st, h, ino, offset,
-                                         size);
-                           });
-    return;
-  }
-  Status st = h->file->WriteAt(static_cast<uint64_t>(offset), data);
-  FinishWrite(std::move(reply), st, h, ino, offset, size);
+  options_.engine->Write(h->volume, static_cast<uint64_t>(offset), data,
+                         [this, h, ino, offset, size,
+                          reply = std::move(reply)](Status st) mutable {
+                           FinishWrite(std::move(reply), st, h, ino, offset,
+                                       size);
+                         });
 }
 
 void Filesystem::FinishWrite(Reply reply, const Status& st, FileHandle* h,
@@ -498,7 +472,7 @@ void Filesystem::Release(Reply reply, fuse_ino_t, fuse_file_info* fi) {
 
 void Filesystem::Fsync(Reply reply, fuse_ino_t, int, fuse_file_info* fi) {
   FileHandle* h = Handle(fi);
-  Status st = h->volume ? options_.engine->Fsync(*h->volume) : h->file->Sync();
+  Status st = options_.engine->Fsync(*h->volume);
   if (!st.ok()) return reply.Error(st.error());
   reply.Ok();
 }
@@ -510,11 +484,9 @@ void Filesystem::Fallocate(Reply reply, fuse_ino_t, int mode, off_t offset,
   const auto len = static_cast<uint64_t>(length);
   Status st;
   if (mode == 0) {
-    st = h->volume ? options_.engine->Allocate(*h->volume, off, len)
-                   : h->file->Allocate(off, len);
+    st = options_.engine->Allocate(*h->volume, off, len);
   } else if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
-    st = h->volume ? options_.engine->Discard(h->volume, off, len)
-                   : h->file->PunchHole(off, len);
+    st = options_.engine->Discard(h->volume, off, len);
   } else {
     return reply.Error(EOPNOTSUPP);
   }
@@ -532,11 +504,9 @@ void Filesystem::Lseek(Reply reply, fuse_ino_t, off_t offset, int whence,
     return reply.Error(ENXIO);
   }
   const auto off = static_cast<uint64_t>(offset);
-  // With an engine, blocks cached dirty over origin holes are data too.
+  // Blocks cached dirty over origin holes are data too.
   Result<uint64_t> pos =
-      h->volume ? options_.engine->Seek(*h->volume, off, whence == SEEK_DATA)
-      : whence == SEEK_DATA ? h->file->SeekData(off)
-                            : h->file->SeekHole(off);
+      options_.engine->Seek(*h->volume, off, whence == SEEK_DATA);
   if (!pos.ok()) return reply.Error(pos.error());
   if (whence == SEEK_DATA && *pos >= *size) return reply.Error(ENXIO);
   reply.Lseek(static_cast<off_t>(*pos));

@@ -10,10 +10,8 @@ std::unique_ptr<Session> Session::Create(int slow_dir_fd,
                                          const SessionOptions& options,
                                          std::string* error) {
   FilesystemOptions fs_options;
-  if (engine != nullptr) {
-    fs_options.engine = engine;
-    fs_options.slow_dir = slow_dir;
-  }
+  fs_options.engine = engine;
+  fs_options.slow_dir = slow_dir;
   auto fs = std::make_unique<Filesystem>(slow_dir_fd, fs_options);
 
   std::vector<std::string> args = {"tierfs"};

@@ -27,7 +27,7 @@ struct SessionOptions {
 class Session {
  public:
   // Serves the slow dir (`slow_dir_fd`, an O_PATH | O_DIRECTORY fd, taken
-  // over; `slow_dir` its path) through `engine`, or uncached when null.
+  // over; `slow_dir` its path) through `engine`, which must not be null.
   // Returns null with the reason in *error when libfuse refuses the options
   // (libfuse prints its own line first).
   static std::unique_ptr<Session> Create(int slow_dir_fd,

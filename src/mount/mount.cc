@@ -115,7 +115,7 @@ int Daemon::Run(ReadyPipe* ready) {
     Abandon();
     return kExitFailure;
   }
-  if (engine_) cache::MarkSlowDir(slow_fd_, cache_uuid_, true);
+  if (config_.cache) cache::MarkSlowDir(slow_fd_, cache_uuid_, true);
   if (!session_->CatchStopSignals()) {
     PrintError("cannot install signal handlers");
     session_->Unmount();
@@ -169,7 +169,10 @@ bool Daemon::OpenSlowDir() {
 }
 
 bool Daemon::OpenCache() {
-  if (!config_.cache) return true;
+  if (!config_.cache) {
+    engine_ = cache::CacheEngine::CreateUncached();
+    return true;
+  }
   cache::PersistentOptions options = config_.cache_options;
   options.meta_dir = meta_dir_;
   options.fast_dir = dirs_.fast;
@@ -222,7 +225,6 @@ bool Daemon::MountFuse() {
 
 void Daemon::StartControlSocket() {
   ::mkdir(RuntimeDir().c_str(), 0700);
-  if (!engine_) return;
   socket_path_ = ControlSocketPath(dirs_.mountpoint);
   control::DaemonInfo info{dirs_.mountpoint, dirs_.fast, dirs_.slow,
                            ::geteuid()};
@@ -257,7 +259,7 @@ int Daemon::ShutDown(int rc) {
   control_.reset();
   ::unlink(state_path_.c_str());
   TIERFS_LOG_INFO("unmounted %s", dirs_.mountpoint.c_str());
-  if (engine_) {
+  if (config_.cache) {
     // Dirty blocks stay in the cache (they are durable there); the final
     // checkpoint lets the next mount start warm without replaying anything.
     const uint64_t dirty = engine_->Snapshot().dirty_blocks;
