@@ -125,10 +125,12 @@ void PrintStats(const json& s) {
               static_cast<unsigned long long>(u("write_hits")),
               static_cast<unsigned long long>(u("write_misses")));
   std::printf(
-      "migrations  %llu promotions (%llu on read), %llu demotions, %llu "
-      "writebacks (%.1f/s), %llu in flight, %llu failed, %llu aborted\n",
+      "migrations  %llu promotions (%llu on read, %llu dropped), %llu "
+      "demotions, %llu writebacks (%.1f/s), %llu in flight, %llu failed, "
+      "%llu aborted\n",
       static_cast<unsigned long long>(u("promotions")),
       static_cast<unsigned long long>(u("promotions_on_read")),
+      static_cast<unsigned long long>(u("promotions_dropped")),
       static_cast<unsigned long long>(u("demotions")),
       static_cast<unsigned long long>(u("writebacks")),
       s["writeback_rate"].get<double>(),

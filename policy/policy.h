@@ -114,6 +114,10 @@ class Policy {
       const std::function<void(OBlock, CBlock, bool dirty)>& fn) const = 0;
   // Bytes of policy state, for the per-block memory budget.
   virtual size_t MemoryBytes() const = 0;
+  // Promotions decided but neither queued nor handed out (no free cblock
+  // and no room made in time, or the work queue full): the block stays on
+  // the origin until a later miss decides again.
+  virtual uint64_t DroppedPromotions() const { return 0; }
 };
 
 }  // namespace tierfs::policy

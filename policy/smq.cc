@@ -260,15 +260,24 @@ uint32_t SmqPolicy::ReserveCBlock(OBlock oblock) {
 }
 
 bool SmqPolicy::QueuePromotion(OBlock oblock, std::optional<Work>* direct) {
-  if (tracker_.Has(oblock) || tracker_.full()) return false;
+  if (tracker_.Has(oblock)) return false;
+  if (tracker_.full()) {
+    ++dropped_promotions_;
+    return false;
+  }
   if (cache_alloc_.empty()) {
     // Make room, and promote this block into the room as soon as the
     // demotion completes (dm-cache waits for the block's next miss).
-    if (FreeTargetMet()) return false;
+    if (FreeTargetMet()) {
+      ++dropped_promotions_;
+      return false;
+    }
     const size_t before = tracker_.total();
     const uint32_t victim = QueueDemotion(false);
     if (victim != kNullIndex && waiting_.size() < kMaxWaiting) {
       waiting_.push_back({victim, oblock});
+    } else {
+      ++dropped_promotions_;
     }
     return tracker_.total() != before;
   }

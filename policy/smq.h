@@ -108,6 +108,7 @@ class SmqPolicy final : public Policy {
   void ForEachMapping(
       const std::function<void(OBlock, CBlock, bool)>& fn) const override;
   size_t MemoryBytes() const override;
+  uint64_t DroppedPromotions() const override { return dropped_promotions_; }
 
   // For tests and the simulator.
   uint64_t FreeCount() const {
@@ -185,6 +186,7 @@ class SmqPolicy final : public Policy {
 
   uint64_t mapped_ = 0;
   uint64_t dirty_count_ = 0;
+  uint64_t dropped_promotions_ = 0;
   bool allow_migrations_ = true;
   unsigned promote_level_ = kLevels;
   unsigned hotspot_level_jump_ = 1;

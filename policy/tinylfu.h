@@ -89,6 +89,7 @@ class TinyLfuPolicy final : public Policy {
   void ForEachMapping(
       const std::function<void(OBlock, CBlock, bool)>& fn) const override;
   size_t MemoryBytes() const override;
+  uint64_t DroppedPromotions() const override { return dropped_promotions_; }
 
   // For tests and the simulator.
   uint64_t FreeCount() const { return alloc_.capacity() - alloc_.allocated(); }
@@ -157,6 +158,7 @@ class TinyLfuPolicy final : public Policy {
 
   uint64_t mapped_ = 0;
   uint64_t dirty_count_ = 0;
+  uint64_t dropped_promotions_ = 0;
   uint64_t next_writeback_period_ = 0;  // monotonic ms; 0 = not ticked yet
   uint64_t window_target_;
   bool allow_migrations_ = true;

@@ -131,10 +131,13 @@ def mount_passthrough_ll(binary, source, mnt):
     sh([binary, "-o", f"source={source},cache=never", mnt])
 
 
-def mount_tierfs(mnt, fast, slow, cache_bytes, prefix=(), extra=()):
+def mount_tierfs(mnt, fast, slow, cache_bytes, prefix=(), extra=(),
+                 binary=None):
     # Every workload starts from a cold cache on purpose (the slow dir
     # remembers the previous workload's cache; its data is throwaway).
-    sh(list(prefix) + [TIERFS, "mount", mnt, "--fast", fast, "--slow", slow,
+    # `binary`: another build's tierfs (a before/after comparison).
+    sh(list(prefix) + [binary or TIERFS, "mount", mnt, "--fast", fast,
+                       "--slow", slow,
                        "--cache-size", str(cache_bytes), "--discard-cache",
                        "--force"] + list(extra))
 

@@ -216,6 +216,7 @@ Status CacheEngine::SwitchPolicy(std::string_view name,
       if (st.ok() && !one.ok()) st = one;
     });
     if (st.ok()) {
+      dropped_before_switch_ += policy_->DroppedPromotions();
       policy_ = std::move(fresh).value();
     } else if (error_message != nullptr) {
       *error_message = "cannot move mappings to the new policy";
@@ -290,6 +291,8 @@ EngineSnapshot CacheEngine::Snapshot() const {
     std::lock_guard<std::mutex> lock(policy_mu_);
     s.used_blocks = policy_->Residency();
     s.dirty_blocks = policy_->DirtyCount();
+    s.promotions_dropped =
+        dropped_before_switch_ + policy_->DroppedPromotions();
     s.policy = std::string(policy_->Name());
     s.policy_config = policy_->EmitConfigValues();
     s.read_only_reason = read_only_reason_;

@@ -128,6 +128,8 @@ struct EngineSnapshot {
   uint64_t read_hits = 0, read_misses = 0, write_hits = 0, write_misses = 0;
   uint64_t promotions = 0, demotions = 0, writebacks = 0, overwrites = 0;
   uint64_t promotions_on_read = 0;
+  // Promotions the policy decided and dropped (policy.h DroppedPromotions).
+  uint64_t promotions_dropped = 0;
   uint64_t bypassed = 0, migration_failures = 0, migration_aborts = 0,
            cache_errors = 0, origin_errors = 0, hole_skips = 0;
   uint64_t policy_lock_waits = 0;
@@ -403,7 +405,9 @@ class CacheEngine {
 
   mutable std::mutex policy_mu_;
   std::unique_ptr<policy::Policy> policy_;  // guarded by policy_mu_
-  MappingIndex index_;                      // guarded by policy_mu_
+  // Dropped promotions of the policies switched away from.
+  uint64_t dropped_before_switch_ = 0;  // guarded by policy_mu_
+  MappingIndex index_;                  // guarded by policy_mu_
   // Writethrough write hits in flight per cblock that they marked dirty:
   // the block is clean again once the last of them wrote both copies.
   std::map<uint32_t, int> writethrough_writers_;  // guarded by policy_mu_

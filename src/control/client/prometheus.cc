@@ -43,6 +43,8 @@ constexpr Metric kCounters[] = {
      "Blocks copied into the cache."},
     {"promotions_on_read", "tierfs_promotions_on_read_total", "counter",
      "Promotions filled by the read miss that decided them."},
+    {"promotions_dropped", "tierfs_promotions_dropped_total", "counter",
+     "Promotions decided but dropped (no free block or queue full)."},
     {"demotions", "tierfs_demotions_total", "counter",
      "Clean blocks dropped from the cache."},
     {"writebacks", "tierfs_writebacks_total", "counter",

@@ -72,6 +72,7 @@ json StatsJson(cache::CacheEngine& engine, const DaemonInfo& info) {
       {"read_hit_ratio", Ratio(s.read_hits, s.read_misses)},
       {"promotions", s.promotions},
       {"promotions_on_read", s.promotions_on_read},
+      {"promotions_dropped", s.promotions_dropped},
       {"demotions", s.demotions},
       {"writebacks", s.writebacks},
       {"overwrites", s.overwrites},
