@@ -21,37 +21,11 @@
 #include <thread>
 #include <vector>
 
-#include "src/io/fault_injection.h"
+#include "src/cache/engine_test_util.h"
 #include "src/io/file.h"
 
 namespace tierfs::cache {
 namespace {
-
-constexpr uint64_t kBlock = 64 * 1024;
-
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/tierfs-engine-XXXXXX";
-    path_ = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { std::system(("rm -rf " + path_).c_str()); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-std::unique_ptr<io::File> OpenFile(const std::string& path, uint64_t size) {
-  io::OpenOptions o;
-  o.create = true;
-  auto f = io::Env::Default()->OpenAt(AT_FDCWD, path, o);
-  EXPECT_TRUE(f.ok()) << path;
-  if (size != 0) {
-    EXPECT_TRUE((*f)->Truncate(size).ok());
-  }
-  return std::move(f).value();
-}
 
 struct Fixture {
   explicit Fixture(uint64_t cache_blocks, std::string policy = "smq",
@@ -116,13 +90,6 @@ struct Fixture {
   TempDir dir;
   std::unique_ptr<CacheEngine> engine;
 };
-
-std::vector<std::byte> Pattern(size_t size, uint32_t seed) {
-  std::vector<std::byte> v(size);
-  std::mt19937 rng(seed);
-  for (auto& b : v) b = static_cast<std::byte>(rng());
-  return v;
-}
 
 // Reads a region often enough that the policy promotes it, then waits for
 // the promotions to finish.
@@ -290,6 +257,40 @@ TEST(EngineTest, PassthroughNeedsCleanCacheAndDropsMappings) {
 // each volume, so the expected bytes are known) on a cache much smaller than
 // the data, so promotions, demotions and writebacks churn underneath. Every
 // read is checked against the shadow, and the origin at the end.
+// tierfs mount --no-cache: the same engine path, with no cache store.
+TEST(EngineTest, UncachedEngineForwardsEverythingAndStaysPassthrough) {
+  TempDir dir;
+  std::unique_ptr<CacheEngine> engine = CacheEngine::CreateUncached();
+  std::shared_ptr<io::File> origin = OpenFile(dir.path() + "/vol", 0);
+  struct stat st;
+  ASSERT_EQ(::stat((dir.path() + "/vol").c_str(), &st), 0);
+  auto v = engine->OpenVolume(st.st_dev, st.st_ino, origin, true);
+  auto data = Pattern(3 * kBlock + 777, 11);
+  std::promise<Status> wrote;
+  engine->Write(v, 1000, data, [&](Status r) { wrote.set_value(r); });
+  ASSERT_TRUE(wrote.get_future().get().ok());
+  EXPECT_EQ(v->size(), 1000 + data.size());
+  std::promise<std::vector<std::byte>> read;
+  engine->Read(v, 1000, data.size(), [&](Result<std::span<const std::byte>> r) {
+    read.set_value(r.ok() ? std::vector<std::byte>(r->begin(), r->end())
+                          : std::vector<std::byte>());
+  });
+  EXPECT_EQ(read.get_future().get(), data);
+  EXPECT_TRUE(engine->Fsync(*v).ok());
+  EXPECT_TRUE(engine->Truncate(*v, kBlock).ok());
+  EXPECT_EQ(v->size(), kBlock);
+  EXPECT_EQ(engine->SetMode(Mode::kWriteback).error().value(), EINVAL);
+  EngineSnapshot s = engine->Snapshot();
+  EXPECT_EQ(s.mode, Mode::kPassthrough);
+  EXPECT_EQ(s.cache_blocks, 0u);
+  EXPECT_EQ(s.bypassed, 8u);  // 4 blocks written, 4 read
+  engine->CloseVolume(v, false);
+}
+
+// A read miss that the policy promotes (lru: every miss, while free cblocks
+// last) costs one origin read: the whole block, read once, answers the read
+// and fills the cache.
+
 void RandomizedStress(const std::string& policy, Mode mode, uint32_t seed) {
   constexpr int kThreads = 4;
   constexpr uint64_t kRegion = 24 * kBlock;  // per thread per volume
@@ -386,399 +387,6 @@ TEST(EngineStressTest, LruWriteback) {
 }
 TEST(EngineStressTest, SmqWritethrough) {
   RandomizedStress("smq", Mode::kWritethrough, 4);
-}
-
-}  // namespace
-}  // namespace tierfs::cache
-
-namespace tierfs::cache {
-namespace {
-
-// Fault injection on each store: data stays correct, errors are counted,
-// dirty blocks are never lost.
-struct FaultFixture {
-  FaultFixture() : injector(std::make_shared<io::FaultInjector>(5)) {
-    EngineOptions o;
-    o.block_size = kBlock;
-    o.cache_blocks = 32;
-    o.policy = "lru";
-    o.tick = std::chrono::milliseconds(10);
-    io::FaultInjectingEnv env(io::Env::Default(), injector);
-    io::OpenOptions create;
-    create.create = true;
-    auto cache = env.OpenAt(AT_FDCWD, dir.path() + "/cache", create);
-    EXPECT_TRUE(cache.ok());
-    EXPECT_TRUE((*cache)->Truncate(32 * kBlock).ok());
-    std::string error;
-    auto e = CacheEngine::Create(o, std::move(cache).value(), &error);
-    EXPECT_TRUE(e.ok()) << error;
-    engine = std::move(e).value();
-    data = Pattern(16 * kBlock, 99);
-    auto origin = env.OpenAt(AT_FDCWD, dir.path() + "/origin", create);
-    EXPECT_TRUE(origin.ok());
-    EXPECT_TRUE((*origin)->WriteAt(0, data).ok());
-    struct stat st;
-    ::stat((dir.path() + "/origin").c_str(), &st);
-    volume =
-        engine->OpenVolume(st.st_dev, st.st_ino,
-                           std::shared_ptr<io::File>(std::move(*origin)), true);
-  }
-  Result<std::vector<std::byte>> Read(uint64_t off, size_t size) {
-    std::promise<Result<std::vector<std::byte>>> p;
-    engine->Read(volume, off, size, [&p](Result<std::span<const std::byte>> r) {
-      if (!r.ok()) {
-        p.set_value(r.error());
-      } else {
-        p.set_value(std::vector<std::byte>(r->begin(), r->end()));
-      }
-    });
-    return p.get_future().get();
-  }
-  Status Write(uint64_t off, const std::vector<std::byte>& d) {
-    std::promise<Status> p;
-    engine->Write(volume, off, d, [&p](Status st) { p.set_value(st); });
-    return p.get_future().get();
-  }
-  void WarmAll() {
-    for (int r = 0; r < 4; ++r) {
-      for (uint64_t b = 0; b < 16; ++b) ASSERT_TRUE(Read(b * kBlock, 512).ok());
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-  }
-  // Until every one of the 16 blocks is cached.
-  void WarmAllFully() {
-    for (int i = 0; i < 50 && engine->Snapshot().used_blocks < 16; ++i) {
-      WarmAll();
-    }
-    ASSERT_EQ(engine->Snapshot().used_blocks, 16u);
-  }
-  TempDir dir;
-  std::shared_ptr<io::FaultInjector> injector;
-  std::unique_ptr<CacheEngine> engine;
-  std::shared_ptr<Volume> volume;
-  std::vector<std::byte> data;
-};
-
-TEST(EngineFaultTest, CacheReadErrorsFallBackToOriginForCleanBlocks) {
-  FaultFixture f;
-  f.WarmAll();
-  ASSERT_GT(f.engine->Snapshot().used_blocks, 0u);
-  f.injector->AddRule(
-      {.ops = io::kFaultRead, .path_contains = "cache", .error = EIO});
-  auto back = f.Read(0, 16 * kBlock);
-  ASSERT_TRUE(back.ok());
-  EXPECT_EQ(*back, f.data);
-  EXPECT_GT(f.engine->Snapshot().cache_errors, 0u);
-}
-
-TEST(EngineFaultTest, FullCacheStoreFailsPromotionsNotIo) {
-  FaultFixture f;
-  f.injector->AddRule(
-      {.ops = io::kFaultWrite, .path_contains = "cache", .error = ENOSPC});
-  f.WarmAll();
-  EngineSnapshot s = f.engine->Snapshot();
-  EXPECT_EQ(s.used_blocks, 0u);
-  EXPECT_GT(s.migration_failures, 0u);
-  auto back = f.Read(0, 16 * kBlock);
-  ASSERT_TRUE(back.ok());
-  EXPECT_EQ(*back, f.data);
-  // Writes still land (on the origin for uncached blocks).
-  auto d = Pattern(kBlock, 7);
-  ASSERT_TRUE(f.Write(3 * kBlock, d).ok());
-  back = f.Read(3 * kBlock, kBlock);
-  ASSERT_TRUE(back.ok());
-  EXPECT_EQ(*back, d);
-}
-
-TEST(EngineFaultTest, OriginWriteErrorsKeepDirtyBlocksUntilTheyHeal) {
-  FaultFixture f;
-  f.WarmAll();
-  ASSERT_GT(f.engine->Snapshot().used_blocks, 0u);
-  auto d = Pattern(16 * kBlock, 8);
-  f.injector->AddRule(
-      {.ops = io::kFaultWrite, .path_contains = "origin", .error = EIO});
-  // Writes to cached blocks succeed (cache only); the rest fail with EIO.
-  std::vector<bool> landed(16);
-  for (uint64_t b = 0; b < 16; ++b) {
-    std::vector<std::byte> piece(d.begin() + b * kBlock,
-                                 d.begin() + (b + 1) * kBlock);
-    landed[b] = f.Write(b * kBlock, piece).ok();
-  }
-  const uint64_t dirty = f.engine->Snapshot().dirty_blocks;
-  ASSERT_GT(dirty, 0u);
-  // Writeback cannot make progress; nothing dirty is dropped.
-  EXPECT_FALSE(f.engine->Flush(std::chrono::milliseconds(500)).ok());
-  EXPECT_EQ(f.engine->Snapshot().dirty_blocks, dirty);
-  EXPECT_GT(f.engine->Snapshot().origin_errors, 0u);
-  for (uint64_t b = 0; b < 16; ++b) {
-    auto back = f.Read(b * kBlock, kBlock);
-    ASSERT_TRUE(back.ok());
-    const auto& want = landed[b] ? d : f.data;
-    EXPECT_TRUE(
-        std::equal(back->begin(), back->end(), want.begin() + b * kBlock))
-        << "block " << b;
-  }
-  f.injector->ClearRules();
-  ASSERT_TRUE(f.engine->Flush(std::chrono::seconds(30)).ok());
-  EXPECT_EQ(f.engine->Snapshot().dirty_blocks, 0u);
-  std::vector<std::byte> origin(16 * kBlock);
-  int fd = ::open((f.dir.path() + "/origin").c_str(), O_RDONLY);
-  ASSERT_EQ(::pread(fd, origin.data(), origin.size(), 0),
-            static_cast<ssize_t>(origin.size()));
-  ::close(fd);
-  for (uint64_t b = 0; b < 16; ++b) {
-    const auto& want = landed[b] ? d : f.data;
-    EXPECT_TRUE(std::equal(origin.begin() + b * kBlock,
-                           origin.begin() + (b + 1) * kBlock,
-                           want.begin() + b * kBlock))
-        << "origin block " << b;
-  }
-}
-
-TEST(EngineFaultTest, ColdMultiBlockReadIsOneOriginRead) {
-  FaultFixture f;
-  f.engine->AllowMigrations(false);  // only foreground reads touch origin
-  // Any origin read after the first fails: 16 cold blocks must come in one.
-  f.injector->AddRule(
-      {.ops = io::kFaultRead, .path_contains = "origin", .skip = 1});
-  auto back = f.Read(0, 16 * kBlock);
-  ASSERT_TRUE(back.ok()) << back.error().message();
-  EXPECT_EQ(*back, f.data);
-  EXPECT_EQ(f.engine->Snapshot().read_misses, 16u);
-}
-
-// Passthrough forwards a request whole: a 16-block write is one origin
-// write (the block-by-block path would make 16), a read one origin read.
-TEST(EngineFaultTest, PassthroughRequestIsOneOriginIo) {
-  FaultFixture f;
-  ASSERT_TRUE(f.engine->SetMode(Mode::kPassthrough).ok());
-  f.injector->AddRule(
-      {.ops = io::kFaultWrite, .path_contains = "origin", .skip = 1});
-  f.injector->AddRule(
-      {.ops = io::kFaultRead, .path_contains = "origin", .skip = 1});
-  auto data = Pattern(16 * kBlock, 5);
-  ASSERT_TRUE(f.Write(0, data).ok());
-  auto back = f.Read(0, 16 * kBlock);
-  ASSERT_TRUE(back.ok()) << back.error().message();
-  EXPECT_EQ(*back, data);
-  EngineSnapshot s = f.engine->Snapshot();
-  EXPECT_EQ(s.bypassed, 32u);  // 16 blocks written, 16 read
-  EXPECT_EQ(s.read_misses + s.write_misses, 0u);
-}
-
-// A new tracker cannot know what was written before it existed (a volume
-// forgotten while closed, then opened again): its first Sync syncs; a second
-// with nothing written since does not.
-TEST(EngineFaultTest, NewSyncTrackerSyncsOnce) {
-  TempDir dir;
-  auto injector = std::make_shared<io::FaultInjector>(1);
-  io::FaultInjectingEnv env(io::Env::Default(), injector);
-  io::OpenOptions create;
-  create.create = true;
-  auto file = env.OpenAt(AT_FDCWD, dir.path() + "/f", create);
-  ASSERT_TRUE(file.ok());
-  SyncTracker tracker;
-  injector->AddRule({.ops = io::kFaultSync});
-  EXPECT_FALSE(tracker.Sync(**file).ok());  // it did call fdatasync
-  injector->ClearRules();
-  EXPECT_TRUE(tracker.Sync(**file).ok());
-  injector->AddRule({.ops = io::kFaultSync});
-  EXPECT_TRUE(tracker.Sync(**file).ok());  // nothing new: no fdatasync
-  tracker.Wrote();
-  EXPECT_FALSE(tracker.Sync(**file).ok());
-}
-
-// tierfs mount --no-cache: the same engine path, with no cache store.
-TEST(EngineTest, UncachedEngineForwardsEverythingAndStaysPassthrough) {
-  TempDir dir;
-  std::unique_ptr<CacheEngine> engine = CacheEngine::CreateUncached();
-  std::shared_ptr<io::File> origin = OpenFile(dir.path() + "/vol", 0);
-  struct stat st;
-  ASSERT_EQ(::stat((dir.path() + "/vol").c_str(), &st), 0);
-  auto v = engine->OpenVolume(st.st_dev, st.st_ino, origin, true);
-  auto data = Pattern(3 * kBlock + 777, 11);
-  std::promise<Status> wrote;
-  engine->Write(v, 1000, data, [&](Status r) { wrote.set_value(r); });
-  ASSERT_TRUE(wrote.get_future().get().ok());
-  EXPECT_EQ(v->size(), 1000 + data.size());
-  std::promise<std::vector<std::byte>> read;
-  engine->Read(v, 1000, data.size(), [&](Result<std::span<const std::byte>> r) {
-    read.set_value(r.ok() ? std::vector<std::byte>(r->begin(), r->end())
-                          : std::vector<std::byte>());
-  });
-  EXPECT_EQ(read.get_future().get(), data);
-  EXPECT_TRUE(engine->Fsync(*v).ok());
-  EXPECT_TRUE(engine->Truncate(*v, kBlock).ok());
-  EXPECT_EQ(v->size(), kBlock);
-  EXPECT_EQ(engine->SetMode(Mode::kWriteback).error().value(), EINVAL);
-  EngineSnapshot s = engine->Snapshot();
-  EXPECT_EQ(s.mode, Mode::kPassthrough);
-  EXPECT_EQ(s.cache_blocks, 0u);
-  EXPECT_EQ(s.bypassed, 8u);  // 4 blocks written, 4 read
-  engine->CloseVolume(v, false);
-}
-
-// A read miss that the policy promotes (lru: every miss, while free cblocks
-// last) costs one origin read: the whole block, read once, answers the read
-// and fills the cache.
-TEST(EngineFaultTest, PromotedReadMissIsOneOriginRead) {
-  FaultFixture f;
-  f.injector->AddRule(
-      {.ops = io::kFaultRead, .path_contains = "origin", .skip = 1});
-  auto back = f.Read(3 * kBlock + 4096, 4096);
-  ASSERT_TRUE(back.ok()) << back.error().message();
-  EXPECT_TRUE(std::equal(back->begin(), back->end(),
-                         f.data.begin() + 3 * kBlock + 4096));
-  for (int i = 0; i < 500 && f.engine->Snapshot().promotions == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EngineSnapshot s = f.engine->Snapshot();
-  EXPECT_EQ(s.promotions, 1u);
-  EXPECT_EQ(s.promotions_on_read, 1u);
-  EXPECT_EQ(s.used_blocks, 1u);
-  EXPECT_EQ(s.migration_failures, 0u);
-  // The whole block is served from the cache now (the origin fails reads).
-  auto block = f.Read(3 * kBlock, kBlock);
-  ASSERT_TRUE(block.ok()) << block.error().message();
-  EXPECT_TRUE(
-      std::equal(block->begin(), block->end(), f.data.begin() + 3 * kBlock));
-  EXPECT_EQ(f.engine->Snapshot().read_hits, 1u);
-}
-
-TEST(EngineFaultTest, FullCacheStoreSaysWhyAndRecoversWhenSpaceReturns) {
-  FaultFixture f;
-  f.injector->AddRule(
-      {.ops = io::kFaultWrite, .path_contains = "cache", .error = ENOSPC});
-  f.WarmAll();
-  EngineSnapshot s = f.engine->Snapshot();
-  EXPECT_EQ(s.used_blocks, 0u);
-  EXPECT_TRUE(s.cache_failing);
-  EXPECT_NE(s.cache_last_error.find("No space left on device (promotion)"),
-            std::string::npos)
-      << s.cache_last_error;
-  EXPECT_GT(s.migration_backoff_ms, 0u);
-  // Space returns: promotions resume on their own, no remount or command.
-  f.injector->ClearRules();
-  for (int i = 0; i < 100 && f.engine->Snapshot().used_blocks == 0; ++i) {
-    f.WarmAll();
-  }
-  s = f.engine->Snapshot();
-  EXPECT_GT(s.used_blocks, 0u);
-  EXPECT_FALSE(s.cache_failing);
-  EXPECT_EQ(s.migration_backoff_ms, 0u);
-  auto back = f.Read(0, 16 * kBlock);
-  ASSERT_TRUE(back.ok());
-  EXPECT_EQ(*back, f.data);
-}
-
-TEST(EngineFaultTest, CacheWriteErrorOnCleanBlockGoesToOriginInWriteback) {
-  FaultFixture f;
-  f.WarmAllFully();
-  f.injector->AddRule(
-      {.ops = io::kFaultWrite, .path_contains = "cache", .error = EIO});
-  // A partial-block write hit: the cache copy cannot take it, the origin can.
-  auto d = Pattern(4096, 3);
-  ASSERT_TRUE(f.Write(5 * kBlock + 512, d).ok());
-  EXPECT_EQ(f.engine->Snapshot().dirty_blocks, 0u);
-  EXPECT_EQ(f.engine->Snapshot().used_blocks, 15u);
-  std::copy(d.begin(), d.end(), f.data.begin() + 5 * kBlock + 512);
-  auto back = f.Read(0, 16 * kBlock);
-  ASSERT_TRUE(back.ok());
-  EXPECT_EQ(*back, f.data);
-}
-
-TEST(EngineFaultTest, OriginReadErrorsReachTheCallerCachedBlocksStillRead) {
-  FaultFixture f;
-  f.WarmAllFully();
-  f.injector->AddRule(
-      {.ops = io::kFaultRead, .path_contains = "origin", .error = EIO});
-  auto back = f.Read(0, 16 * kBlock);
-  ASSERT_TRUE(back.ok()) << "cached clean blocks need no origin";
-  EXPECT_EQ(*back, f.data);
-  ASSERT_TRUE(f.engine->InvalidateClean("").ok());
-  const uint64_t errors = f.engine->Snapshot().origin_errors;
-  back = f.Read(kBlock, 4096);
-  ASSERT_FALSE(back.ok());
-  EXPECT_EQ(back.error().value(), EIO);
-  EXPECT_GT(f.engine->Snapshot().origin_errors, errors);
-  f.injector->ClearRules();
-  back = f.Read(kBlock, 4096);
-  ASSERT_TRUE(back.ok());
-  EXPECT_TRUE(std::equal(back->begin(), back->end(), f.data.begin() + kBlock));
-}
-
-// A dead origin must not turn writeback into a hot loop: attempts are
-// spaced out (MigrationBackoff), the reason is visible, and the blocks
-// are written back once the origin heals.
-TEST(EngineFaultTest, FailingWritebackBacksOffAndKeepsDirtyBlocks) {
-  FaultFixture f;
-  f.WarmAllFully();
-  // No idle writeback may clean a block before the origin starts failing.
-  f.engine->AllowMigrations(false);
-  while (f.engine->Snapshot().migrations_in_flight != 0) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  auto d = Pattern(8 * kBlock, 4);
-  for (uint64_t b = 0; b < 8; ++b) {
-    std::vector<std::byte> piece(d.begin() + b * kBlock,
-                                 d.begin() + (b + 1) * kBlock);
-    ASSERT_TRUE(f.Write(b * kBlock, piece).ok());
-  }
-  ASSERT_EQ(f.engine->Snapshot().dirty_blocks, 8u);
-  f.injector->AddRule(
-      {.ops = io::kFaultWrite, .path_contains = "origin", .error = EIO});
-  f.engine->AllowMigrations(true);
-  // Writeback runs for 3 s, fails, and backs off.
-  EXPECT_FALSE(f.engine->Flush(std::chrono::seconds(3)).ok());
-  EngineSnapshot s = f.engine->Snapshot();
-  const uint64_t attempts = f.injector->Injected(io::kFaultWrite);
-  // Without backoff, 8 blocks retried back to back make thousands of
-  // attempts in 3 s; with 50, 100, 200, ... ms pauses (retried on the
-  // 10 ms tick) at most ~7 rounds of 8 blocks.
-  EXPECT_GT(attempts, 0u);
-  EXPECT_LE(attempts, 8u * 10);
-  EXPECT_EQ(s.dirty_blocks, 8u);
-  EXPECT_TRUE(s.origin_failing);
-  EXPECT_NE(s.origin_last_error.find("(writeback)"), std::string::npos)
-      << s.origin_last_error;
-  EXPECT_GE(s.migration_backoff_ms, 400u);
-  f.injector->ClearRules();
-  ASSERT_TRUE(f.engine->Flush(std::chrono::seconds(30)).ok());
-  s = f.engine->Snapshot();
-  EXPECT_EQ(s.dirty_blocks, 0u);
-  EXPECT_FALSE(s.origin_failing);
-  std::vector<std::byte> origin(8 * kBlock);
-  int fd = ::open((f.dir.path() + "/origin").c_str(), O_RDONLY);
-  ASSERT_EQ(::pread(fd, origin.data(), origin.size(), 0),
-            static_cast<ssize_t>(origin.size()));
-  ::close(fd);
-  EXPECT_EQ(origin, d);
-}
-
-TEST(EngineFaultTest, SlowOriginStillReadsCorrectlyDuringMigrations) {
-  FaultFixture f;
-  f.injector->AddRule({.ops = io::kFaultRead | io::kFaultWrite,
-                       .path_contains = "origin",
-                       .error = 0,
-                       .latency = std::chrono::microseconds(300)});
-  std::vector<std::thread> threads;
-  std::atomic<int> bad{0};
-  for (int t = 0; t < 3; ++t) {
-    threads.emplace_back([&, t] {
-      std::mt19937 rng(t);
-      for (int i = 0; i < 150; ++i) {
-        const uint64_t off = rng() % (16 * kBlock - 9000);
-        auto back = f.Read(off, 1 + rng() % 9000);
-        if (!back.ok() ||
-            !std::equal(back->begin(), back->end(), f.data.begin() + off)) {
-          bad++;
-        }
-      }
-    });
-  }
-  for (auto& th : threads) th.join();
-  EXPECT_EQ(bad.load(), 0);
-  EXPECT_GT(f.engine->Snapshot().promotions, 0u);
 }
 
 }  // namespace
