@@ -27,14 +27,7 @@ import sys
 import tempfile
 import time
 
-from testlib import read_direct
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-TIERFS = os.environ.get("TIERFS_BIN", os.path.join(ROOT, "build/cli/tierfs"))
-CTL = os.environ.get("TIERFS_CTL_BIN",
-                     os.path.join(os.path.dirname(TIERFS), "tierfs-ctl"))
-MIB = 1 << 20
+from testlib import CTL, MIB, TIERFS, read_direct
 
 
 def state_of(mnt):

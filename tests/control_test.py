@@ -18,13 +18,8 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-TIERFS = os.environ.get("TIERFS_BIN", os.path.join(ROOT, "build/cli/tierfs"))
-CTL = os.environ.get("TIERFS_CTL_BIN",
-                     os.path.join(os.path.dirname(TIERFS), "tierfs-ctl"))
-MIB = 1 << 20
-BLOCK = 64 * 1024
+from testlib import (BLOCK, CTL, MIB, TIERFS, read_direct, wait_for,
+                     write_direct)
 
 
 def ctl(mnt, *args, check=True):
@@ -36,37 +31,6 @@ def ctl(mnt, *args, check=True):
 
 def stats(mnt):
     return json.loads(ctl(mnt, "stats", "--json").stdout)
-
-
-def read_direct(path, offset, size):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-    try:
-        buf = bytearray(size)
-        mv = memoryview(__import__("mmap").mmap(-1, size))
-        n = os.preadv(fd, [mv], offset)
-        return bytes(mv[:n])
-    finally:
-        os.close(fd)
-
-
-def write_direct(path, offset, data):
-    import mmap
-    fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
-    try:
-        m = mmap.mmap(-1, len(data))
-        m.write(data)
-        assert os.pwritev(fd, [m], offset) == len(data)
-    finally:
-        os.close(fd)
-
-
-def wait_for(cond, timeout=30.0, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Tier:

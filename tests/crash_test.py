@@ -37,12 +37,7 @@ import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-TIERFS = os.environ.get("TIERFS_BIN", os.path.join(ROOT, "build/cli/tierfs"))
-CTL = os.environ.get("TIERFS_CTL_BIN",
-                     os.path.join(os.path.dirname(TIERFS), "tierfs-ctl"))
-MIB = 1 << 20
+from testlib import CTL, MIB, TIERFS
 SECTOR = 4096
 VOLUME = 64 * MIB
 CACHE = "16M"
