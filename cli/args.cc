@@ -28,7 +28,7 @@ constexpr const char* kUsage =
     "      -o OPT[,OPT...]        FUSE mount options (allow_other, ...)\n"
     "      --cache-size SIZE      cache size in the fast dir (default 1G;\n"
     "                             an existing cache keeps its size)\n"
-    "      --block-size SIZE      cache block size, 32K..2M (default 64K;\n"
+    "      --block-size SIZE      cache block size, 4K..2M (default 64K;\n"
     "                             an existing cache keeps its own)\n"
     "      --mode MODE            writeback, writethrough, passthrough\n"
     "                             (default writeback)\n"

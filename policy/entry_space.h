@@ -14,7 +14,7 @@
 namespace tierfs::policy {
 
 inline constexpr uint32_t kNullIndex = UINT32_MAX;
-// Entry::index has 48 bits: 2^48 blocks of at least 32 KiB is 8 EiB.
+// Entry::index has 48 bits: 2^48 blocks of at least 4 KiB is 1 EiB.
 inline constexpr uint64_t kMaxBlockIndex = (uint64_t{1} << 48) - 1;
 
 struct Entry {

@@ -7,7 +7,7 @@ namespace tierfs {
 std::string BlockSizeProblem(uint64_t block_size) {
   if (block_size < kMinBlockSize || block_size > kMaxBlockSize ||
       (block_size & (block_size - 1)) != 0) {
-    return "must be a power of two from 32K to 2M";
+    return "must be a power of two from 4K to 2M";
   }
   return "";
 }

@@ -10,7 +10,7 @@
 namespace tierfs {
 
 // The block size is a power of two in this range, fixed at format time.
-inline constexpr uint64_t kMinBlockSize = 32 * 1024;
+inline constexpr uint64_t kMinBlockSize = 4 * 1024;
 inline constexpr uint64_t kMaxBlockSize = 2 * 1024 * 1024;
 inline constexpr uint64_t kDefaultBlockSize = 64 * 1024;
 // Cache block numbers (CBlock) are 32-bit.
@@ -18,7 +18,7 @@ inline constexpr uint64_t kMaxCacheBlocks = UINT32_MAX;
 
 // Each returns the rule a value breaks, worded to follow the value's name,
 // or an empty string when the value is valid.
-//   "must be a power of two from 32K to 2M"
+//   "must be a power of two from 4K to 2M"
 std::string BlockSizeProblem(uint64_t block_size);
 //   "must hold between 1 and 2^32-1 blocks"
 std::string CacheBlocksProblem(uint64_t cache_blocks);
@@ -26,7 +26,7 @@ std::string CacheBlocksProblem(uint64_t cache_blocks);
 // `block_size`: "is smaller than one block (64 KiB)" or "holds more than
 // 2^32-1 blocks of 64 KiB".
 std::string CacheSizeProblem(uint64_t cache_size, uint64_t block_size);
-// Both rules, as a sentence: "block size must be a power of two from 32K to
+// Both rules, as a sentence: "block size must be a power of two from 4K to
 // 2M" or "cache must hold between 1 and 2^32-1 blocks".
 std::string GeometryProblem(uint64_t block_size, uint64_t cache_blocks);
 

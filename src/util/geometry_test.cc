@@ -5,12 +5,12 @@
 namespace tierfs {
 namespace {
 
-TEST(GeometryTest, BlockSizeIsAPowerOfTwoFrom32KTo2M) {
+TEST(GeometryTest, BlockSizeIsAPowerOfTwoFrom4KTo2M) {
   for (uint64_t bs = kMinBlockSize; bs <= kMaxBlockSize; bs *= 2) {
     EXPECT_EQ(BlockSizeProblem(bs), "") << bs;
   }
-  for (uint64_t bs : {0ull, 4096ull, 16384ull, 98304ull, 4ull << 20}) {
-    EXPECT_EQ(BlockSizeProblem(bs), "must be a power of two from 32K to 2M")
+  for (uint64_t bs : {0ull, 512ull, 2048ull, 98304ull, 4ull << 20}) {
+    EXPECT_EQ(BlockSizeProblem(bs), "must be a power of two from 4K to 2M")
         << bs;
   }
 }
@@ -30,7 +30,7 @@ TEST(GeometryTest, CacheHoldsOneTo2To32Minus1Blocks) {
 TEST(GeometryTest, GeometryNamesTheRuleBroken) {
   EXPECT_EQ(GeometryProblem(65536, 16), "");
   EXPECT_EQ(GeometryProblem(3000, 16),
-            "block size must be a power of two from 32K to 2M");
+            "block size must be a power of two from 4K to 2M");
   EXPECT_EQ(GeometryProblem(65536, 0),
             "cache must hold between 1 and 2^32-1 blocks");
 }

@@ -5,6 +5,8 @@
 #include <stdexcept>
 #include <string_view>
 
+#include "src/util/geometry.h"
+
 namespace tierfs::stress {
 namespace {
 
@@ -147,9 +149,8 @@ bool ParseOptions(int argc, char** argv, Options* options) {
   for (double w : options->mix) total += w;
   const uint64_t bs = options->block_size;
   if (options->volumes < 1 || options->readers < 0 || total <= 0 ||
-      options->cache_blocks == 0 || bs < (32u << 10) || bs > (2u << 20) ||
-      (bs & (bs - 1)) != 0 || options->max_file_size < bs ||
-      options->duration_s <= 0) {
+      options->cache_blocks == 0 || !BlockSizeProblem(bs).empty() ||
+      options->max_file_size < bs || options->duration_s <= 0) {
     std::fprintf(stderr, "tierfs-stress: a flag is out of range\n");
     Usage();
     return false;
