@@ -224,6 +224,56 @@ TEST_F(IntegrityTest, PassthroughSwitchWaitsForWritesInFlight) {
   EXPECT_EQ(Read(v, 2 * kBlock, kBlock), fresh);
 }
 
+// A write that passed Write()'s read-only check just before a switch to
+// passthrough whose unmaps could not be made durable (the switch turns the
+// cache read-only and opens the gate again) must not reach the origin
+// through the passthrough fast path: the metadata on disk still maps the
+// block clean, so after a crash that older cached copy would be served
+// again, though the new bytes were read back. The block path refuses such
+// a write under its cell (WriteBlock); the fast path must too.
+TEST_F(IntegrityTest, PassthroughWriteAfterFailedSwitchIsRefused) {
+  StartOk();
+  std::vector<std::byte> data = Pattern(8 * kBlock, 1);
+  MakeOrigin("vm.img", data);
+  auto v = Open("vm.img");
+  Warm(v, 8);
+  WaitIdle();
+  engine_->AllowMigrations(false);
+  WaitIdle();
+  ASSERT_GT(engine_->Snapshot().used_blocks, 2u);
+  ASSERT_EQ(engine_->Snapshot().dirty_blocks, 0u);
+  std::atomic<int> switched{-1};
+  bool once = false;
+  sync_point::Set("engine:write-started", [&](void*) {
+    if (once) return;
+    once = true;
+    // The journal fails from here: the switch's unmaps never get durable.
+    injector_->AddRule({.ops = io::kFaultWrite | io::kFaultSync,
+                        .path_contains = "tierfs/meta",
+                        .error = EIO});
+    std::thread switcher([&] {
+      Status st = engine_->SetMode(Mode::kPassthrough);
+      switched = st.ok() ? 0 : st.error().value();
+    });
+    switcher.join();
+  });
+  const std::vector<std::byte> old(data.begin() + 2 * kBlock,
+                                   data.begin() + 3 * kBlock);
+  std::vector<std::byte> fresh = Pattern(kBlock, 9);
+  Status st = Write(v, 2 * kBlock, fresh);
+  sync_point::ClearAll();
+  ASSERT_TRUE(once);
+  ASSERT_NE(switched.load(), 0);  // the unmaps could not be made durable
+  ASSERT_TRUE(engine_->Snapshot().read_only);
+  EXPECT_FALSE(st.ok()) << "written through to the origin";
+  if (!st.ok()) EXPECT_EQ(st.error().value(), EROFS);
+  EXPECT_TRUE(OriginBytes("vm.img", 2 * kBlock, kBlock) == old);
+  // What a reader sees now is what it sees after a crash.
+  const std::vector<std::byte> seen = Read(v, 2 * kBlock, kBlock);
+  v = CrashAndReopen(std::move(v), "vm.img");
+  EXPECT_TRUE(Read(v, 2 * kBlock, kBlock) == seen) << "reverted after a crash";
+}
+
 // 4. Writethrough mode, a block still dirty from writeback mode, and a
 // failing cache write: the block's other dirty bytes are not lost.
 TEST_F(IntegrityTest, WritethroughCacheErrorKeepsOtherDirtyBytes) {

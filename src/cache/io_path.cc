@@ -12,6 +12,7 @@
 #include "src/cache/worker_pool.h"
 #include "src/io/aligned_buffer.h"
 #include "src/prison/prison.h"
+#include "src/util/sync_point.h"
 
 namespace tierfs::cache {
 
@@ -113,7 +114,17 @@ void CacheEngine::Write(const std::shared_ptr<Volume>& volume, uint64_t offset,
     done(ErrnoCode(EROFS));
     return;
   }
+  TIERFS_SYNC_POINT("engine:write-started", nullptr);
   if (EnterPassthrough()) {
+    // Again inside the gate, as WriteBlock does under its cell: a switch to
+    // passthrough whose unmaps could not be made durable turns the cache
+    // read-only before it opens the gate, and the metadata on disk may
+    // still map clean copies that this write would make stale.
+    if (read_only_.load()) {
+      done(ErrnoCode(EROFS));
+      gate_.Leave();
+      return;
+    }
     const auto start = std::chrono::steady_clock::now();
     std::error_code ec = WriteOrigin(*volume, offset, data);
     CountBypassed(*volume, offset, data.size());
