@@ -1,5 +1,5 @@
-// File data operations. With a cache engine, data goes through it;
-// otherwise straight to the file.
+// File data operations. Every file's data goes through the engine (an
+// uncached one on tierfs mount --no-cache, which passes requests through).
 //
 // Which opens use direct IO: an open with O_DIRECT (qemu cache=none,
 // databases) gets FOPEN_DIRECT_IO and parallel direct writes, so its data is
