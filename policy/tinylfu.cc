@@ -192,11 +192,14 @@ uint32_t TinyLfuPolicy::ReserveCBlock(OBlock oblock) {
 
 bool TinyLfuPolicy::QueuePromotion(OBlock oblock, std::optional<Work>* direct) {
   if (tracker_.Has(oblock)) return false;
-  if (tracker_.full() || alloc_.empty()) ++dropped_promotions_;
-  if (tracker_.full()) return false;
+  if (tracker_.full()) {
+    ++dropped_promotions_;
+    return false;
+  }
   if (alloc_.empty()) {
     // The reserve ran out (a burst, or dirty victims): make room for the
     // next miss; this one stays on the origin.
+    ++dropped_promotions_;
     const size_t before = tracker_.total();
     MakeRoom();
     return tracker_.total() != before;

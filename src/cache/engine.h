@@ -297,8 +297,9 @@ class CacheEngine {
   void Resume(Request* req);
   void Finish(Request* req, std::error_code ec);
   void CountIo(Volume& volume, Counter VolumeCounters::*counter);
-  // Counts the blocks of a passthrough request as bypassed.
-  void CountBypassed(Volume& volume, uint64_t offset, size_t size);
+  // Counts the blocks of a passthrough request as bypassed and as `miss`.
+  void CountPassthrough(Volume& volume, uint64_t offset, size_t size,
+                        Counter VolumeCounters::*miss);
   // Records that the origin grew to at least `size`.
   void GrowTo(Volume& volume, uint64_t size);
 

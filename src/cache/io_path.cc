@@ -59,12 +59,16 @@ uint64_t MicrosSince(std::chrono::steady_clock::time_point start) {
 
 }  // namespace
 
-void CacheEngine::CountBypassed(Volume& volume, uint64_t offset, size_t size) {
+void CacheEngine::CountPassthrough(Volume& volume, uint64_t offset, size_t size,
+                                   Counter VolumeCounters::*miss) {
   if (size == 0) return;
   const uint64_t bs = options_.block_size;
   const uint64_t blocks = (offset + size - 1) / bs - offset / bs + 1;
-  Bump(volume.counters_.bypassed, blocks);
-  Bump(counters_.io.bypassed, blocks);
+  // As the block path counts each block: bypassed, and a miss.
+  for (Counter VolumeCounters::*c : {&VolumeCounters::bypassed, miss}) {
+    Bump(volume.counters_.*c, blocks);
+    Bump(counters_.io.*c, blocks);
+  }
 }
 
 void CacheEngine::Read(const std::shared_ptr<Volume>& volume, uint64_t offset,
@@ -85,7 +89,7 @@ void CacheEngine::Read(const std::shared_ptr<Volume>& volume, uint64_t offset,
     Result<size_t> n = origin != nullptr
                            ? origin->ReadAt(offset, buffer.span(0, size))
                            : Result<size_t>(ErrnoCode(EBADF));
-    CountBypassed(*volume, offset, size);
+    CountPassthrough(*volume, offset, size, &VolumeCounters::read_misses);
     counters_.read_latency.Record(MicrosSince(start));
     if (n.ok()) {
       Bump(volume->counters_.bytes_read, *n);
@@ -127,7 +131,8 @@ void CacheEngine::Write(const std::shared_ptr<Volume>& volume, uint64_t offset,
     }
     const auto start = std::chrono::steady_clock::now();
     std::error_code ec = WriteOrigin(*volume, offset, data);
-    CountBypassed(*volume, offset, data.size());
+    CountPassthrough(*volume, offset, data.size(),
+                     &VolumeCounters::write_misses);
     if (!ec) {
       GrowTo(*volume, offset + data.size());
       Bump(volume->counters_.bytes_written, data.size());

@@ -208,14 +208,18 @@ Status CacheEngine::DropVolumeBlocks(Volume& volume, bool keep_dirty) {
       std::lock_guard<std::mutex> lock(policy_mu_);
       blocks = index_.Range(id, 0);
     }
+    bool copied = false;
     for (const MappingIndex::Block& b : blocks) {
       if (!b.dirty) continue;
       // A dirty block is always a whole block inside the file.
       st = CopyToOrigin(volume, b.index, b.cblock, options_.block_size);
       if (!st.ok()) break;
+      copied = true;
     }
     std::shared_ptr<io::File> origin = volume.origin();
-    if (st.ok() && origin != nullptr) st = volume.origin_sync_.Sync(*origin);
+    if (st.ok() && copied && origin != nullptr) {
+      st = volume.origin_sync_.Sync(*origin);
+    }
   }
   if (st.ok()) {
     std::lock_guard<std::mutex> lock(policy_mu_);
