@@ -31,8 +31,10 @@ def main():
     results = adaptation.run(log=lambda msg: print(msg, flush=True))
     failed = []
     for name, ok, value in adaptation.checks(results):
-        print(f"{'ok  ' if ok else 'FAIL'} {name}: {value}")
-        if not ok and "set A reaches 95%" not in name:
+        known_gap = "set A reaches 95%" in name  # see the docstring
+        print(f"{'ok  ' if ok else 'MISS' if known_gap else 'FAIL'} {name}: "
+              f"{value}")
+        if not ok and not known_gap:
             failed.append(name)
     n = results["fill"]["a_passes_to_95"]
     print(f"{'ok  ' if n else 'FAIL'} no stall: set A reaches 95% hits "
