@@ -430,12 +430,10 @@ uint64_t MetaStore::AppendLocked(const Record& r) {
   switch (r.type) {
     case RecordType::kMap:
       pending_maps_ = true;
-      if (r.dirty) pending_new_dirty_[r.cblock.value()] = seq;
       break;
     case RecordType::kUnmap:
       last_unmap_seq_ = seq;
       pending_dirty_.erase(r.cblock.value());
-      pending_new_dirty_.erase(r.cblock.value());
       break;
     case RecordType::kDirty:
       pending_dirty_[r.cblock.value()] = seq;
@@ -504,32 +502,13 @@ uint64_t MetaStore::last_unmap_seq() const {
   return last_unmap_seq_;
 }
 
-namespace {
-
-std::optional<uint64_t> Pending(
-    const std::unordered_map<uint32_t, uint64_t>& pending, CBlock cblock,
-    uint64_t durable_seq) {
-  auto it = pending.find(cblock.value());
-  if (it == pending.end() || it->second < durable_seq) return std::nullopt;
-  return it->second;
-}
-
-}  // namespace
-
 std::optional<uint64_t> MetaStore::PendingDirty(CBlock cblock) const {
   std::lock_guard<std::mutex> lock(mu_);
-  return Pending(pending_dirty_, cblock, durable_seq_);
-}
-
-std::optional<uint64_t> MetaStore::PendingNewDirty(CBlock cblock) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return Pending(pending_new_dirty_, cblock, durable_seq_);
-}
-
-void MetaStore::ForgetDurablePending() {
-  auto durable = [&](const auto& e) { return e.second < durable_seq_; };
-  std::erase_if(pending_dirty_, durable);
-  std::erase_if(pending_new_dirty_, durable);
+  auto it = pending_dirty_.find(cblock.value());
+  if (it == pending_dirty_.end() || it->second < durable_seq_) {
+    return std::nullopt;
+  }
+  return it->second;
 }
 
 bool MetaStore::HasPending() const {
@@ -618,7 +597,8 @@ Status MetaStore::LeadCommit(std::unique_lock<std::mutex>& lock) {
   if (!st.ok()) return st;
   journal_end_ = pos + batch.size();
   durable_seq_ = first + count;
-  ForgetDurablePending();
+  std::erase_if(pending_dirty_,
+                [&](const auto& e) { return e.second < durable_seq_; });
   ++stats_.commits;
   stats_.journal_bytes += batch.size();
   return OkStatus();
@@ -669,7 +649,8 @@ Status MetaStore::LeadCheckpoint(std::unique_lock<std::mutex>& lock,
   durable_seq_ = cp.next_seq;
   replay_pos_ = cp.replay_pos;
   checkpoint_sequence_ = cp.sequence;
-  ForgetDurablePending();
+  std::erase_if(pending_dirty_,
+                [&](const auto& e) { return e.second < durable_seq_; });
   ++stats_.checkpoints;
   if (clean) {
     super_.flags |= kCleanShutdown;

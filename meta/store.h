@@ -123,9 +123,6 @@ class MetaStore {
   uint64_t last_unmap_seq() const;
   // The sequence of cblock's kDirty record if it is not durable yet.
   std::optional<uint64_t> PendingDirty(CBlock cblock) const;
-  // The sequence of cblock's dirty kMap record (a new dirty mapping, whose
-  // data nothing durable records yet) if it is not durable yet.
-  std::optional<uint64_t> PendingNewDirty(CBlock cblock) const;
 
   // Records appended but not yet durable.
   bool HasPending() const;
@@ -152,8 +149,6 @@ class MetaStore {
             std::unique_ptr<io::File> meta_file);
   uint64_t Append(const Record& r);
   uint64_t AppendLocked(const Record& r);  // REQUIRES: mu_ held
-  // Drops the pending entries that are durable now. REQUIRES: mu_ held.
-  void ForgetDurablePending();
   // One round as commit leader; mu_ held on entry and exit.
   Status LeadCommit(std::unique_lock<std::mutex>& lock);
   Status LeadCheckpoint(std::unique_lock<std::mutex>& lock, bool clean);
@@ -179,12 +174,11 @@ class MetaStore {
   uint64_t next_seq_ = 1;             // guarded by mu_
   uint64_t durable_seq_ = 1;          // guarded by mu_: first not durable
   uint64_t last_unmap_seq_ = 0;       // guarded by mu_
-  std::unordered_map<uint32_t, uint64_t> pending_dirty_;      // guarded by mu_
-  std::unordered_map<uint32_t, uint64_t> pending_new_dirty_;  // guarded by mu_
-  std::map<uint32_t, VolumeRecord> volumes_;                  // guarded by mu_
-  uint32_t next_volume_id_ = 1;                               // guarded by mu_
-  bool leader_ = false;                                       // guarded by mu_
-  Status failure_;                                            // guarded by mu_
+  std::unordered_map<uint32_t, uint64_t> pending_dirty_;  // guarded by mu_
+  std::map<uint32_t, VolumeRecord> volumes_;              // guarded by mu_
+  uint32_t next_volume_id_ = 1;                           // guarded by mu_
+  bool leader_ = false;                                   // guarded by mu_
+  Status failure_;                                        // guarded by mu_
   // Written by the leader under mu_.
   uint64_t journal_end_ = 0;  // guarded by mu_: logical position of next batch
   uint64_t replay_pos_ = 0;   // guarded by mu_: of the newest checkpoint

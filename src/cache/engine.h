@@ -40,9 +40,7 @@
 //     allows it. Otherwise it completes as aborted and records nothing.
 //  5. Durability order (DESIGN.md "Durability contract"): the clean->dirty
 //     record is durable before the cache copy changes; a new dirty mapping
-//     (overwrite) may be returned before it is durable (after a crash it is
-//     simply not there), but a read that returns its data waits for it, and
-//     so does fsync; a new clean mapping
+//     (overwrite) is durable before its write returns; a new clean mapping
 //     (promotion) may be served before it is durable (its copy equals the
 //     origin, the cache data is synced before any commit that carries it,
 //     and every later record of the block follows it in the journal); a
@@ -99,7 +97,7 @@ std::optional<Mode> ParseMode(std::string_view name);
 const char* ModeName(Mode mode);
 
 struct EngineOptions {
-  uint64_t block_size = 64 * 1024;  // power of two, 4 KiB .. 2 MiB
+  uint64_t block_size = 64 * 1024;  // power of two, 32 KiB .. 2 MiB
   uint64_t cache_blocks = 0;
   Mode mode = Mode::kWriteback;
   std::string policy = "tinylfu";

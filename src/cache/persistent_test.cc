@@ -227,38 +227,6 @@ TEST_P(MetadataFaultTest, WriteFailureMakesTheCacheReadOnlyWithoutLoss) {
   EXPECT_EQ(Read(v, 0, 16 * kBlock), data);
 }
 
-// A whole-block write miss (overwrite) returns before its mapping is
-// durable; a read of the block waits for the record, so it never returns
-// data that a crash could revert. Here the record can never become durable:
-// the write succeeded, the read fails, and the next start serves the origin.
-TEST_F(PersistentTest, OverwriteReturnsFirstAndItsReadWaitsForTheRecord) {
-  auto injector = std::make_shared<io::FaultInjector>();
-  io::FaultInjectingEnv env(io::Env::Default(), injector);
-  env_ = &env;
-  StartOk();
-  std::vector<std::byte> data = Pattern(16 * kBlock, 1);
-  MakeOrigin("vm.img", data);
-  auto v = Open("vm.img");
-  // The volume's own record is durable before its first overwrite.
-  ASSERT_TRUE(Write(v, 0, std::span(data).first(kBlock)).ok());
-  ASSERT_TRUE(engine_->Fsync(*v).ok());
-  injector->AddRule({.ops = io::kFaultWrite | io::kFaultSync,
-                     .path_contains = "tierfs/meta",
-                     .error = EIO});
-  std::vector<std::byte> fresh = Pattern(kBlock, 9);
-  Status wrote = Write(v, 3 * kBlock, fresh);
-  ASSERT_TRUE(wrote.ok()) << wrote.error().message();
-  EXPECT_EQ(engine_->Snapshot().overwrites, 2u);
-  EXPECT_TRUE(Read(v, 3 * kBlock, kBlock).empty());  // EIO, not `fresh`
-  EXPECT_TRUE(engine_->Snapshot().read_only);
-  engine_->CloseVolume(v, false);
-  engine_.reset();
-  injector->ClearRules();
-  if (!Start(Options()).empty()) return;  // refused, naming tierfs check
-  v = Open("vm.img");
-  EXPECT_EQ(Read(v, 0, 16 * kBlock), data);
-}
-
 INSTANTIATE_TEST_SUITE_P(Faults, MetadataFaultTest,
                          ::testing::Values(MetaFault{"eio", EIO, false},
                                            MetaFault{"enospc", ENOSPC, false},

@@ -216,11 +216,14 @@ Result<bool> CacheEngine::TryOverwrite(Request* req, uint64_t index,
     cache_sync_.Wrote();
     TIERFS_SYNC_POINT("engine:overwrite-written",
                       const_cast<policy::Work*>(&work));
-    installed = CompleteOverwrite(volume, work, true, generation, &unused);
-    // The write returns before its mapping is durable (DESIGN.md
-    // "Durability contract" 3: after a crash the block is simply not
-    // there). A read of the block waits for the record (ReadBlock), so data
-    // read newer never reverts; fsync waits for it too.
+    uint64_t seq = 0;
+    installed = CompleteOverwrite(volume, work, true, generation, &seq);
+    // The new mapping is durable before anyone can read the block through
+    // it: data read newer never reverts after a crash.
+    if (std::error_code ec = Durable(seq)) {
+      unlock();
+      return ec;
+    }
   } else {
     Bump(counters_.cache_errors);
     CompleteOverwrite(volume, work, false, generation, &unused);
