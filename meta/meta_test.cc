@@ -671,6 +671,53 @@ TEST_F(FaultTest, CacheStoreSyncFailureKeepsMappingsOffTheJournal) {
   EXPECT_EQ(s.replayed_records, 0u);
 }
 
+// WaitWritten puts records in the journal file without a sync: a daemon
+// that dies then (kill -9) leaves them for the next load; the cache store
+// is synced before the sync that makes their mappings durable.
+TEST_F(FaultTest, WrittenRecordsOutliveTheDaemonAndSyncLater) {
+  auto store = Format(1000, 0, env_.get());
+  io::OpenOptions o;
+  o.create = true;
+  auto cache = env_->OpenAt(AT_FDCWD, dir_ + "/cache.data", o);
+  ASSERT_TRUE(cache.ok());
+  store->SetCacheStore(cache->get());
+  Model model(store.get());
+  store->AppendVolume(Volume(1));
+  ASSERT_TRUE(store->Commit().ok());
+  // No sync may happen: a written record needs none.
+  injector_->AddRule(io::FaultRule{.ops = io::kFaultSync});
+  model.Map(1, 1, 1, true);
+  model.Map(2, 1, 2, false);
+  ASSERT_TRUE(store->WaitWritten(store->last_seq()).ok());
+  EXPECT_TRUE(store->HasPending());  // written, not durable
+  EXPECT_EQ(store->PendingNewDirty(CBlock(1)), store->last_seq() - 1);
+  // The sync that makes them durable fails at the cache store first.
+  injector_->ClearRules();
+  injector_->AddRule(
+      io::FaultRule{.ops = io::kFaultSync, .path_contains = "cache.data"});
+  EXPECT_FALSE(store->Commit().ok());
+  store.reset();  // the daemon dies
+  LoadedState s = MustLoad();
+  EXPECT_EQ(s.damage, "");
+  EXPECT_TRUE(SameMappings(s.mappings, model.Expected()));
+
+  // Written, then made durable by a later commit of more records.
+  injector_->ClearRules();
+  store = Open(s);
+  ASSERT_TRUE(store);
+  Model again(store.get());
+  again.Adopt(s);
+  again.Map(3, 1, 3, true);
+  ASSERT_TRUE(store->WaitWritten(store->last_seq()).ok());
+  again.Unmap(1);
+  ASSERT_TRUE(store->Commit().ok());
+  EXPECT_FALSE(store->HasPending());
+  EXPECT_FALSE(store->PendingNewDirty(CBlock(3)));
+  store.reset();
+  s = MustLoad();
+  EXPECT_TRUE(SameMappings(s.mappings, again.Expected()));
+}
+
 TEST_F(FaultTest, TornJournalWriteIsATornTail) {
   auto store = Format(1000, 0, env_.get());
   Model model(store.get());

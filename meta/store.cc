@@ -402,6 +402,7 @@ Result<std::unique_ptr<MetaStore>> MetaStore::Open(io::Env* env,
   std::unique_lock<std::mutex> lock(store->mu_);
   store->next_seq_ = state.next_seq;
   store->durable_seq_ = state.next_seq;
+  store->written_seq_ = state.next_seq;
   store->journal_end_ = state.journal_end;
   store->replay_pos_ = state.replay_pos;
   store->checkpoint_sequence_ = state.checkpoint_sequence;
@@ -430,10 +431,12 @@ uint64_t MetaStore::AppendLocked(const Record& r) {
   switch (r.type) {
     case RecordType::kMap:
       pending_maps_ = true;
+      if (r.dirty) pending_new_dirty_[r.cblock.value()] = seq;
       break;
     case RecordType::kUnmap:
       last_unmap_seq_ = seq;
       pending_dirty_.erase(r.cblock.value());
+      pending_new_dirty_.erase(r.cblock.value());
       break;
     case RecordType::kDirty:
       pending_dirty_[r.cblock.value()] = seq;
@@ -502,17 +505,36 @@ uint64_t MetaStore::last_unmap_seq() const {
   return last_unmap_seq_;
 }
 
-std::optional<uint64_t> MetaStore::PendingDirty(CBlock cblock) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = pending_dirty_.find(cblock.value());
-  if (it == pending_dirty_.end() || it->second < durable_seq_) {
-    return std::nullopt;
-  }
+namespace {
+
+std::optional<uint64_t> Pending(
+    const std::unordered_map<uint32_t, uint64_t>& pending, CBlock cblock,
+    uint64_t durable_seq) {
+  auto it = pending.find(cblock.value());
+  if (it == pending.end() || it->second < durable_seq) return std::nullopt;
   return it->second;
 }
 
-bool MetaStore::HasPending() const {
+}  // namespace
+
+std::optional<uint64_t> MetaStore::PendingDirty(CBlock cblock) const {
   std::lock_guard<std::mutex> lock(mu_);
+  return Pending(pending_dirty_, cblock, durable_seq_);
+}
+
+std::optional<uint64_t> MetaStore::PendingNewDirty(CBlock cblock) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return Pending(pending_new_dirty_, cblock, durable_seq_);
+}
+
+void MetaStore::ForgetDurablePending() {
+  auto durable = [&](const auto& e) { return e.second < durable_seq_; };
+  std::erase_if(pending_dirty_, durable);
+  std::erase_if(pending_new_dirty_, durable);
+}
+
+bool MetaStore::HasPending() const {
+  std::lock_guard<std::mutex> lock(mu_);  // written or not
   return durable_seq_ < next_seq_;
 }
 
@@ -549,7 +571,22 @@ Status MetaStore::WaitDurable(uint64_t seq) {
       cv_.wait(lock);
       continue;
     }
-    Status st = AsLeader(lock, [&] { return LeadCommit(lock); });
+    Status st = AsLeader(lock, [&] { return LeadCommit(lock, true); });
+    if (!st.ok()) return st;
+  }
+}
+
+Status MetaStore::WaitWritten(uint64_t seq) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (seq >= next_seq_) return ErrnoCode(EINVAL);
+  for (;;) {
+    if (!failure_.ok()) return failure_;
+    if (seq < written_seq_) return OkStatus();
+    if (leader_) {
+      cv_.wait(lock);
+      continue;
+    }
+    Status st = AsLeader(lock, [&] { return LeadCommit(lock, false); });
     if (!st.ok()) return st;
   }
 }
@@ -559,9 +596,23 @@ Status MetaStore::Checkpoint(bool clean) {
   return AsLeader(lock, [&] { return LeadCheckpoint(lock, clean); });
 }
 
-Status MetaStore::LeadCommit(std::unique_lock<std::mutex>& lock) {
+Status MetaStore::LeadCommit(std::unique_lock<std::mutex>& lock, bool sync) {
   if (pending_ends_.empty()) {
-    durable_seq_ = next_seq_;
+    if (!sync || durable_seq_ == written_seq_) return OkStatus();
+    // Only batches written without a sync are left: sync them.
+    const uint64_t target = written_seq_;
+    const bool sync_cache = unsynced_maps_;
+    io::File* cache = cache_store_;
+    lock.unlock();
+    Status st;
+    if (sync_cache && cache != nullptr) st = cache->Sync();
+    if (st.ok()) st = meta_file_->Sync();
+    lock.lock();
+    if (!st.ok()) return st;
+    if (target == written_seq_) unsynced_maps_ = false;
+    durable_seq_ = std::max(durable_seq_, target);
+    ForgetDurablePending();
+    ++stats_.commits;
     return OkStatus();
   }
   const uint64_t ring = super_.journal_size;
@@ -578,27 +629,35 @@ Status MetaStore::LeadCommit(std::unique_lock<std::mutex>& lock) {
     ++count;
   }
   const size_t bytes = pending_ends_[count - 1];
-  const uint64_t first = durable_seq_;
+  const uint64_t first = written_seq_;
   std::vector<std::byte> batch =
       EncodeBatch(super_.uuid, first, static_cast<uint32_t>(count),
                   std::span(pending_).first(bytes));
   pending_.erase(pending_.begin(), pending_.begin() + bytes);
   pending_ends_.erase(pending_ends_.begin(), pending_ends_.begin() + count);
   for (size_t& end : pending_ends_) end -= bytes;
-  const bool sync_cache = pending_maps_;
+  // The cache data of every mapping in a batch is durable before the batch
+  // is: synced now, or (written only) at the sync that covers the batch.
+  const bool sync_cache = sync && (pending_maps_ || unsynced_maps_);
+  const bool maps = pending_maps_;
   if (pending_ends_.empty()) pending_maps_ = false;
   io::File* cache = cache_store_;
   lock.unlock();
   Status st;
   if (sync_cache && cache != nullptr) st = cache->Sync();
   if (st.ok()) st = meta_file_->WriteAt(RingOffset(pos, ring), batch);
-  if (st.ok()) st = meta_file_->Sync();
+  if (st.ok() && sync) st = meta_file_->Sync();
   lock.lock();
   if (!st.ok()) return st;
   journal_end_ = pos + batch.size();
-  durable_seq_ = first + count;
-  std::erase_if(pending_dirty_,
-                [&](const auto& e) { return e.second < durable_seq_; });
+  written_seq_ = first + count;
+  if (sync) {
+    unsynced_maps_ = false;
+    durable_seq_ = written_seq_;
+    ForgetDurablePending();
+  } else {
+    unsynced_maps_ = unsynced_maps_ || maps;
+  }
   ++stats_.commits;
   stats_.journal_bytes += batch.size();
   return OkStatus();
@@ -647,10 +706,12 @@ Status MetaStore::LeadCheckpoint(std::unique_lock<std::mutex>& lock,
   lock.lock();
   if (!st.ok()) return st;
   durable_seq_ = cp.next_seq;
+  written_seq_ = std::max(written_seq_, cp.next_seq);
+  // Batches written before it lie before its replay position.
+  unsynced_maps_ = false;
   replay_pos_ = cp.replay_pos;
   checkpoint_sequence_ = cp.sequence;
-  std::erase_if(pending_dirty_,
-                [&](const auto& e) { return e.second < durable_seq_; });
+  ForgetDurablePending();
   ++stats_.checkpoints;
   if (clean) {
     super_.flags |= kCleanShutdown;

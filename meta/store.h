@@ -123,11 +123,18 @@ class MetaStore {
   uint64_t last_unmap_seq() const;
   // The sequence of cblock's kDirty record if it is not durable yet.
   std::optional<uint64_t> PendingDirty(CBlock cblock) const;
+  // The sequence of cblock's dirty kMap record (a new dirty mapping, whose
+  // data nothing durable records yet) if it is not durable yet.
+  std::optional<uint64_t> PendingNewDirty(CBlock cblock) const;
 
   // Records appended but not yet durable.
   bool HasPending() const;
   // EINVAL for a sequence not appended yet.
   Status WaitDurable(uint64_t seq);
+  // Returns once record `seq` (and every one before) is written to the
+  // journal file, not necessarily synced: it survives the daemon's death
+  // (kill -9), not a power loss. Shares writes like WaitDurable.
+  Status WaitWritten(uint64_t seq);
   Status Commit() { return WaitDurable(last_seq()); }
   // Writes a checkpoint of the current state. `clean`: the final one of a
   // clean shutdown (hints valid, CLEAN_SHUTDOWN set after it).
@@ -149,8 +156,12 @@ class MetaStore {
             std::unique_ptr<io::File> meta_file);
   uint64_t Append(const Record& r);
   uint64_t AppendLocked(const Record& r);  // REQUIRES: mu_ held
+  // Drops the pending entries that are durable now. REQUIRES: mu_ held.
+  void ForgetDurablePending();
   // One round as commit leader; mu_ held on entry and exit.
-  Status LeadCommit(std::unique_lock<std::mutex>& lock);
+  // Writes the next batch of pending records, and with `sync` makes every
+  // written record durable (without: kill -9 keeps it, power loss may not).
+  Status LeadCommit(std::unique_lock<std::mutex>& lock, bool sync);
   Status LeadCheckpoint(std::unique_lock<std::mutex>& lock, bool clean);
   // Writes super_ (under mu_ held by `lock`) into the older copy.
   Status WriteSuperblock(std::unique_lock<std::mutex>& lock);
@@ -173,12 +184,17 @@ class MetaStore {
   bool pending_maps_ = false;         // guarded by mu_: needs a cache sync
   uint64_t next_seq_ = 1;             // guarded by mu_
   uint64_t durable_seq_ = 1;          // guarded by mu_: first not durable
-  uint64_t last_unmap_seq_ = 0;       // guarded by mu_
-  std::unordered_map<uint32_t, uint64_t> pending_dirty_;  // guarded by mu_
-  std::map<uint32_t, VolumeRecord> volumes_;              // guarded by mu_
-  uint32_t next_volume_id_ = 1;                           // guarded by mu_
-  bool leader_ = false;                                   // guarded by mu_
-  Status failure_;                                        // guarded by mu_
+  uint64_t written_seq_ = 1;          // guarded by mu_: first not written
+  // Written batches not yet synced hold kMap records: the cache store is
+  // synced before the sync that makes them durable.
+  bool unsynced_maps_ = false;                                // guarded by mu_
+  uint64_t last_unmap_seq_ = 0;                               // guarded by mu_
+  std::unordered_map<uint32_t, uint64_t> pending_dirty_;      // guarded by mu_
+  std::unordered_map<uint32_t, uint64_t> pending_new_dirty_;  // guarded by mu_
+  std::map<uint32_t, VolumeRecord> volumes_;                  // guarded by mu_
+  uint32_t next_volume_id_ = 1;                               // guarded by mu_
+  bool leader_ = false;                                       // guarded by mu_
+  Status failure_;                                            // guarded by mu_
   // Written by the leader under mu_.
   uint64_t journal_end_ = 0;  // guarded by mu_: logical position of next batch
   uint64_t replay_pos_ = 0;   // guarded by mu_: of the newest checkpoint

@@ -159,6 +159,14 @@ std::error_code CacheEngine::Durable(uint64_t seq) {
   return st.error();
 }
 
+std::error_code CacheEngine::Written(uint64_t seq) {
+  if (meta_ == nullptr || seq == 0) return {};
+  Status st = meta_->WaitWritten(seq);
+  if (st.ok()) return {};
+  EnterReadOnly("metadata write failed: " + st.error().message());
+  return st.error();
+}
+
 std::error_code CacheEngine::AllDurable() {
   return meta_ != nullptr ? Durable(meta_->last_seq()) : std::error_code();
 }

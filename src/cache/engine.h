@@ -40,7 +40,10 @@
 //     allows it. Otherwise it completes as aborted and records nothing.
 //  5. Durability order (DESIGN.md "Durability contract"): the clean->dirty
 //     record is durable before the cache copy changes; a new dirty mapping
-//     (overwrite) is durable before its write returns; a new clean mapping
+//     (overwrite) is written to the journal before its write returns (kill
+//     -9 keeps it) and durable before a read returns its data or an fsync
+//     returns (a power loss may drop a write never fsynced, never one read
+//     back); a new clean mapping
 //     (promotion) may be served before it is durable (its copy equals the
 //     origin, the cache data is synced before any commit that carries it,
 //     and every later record of the block follows it in the journal); a
@@ -97,7 +100,7 @@ std::optional<Mode> ParseMode(std::string_view name);
 const char* ModeName(Mode mode);
 
 struct EngineOptions {
-  uint64_t block_size = 64 * 1024;  // power of two, 32 KiB .. 2 MiB
+  uint64_t block_size = 64 * 1024;  // power of two, 4 KiB .. 2 MiB
   uint64_t cache_blocks = 0;
   Mode mode = Mode::kWriteback;
   std::string policy = "tinylfu";
@@ -313,6 +316,9 @@ class CacheEngine {
   // Waits until record `seq` is durable; on failure the engine goes
   // read-only. REQUIRES: policy_mu_ not held.
   std::error_code Durable(uint64_t seq);
+  // The same for record `seq` written to the journal, not yet synced (it
+  // survives kill -9, not a power loss).
+  std::error_code Written(uint64_t seq);
   std::error_code AllDurable();
   // A cblock the policy handed out may still be named by a freeing record
   // that is not durable yet; new data may go into it only after that.

@@ -295,6 +295,12 @@ CacheEngine::Step CacheEngine::ReadBlock(Request* req, uint64_t index,
       // A clean block's origin copy is just as good.
       hit = false;
       if (dirty) ec = n.ok() ? ErrnoCode(EIO) : n.error();
+    } else if (dirty && meta_ != nullptr) {
+      // Written by an overwrite whose mapping is not durable yet: what this
+      // read returns must survive a crash (no revert after a read newer).
+      if (std::optional<uint64_t> seq = meta_->PendingNewDirty(cblock)) {
+        ec = Durable(*seq);
+      }
     }
   } else {
     CountIo(volume, &VolumeCounters::read_misses);

@@ -218,9 +218,12 @@ Result<bool> CacheEngine::TryOverwrite(Request* req, uint64_t index,
                       const_cast<policy::Work*>(&work));
     uint64_t seq = 0;
     installed = CompleteOverwrite(volume, work, true, generation, &seq);
-    // The new mapping is durable before anyone can read the block through
-    // it: data read newer never reverts after a crash.
-    if (std::error_code ec = Durable(seq)) {
+    // The write returns once its mapping is written to the journal, before
+    // it is synced: the daemon's death (kill -9) keeps it; a power loss may
+    // drop it, as DESIGN.md's contract 3 allows for a write not fsynced. A
+    // read of the block waits until the record is durable (ReadBlock), so
+    // data read newer never reverts; fsync waits for it too.
+    if (std::error_code ec = Written(seq)) {
       unlock();
       return ec;
     }
