@@ -24,6 +24,15 @@ FUSE_EXAMPLES = "/usr/share/doc/libfuse3-dev/examples"
 MIB = 1 << 20
 
 
+def parse_size(text):
+    """Bytes of "128M", "64K", "1G" or a plain number."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = str(text).strip().upper().rstrip("B").rstrip("I")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
 def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, **kw)
 
@@ -231,9 +240,108 @@ class HddEmu:
     def teardown(self):
         subprocess.run([HDD_EMU, "teardown", self.work])
 
+    def _state(self, key):
+        with open(os.path.join(self.work, "hdd-emu.state")) as f:
+            for line in f:
+                k, _, v = line.rstrip("\n").partition("=")
+                if k == key:
+                    return v
+        return ""
+
+    def io_serviced(self):
+        """{"reads", "writes", "read_bytes", "write_bytes"}: what the
+        throttled processes have issued to the emulated HDD so far (the
+        cgroup's blkio.throttle counters for its loop device)."""
+        cg, loop = self._state("CGROUP"), self._state("LOOP")
+        majmin = out(["lsblk", "-dno", "MAJ:MIN", loop]).replace(" ", "")
+        r = {"reads": 0, "writes": 0, "read_bytes": 0, "write_bytes": 0}
+        for name, unit in (("blkio.throttle.io_serviced", "s"),
+                           ("blkio.throttle.io_service_bytes", "_bytes")):
+            with open(os.path.join(cg, name)) as f:
+                for line in f:
+                    dev, *rest = line.split()
+                    if dev == majmin and len(rest) == 2 and \
+                            rest[0] in ("Read", "Write"):
+                        r[rest[0].lower() + unit] = int(rest[1])
+        return r
+
     def __exit__(self, *exc):
         self.teardown()
         return False
+
+
+class MemCgroup:
+    """A cgroup-v1 memory cgroup that limits its processes, page cache
+    included, so their IO reaches the disk instead of staying in host
+    memory. run_prefix puts a command (and its children) in it. On exit
+    its processes are killed (TERM, then KILL) and it is removed, also
+    after an exception."""
+
+    ROOT = "/sys/fs/cgroup/memory"
+
+    def __init__(self, name, limit_bytes):
+        self.path = os.path.join(self.ROOT, f"tierfs-bench-{name}-{os.getpid()}")
+        self.limit = limit_bytes
+        self.run_prefix = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && '
+                           'exec "$@"', self.path]
+
+    def __enter__(self):
+        if not os.path.isdir(self.ROOT):
+            raise RuntimeError(f"no cgroup-v1 memory controller at {self.ROOT}")
+        os.makedirs(self.path, exist_ok=True)
+        with open(os.path.join(self.path, "memory.limit_in_bytes"), "w") as f:
+            f.write(str(self.limit))
+        return self
+
+    def pids(self):
+        try:
+            with open(os.path.join(self.path, "cgroup.procs")) as f:
+                return [int(p) for p in f.read().split()]
+        except OSError:
+            return []
+
+    def read(self, name):
+        with open(os.path.join(self.path, name)) as f:
+            return f.read().strip()
+
+    def __exit__(self, *exc):
+        for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+            deadline = time.time() + wait
+            for pid in self.pids():
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+            while self.pids() and time.time() < deadline:
+                time.sleep(0.2)
+        for _ in range(50):
+            try:
+                os.rmdir(self.path)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.2)
+        return False
+
+
+def evict_page_cache(root):
+    """Writes back and drops the page cache of every file under root (a file
+    or a directory), so the next reads of it come from its disk."""
+    paths = [root] if os.path.isfile(root) else [
+        os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs]
+    for p in paths:
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            os.fdatasync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def sigterm_as_interrupt():
