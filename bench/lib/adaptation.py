@@ -7,7 +7,9 @@ blocks); random 64 KiB O_DIRECT reads; a pass = every block of a set once,
 in a new random order. The hit ratio of a pass is the read_hits /
 read_misses delta of the set's volume in `tierfs-ctl stats`. Passes run
 back to back: promotions are asynchronous, and a pass does not wait for
-the previous one's.
+the previous one's - unless run(settle=True), which waits after each pass
+until no migration is in flight (at most 15 s), so that what is measured
+is the policy's decisions, not how fast a loaded machine migrates.
 
   shift    set A for 10 passes, then set B for 10.
   fill     random 64 KiB writes over 1.5 caches (4 passes) fill the cache
@@ -26,6 +28,7 @@ import random
 import shutil
 import tempfile
 import threading
+import time
 
 import benchlib as bl
 
@@ -93,8 +96,10 @@ class InFlight(threading.Thread):
 class Mount:
     """A fresh tierfs mount over an empty fast dir; files in the slow dir."""
 
-    def __init__(self, work, policy=None, block_size=BLOCK, cache=CACHE):
+    def __init__(self, work, policy=None, block_size=BLOCK, cache=CACHE,
+                 settle=False):
         self.work = work
+        self.settle = settle
         self.fast = os.path.join(work, "fast")
         self.slow = os.path.join(work, "slow")
         self.mnt = os.path.join(work, "mnt")
@@ -123,6 +128,15 @@ class Mount:
 
     def path(self, name):
         return os.path.join(self.mnt, name)
+
+    def wait_settled(self, timeout=15.0):
+        """Until no migration is in flight in two samples 100 ms apart."""
+        deadline = time.time() + timeout
+        quiet = 0
+        while quiet < 2 and time.time() < deadline:
+            quiet = quiet + 1 if bl.stats(self.mnt)[
+                "migrations_in_flight"] == 0 else 0
+            time.sleep(0.1)
 
 
 def make_data_file(path, size):
@@ -178,6 +192,8 @@ def passes(m, volume, f, base_block, rng, n, log, label, stop_at=None):
         d = m.counters.delta(before, m.counters.take(volume))
         d.update(flight)
         out.append(d)
+        if m.settle:
+            m.wait_settled()
         log(f"{label} pass {k + 1}: {100 * d['hit_ratio']:5.1f}% hits, "
             f"promotions {d['promotions']}, demotions {d['demotions']}, "
             f"writebacks {d['writebacks']}, dirty {d['dirty_blocks']}, "
@@ -194,9 +210,9 @@ def passes_to(series, level):
                  if d["hit_ratio"] >= level), None)
 
 
-def run_shift(work, policy, log, seed=1):
+def run_shift(work, policy, log, settle, seed=1):
     rng = random.Random(seed)
-    with Mount(work, policy) as m:
+    with Mount(work, policy, settle=settle) as m:
         f = DirectFile(m.path("hot.img"))
         try:
             a = passes(m, "hot.img", f, 0, rng, 10, log, "shift A")
@@ -206,9 +222,9 @@ def run_shift(work, policy, log, seed=1):
     return {"set_a": a, "set_b": b, "b_passes_to_90": passes_to(b, 0.90)}
 
 
-def run_fill(work, policy, log, seed=2):
+def run_fill(work, policy, log, settle, seed=2):
     rng = random.Random(seed)
-    with Mount(work, policy) as m:
+    with Mount(work, policy, settle=settle) as m:
         w = DirectFile(m.path("fill.img"), write=True)
         try:
             for k in range(4):
@@ -233,9 +249,9 @@ def run_fill(work, policy, log, seed=2):
             "b_passes_to_95": passes_to(b, 0.95)}
 
 
-def run_scan(work, policy, log, seed=3):
+def run_scan(work, policy, log, settle, seed=3):
     rng = random.Random(seed)
-    with Mount(work, policy) as m:
+    with Mount(work, policy, settle=settle) as m:
         f = DirectFile(m.path("hot.img"))
         s = DirectFile(m.path("scan.img"), io_size=SCAN_IO)
         try:
@@ -281,7 +297,8 @@ def run_scan(work, policy, log, seed=3):
             "retained": hot_during / hot_before if hot_before else 0.0}
 
 
-def run(scenarios=SCENARIOS, policy=None, log=print, base_dir="/var/tmp"):
+def run(scenarios=SCENARIOS, policy=None, log=print, base_dir="/var/tmp",
+        settle=False):
     """Runs the scenarios, each on a fresh mount; returns {scenario:
     result}. Files: hot.img (2 sets), scan.img (128 MiB), fill.img."""
     work = tempfile.mkdtemp(prefix="tierfs-adapt-", dir=base_dir)
@@ -297,7 +314,8 @@ def run(scenarios=SCENARIOS, policy=None, log=print, base_dir="/var/tmp"):
                 f.truncate(FILL_BLOCKS * BLOCK)
         for name in scenarios:
             results[name] = {"shift": run_shift, "fill": run_fill,
-                             "scan": run_scan}[name](work, policy, log)
+                             "scan": run_scan}[name](work, policy, log,
+                                                     settle)
     finally:
         bl.unmount(os.path.join(work, "mnt"), tierfs=True)
         shutil.rmtree(work, ignore_errors=True)
