@@ -21,7 +21,7 @@
 //    period) tell aged entries from recent ones.
 //
 // Beyond dm-cache, each behind a config value:
-//  * dirty_target_percent (default 10): dirty blocks above this share of the
+//  * dirty_target_percent (default 50): dirty blocks above this share of the
 //    cache are written back even under load (dm-cache writes back only when
 //    idle), least recently written first, but only those not written for a
 //    writeback period (10 s): a block being written stays dirty, so the
@@ -202,7 +202,7 @@ class SmqPolicy final : public Policy {
   std::vector<Waiting> waiting_;  // at most kMaxWaiting
 
   // Config values.
-  uint64_t dirty_target_percent_ = 10;
+  uint64_t dirty_target_percent_ = 50;
   uint64_t sequential_cutoff_;
   uint64_t free_target_percent_ = 25;
   unsigned promote_scale_ = 4;

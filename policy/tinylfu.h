@@ -23,7 +23,7 @@
 //    free cblocks (1/256 of the cache, 1 to 64) is kept by demoting ahead,
 //    so a promotion never waits for a demotion. A dirty victim is written
 //    back first (it keeps its place and goes next time). Dirty blocks
-//    beyond dirty_target_percent (default 10) of the cache are written
+//    beyond dirty_target_percent (default 50) of the cache are written
 //    back under load, oldest first; all of them when idle.
 //  * shift_detection (default 1): when the hits of a quarter-cache of
 //    accesses collapse to under a sixteenth of the last quarter's, the
@@ -164,7 +164,7 @@ class TinyLfuPolicy final : public Policy {
   bool allow_migrations_ = true;
 
   // Config values.
-  uint64_t dirty_target_percent_ = 10;
+  uint64_t dirty_target_percent_ = 50;
   uint64_t sequential_cutoff_ = 0;
   uint64_t window_percent_ = 1;  // the window's initial (or fixed) size
   bool adaptive_window_ = true;

@@ -113,7 +113,7 @@ constexpr std::array kTable = {
                 "bytes of promotions, demotions and writebacks in flight",
                 &CurrentMigrationThreshold, &ParseBytes,
                 &ConfigureMigrationThreshold, &ApplyMigrationThreshold},
-    PolicyKey("policy.dirty_target_percent", "0..100", "10",
+    PolicyKey("policy.dirty_target_percent", "0..100", "50",
               "dirty blocks above this share of the cache are written back "
               "even under load"),
     PolicyKey("policy.sequential_cutoff", "bytes, 0 = off", "0",

@@ -142,7 +142,7 @@ TEST_F(TunablesTest, RunTimeSettingsChangeTheEngineOrNothing) {
   EXPECT_NE(error.find("policy.dirty_target_percent: rejected by the policy"),
             std::string::npos)
       << error;
-  EXPECT_EQ(Get("policy.dirty_target_percent"), "10");
+  EXPECT_EQ(Get("policy.dirty_target_percent"), "50");
   EXPECT_FALSE(SetTunable(*engine_, "policy.bogus", "1", &error));
   EXPECT_EQ(error,
             "unknown key 'policy.bogus'; 'tierfs-ctl get' lists the keys");
