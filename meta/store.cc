@@ -559,34 +559,23 @@ Status MetaStore::AsLeader(std::unique_lock<std::mutex>& lock, Fn fn) {
   return st;
 }
 
-Status MetaStore::WaitDurable(uint64_t seq) {
+Status MetaStore::WaitDurable(uint64_t seq) { return Wait(seq, true); }
+
+Status MetaStore::WaitWritten(uint64_t seq) { return Wait(seq, false); }
+
+Status MetaStore::Wait(uint64_t seq, bool durable) {
   std::unique_lock<std::mutex> lock(mu_);
   // A record never appended would never become durable: the loop below
   // would lead empty commits forever.
   if (seq >= next_seq_) return ErrnoCode(EINVAL);
   for (;;) {
     if (!failure_.ok()) return failure_;
-    if (seq < durable_seq_) return OkStatus();
+    if (seq < (durable ? durable_seq_ : written_seq_)) return OkStatus();
     if (leader_) {
       cv_.wait(lock);
       continue;
     }
-    Status st = AsLeader(lock, [&] { return LeadCommit(lock, true); });
-    if (!st.ok()) return st;
-  }
-}
-
-Status MetaStore::WaitWritten(uint64_t seq) {
-  std::unique_lock<std::mutex> lock(mu_);
-  if (seq >= next_seq_) return ErrnoCode(EINVAL);
-  for (;;) {
-    if (!failure_.ok()) return failure_;
-    if (seq < written_seq_) return OkStatus();
-    if (leader_) {
-      cv_.wait(lock);
-      continue;
-    }
-    Status st = AsLeader(lock, [&] { return LeadCommit(lock, false); });
+    Status st = AsLeader(lock, [&] { return LeadCommit(lock, durable); });
     if (!st.ok()) return st;
   }
 }

@@ -156,6 +156,8 @@ class MetaStore {
             std::unique_ptr<io::File> meta_file);
   uint64_t Append(const Record& r);
   uint64_t AppendLocked(const Record& r);  // REQUIRES: mu_ held
+  // WaitDurable (durable) or WaitWritten.
+  Status Wait(uint64_t seq, bool durable);
   // Drops the pending entries that are durable now. REQUIRES: mu_ held.
   void ForgetDurablePending();
   // One round as commit leader; mu_ held on entry and exit.

@@ -152,16 +152,16 @@ uint64_t CacheEngine::MarkDirty(CBlock cblock) {
 }
 
 std::error_code CacheEngine::Durable(uint64_t seq) {
-  if (meta_ == nullptr || seq == 0) return {};
-  Status st = meta_->WaitDurable(seq);
-  if (st.ok()) return {};
-  EnterReadOnly("metadata write failed: " + st.error().message());
-  return st.error();
+  return WaitForRecord(seq, true);
 }
 
 std::error_code CacheEngine::Written(uint64_t seq) {
+  return WaitForRecord(seq, false);
+}
+
+std::error_code CacheEngine::WaitForRecord(uint64_t seq, bool durable) {
   if (meta_ == nullptr || seq == 0) return {};
-  Status st = meta_->WaitWritten(seq);
+  Status st = durable ? meta_->WaitDurable(seq) : meta_->WaitWritten(seq);
   if (st.ok()) return {};
   EnterReadOnly("metadata write failed: " + st.error().message());
   return st.error();

@@ -319,6 +319,7 @@ class CacheEngine {
   // The same for record `seq` written to the journal, not yet synced (it
   // survives kill -9, not a power loss).
   std::error_code Written(uint64_t seq);
+  std::error_code WaitForRecord(uint64_t seq, bool durable);
   std::error_code AllDurable();
   // A cblock the policy handed out may still be named by a freeing record
   // that is not durable yet; new data may go into it only after that.
