@@ -606,8 +606,21 @@ class FaultTest : public MetaTest {
     env_ =
         std::make_unique<io::FaultInjectingEnv>(io::Env::Default(), injector_);
   }
+  // A store whose cache data file (cache.data) goes through the injector.
+  std::unique_ptr<MetaStore> FormatWithCacheStore() {
+    auto store = Format(1000, 0, env_.get());
+    io::OpenOptions o;
+    o.create = true;
+    auto cache = env_->OpenAt(AT_FDCWD, dir_ + "/cache.data", o);
+    EXPECT_TRUE(cache.ok());
+    if (!store || !cache.ok()) return nullptr;
+    cache_ = std::move(cache).value();
+    store->SetCacheStore(cache_.get());
+    return store;
+  }
   std::shared_ptr<io::FaultInjector> injector_;
   std::unique_ptr<io::FaultInjectingEnv> env_;
+  std::unique_ptr<io::File> cache_;
 };
 
 TEST_F(FaultTest, WriteOrSyncErrorsFailTheStoreForGood) {
@@ -653,12 +666,8 @@ TEST_F(FaultTest, WriteOrSyncErrorsFailTheStoreForGood) {
 }
 
 TEST_F(FaultTest, CacheStoreSyncFailureKeepsMappingsOffTheJournal) {
-  auto store = Format(1000, 0, env_.get());
-  io::OpenOptions o;
-  o.create = true;
-  auto cache = env_->OpenAt(AT_FDCWD, dir_ + "/cache.data", o);
-  ASSERT_TRUE(cache.ok());
-  store->SetCacheStore(cache->get());
+  auto store = FormatWithCacheStore();
+  ASSERT_TRUE(store);
   Model model(store.get());
   store->AppendVolume(Volume(1));
   injector_->AddRule(
@@ -675,12 +684,8 @@ TEST_F(FaultTest, CacheStoreSyncFailureKeepsMappingsOffTheJournal) {
 // that dies then (kill -9) leaves them for the next load; the cache store
 // is synced before the sync that makes their mappings durable.
 TEST_F(FaultTest, WrittenRecordsOutliveTheDaemonAndSyncLater) {
-  auto store = Format(1000, 0, env_.get());
-  io::OpenOptions o;
-  o.create = true;
-  auto cache = env_->OpenAt(AT_FDCWD, dir_ + "/cache.data", o);
-  ASSERT_TRUE(cache.ok());
-  store->SetCacheStore(cache->get());
+  auto store = FormatWithCacheStore();
+  ASSERT_TRUE(store);
   Model model(store.get());
   store->AppendVolume(Volume(1));
   ASSERT_TRUE(store->Commit().ok());

@@ -598,8 +598,9 @@ Status MetaStore::LeadCommit(std::unique_lock<std::mutex>& lock, bool sync) {
     if (st.ok()) st = meta_file_->Sync();
     lock.lock();
     if (!st.ok()) return st;
-    if (target == written_seq_) unsynced_maps_ = false;
-    durable_seq_ = std::max(durable_seq_, target);
+    // Only a leader writes batches: nothing was written meanwhile.
+    unsynced_maps_ = false;
+    durable_seq_ = target;
     ForgetDurablePending();
     ++stats_.commits;
     return OkStatus();
