@@ -150,7 +150,7 @@ void EncodeRecord(const Record& r, std::vector<std::byte>* out) {
   w.Put<uint32_t>(r.cblock.value());
   w.Put<uint32_t>(r.type == RecordType::kVolumeGone ? r.volume.id.value()
                                                     : r.oblock.volume.value());
-  w.Put<uint32_t>(0);
+  w.Put<uint32_t>(r.type == RecordType::kMap ? r.invalid : 0);
   w.Put<uint64_t>(r.oblock.index);
 }
 
@@ -175,7 +175,12 @@ Result<std::vector<Record>> DecodeRecords(std::span<const std::byte> payload,
     } else {
       rec.cblock = CBlock(r.Get<uint32_t>());
       const VolumeId volume(r.Get<uint32_t>());
-      r.Get<uint32_t>();
+      const auto invalid = r.Get<uint32_t>();
+      if (invalid > UINT16_MAX ||
+          (invalid != 0 && rec.type != RecordType::kMap)) {
+        return ErrnoCode(EBADMSG);
+      }
+      rec.invalid = static_cast<uint16_t>(invalid);
       rec.oblock = OBlock{volume, r.Get<uint64_t>()};
       if (rec.type == RecordType::kVolumeGone) rec.volume.id = volume;
       if (rec.type == RecordType::kMap && volume.value() == 0) {
@@ -232,7 +237,7 @@ std::optional<Superblock> DecodeSuperblock(std::span<const std::byte> page,
     *why = "superblock checksum mismatch";
     return std::nullopt;
   }
-  if (sb.version != kFormatVersion) {
+  if (sb.version < kOldestFormatVersion || sb.version > kFormatVersion) {
     *why = "unsupported metadata format version " + std::to_string(sb.version);
     return std::nullopt;
   }
@@ -300,7 +305,7 @@ std::vector<std::byte> EncodeCheckpoint(const Checkpoint& cp) {
     b.Put<uint32_t>(m.cblock.value());
     b.Put<uint32_t>(m.oblock.volume.value());
     b.Put<uint64_t>(m.oblock.index);
-    b.Put<uint32_t>(m.dirty ? 1 : 0);
+    b.Put<uint32_t>((m.dirty ? 1u : 0u) | uint32_t{m.invalid} << 16);
     b.Put<uint32_t>(m.hint);
   }
   std::vector<std::byte> out;
@@ -356,7 +361,8 @@ std::optional<Checkpoint> DecodeCheckpoint(std::span<const std::byte> data,
     *why = "header checksum mismatch";
     return std::nullopt;
   }
-  if (version != kFormatVersion || cp.uuid != uuid || hints > 1) {
+  if (version < kOldestFormatVersion || version > kFormatVersion ||
+      cp.uuid != uuid || hints > 1) {
     *why = "belongs to another cache or format version";
     return std::nullopt;
   }
@@ -390,12 +396,13 @@ std::optional<Checkpoint> DecodeCheckpoint(std::span<const std::byte> data,
     m.oblock = OBlock{volume, b.Get<uint64_t>()};
     const uint32_t flags = b.Get<uint32_t>();
     m.hint = b.Get<uint32_t>();
-    if (m.cblock.value() >= cache_blocks || flags > 1 || volume.value() == 0 ||
-        volume.value() >= cp.next_volume_id) {
+    if (m.cblock.value() >= cache_blocks || (flags & 0xfffe) != 0 ||
+        volume.value() == 0 || volume.value() >= cp.next_volume_id) {
       *why = "invalid mapping record";
       return std::nullopt;
     }
-    m.dirty = flags == 1;
+    m.dirty = (flags & 1) != 0;
+    m.invalid = static_cast<uint16_t>(flags >> 16);
   }
   return cp;
 }

@@ -29,7 +29,12 @@
 
 namespace tierfs::meta {
 
-inline constexpr uint32_t kFormatVersion = 1;
+// Version 2 adds sub-block validity (the invalid-sector masks below); a
+// version 1 cache is read as one whose blocks are all whole, and is
+// written as version 2 from its first mount on, so that an older tierfs
+// refuses it instead of serving sectors the cache does not hold.
+inline constexpr uint32_t kFormatVersion = 2;
+inline constexpr uint32_t kOldestFormatVersion = 1;
 inline constexpr uint64_t kPage = 4096;
 inline constexpr uint64_t kSuperblockCopies = 2;
 inline constexpr uint64_t kJournalOffset = kSuperblockCopies * kPage;
@@ -84,10 +89,13 @@ struct MappingRecord {
   OBlock oblock;
   bool dirty = false;
   uint32_t hint = 0;
+  // The block's sectors the cache does not hold (src/util/geometry.h
+  // Sectors); 0: the whole block.
+  uint16_t invalid = 0;
 };
 
 enum class RecordType : uint16_t {
-  kMap = 1,     // cblock -> oblock (dirty flag)
+  kMap = 1,     // cblock -> oblock (dirty flag, invalid sectors)
   kUnmap = 2,   // cblock free
   kDirty = 3,   // clean -> dirty
   kClean = 4,   // dirty -> clean
@@ -100,7 +108,8 @@ struct Record {
   CBlock cblock;
   OBlock oblock;  // kMap
   bool dirty = false;
-  VolumeRecord volume;  // kVolume; kVolumeGone uses volume.id
+  uint16_t invalid = 0;  // kMap: sectors the cache does not hold
+  VolumeRecord volume;   // kVolume; kVolumeGone uses volume.id
 };
 
 // Appends the encoding of `r` (8-byte aligned) to `out`.

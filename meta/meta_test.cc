@@ -229,6 +229,45 @@ TEST_F(MetaTest, JournalReplayRestoresMappingsDirtyBitsAndVolumes) {
   EXPECT_EQ(s.replayed_records, records + 2);
 }
 
+TEST_F(MetaTest, SectorMasksSurviveTheJournalAndCheckpoints) {
+  auto store = Format();  // 64 KiB blocks: 16 sectors of 4 KiB
+  store->AppendVolume(Volume(1));
+  store->AppendMap(CBlock(4), OBlock{VolumeId(1), 7}, true, 0xfff0);
+  // The same mapping again: the cache took more sectors (no warning).
+  store->AppendMap(CBlock(4), OBlock{VolumeId(1), 7}, true, 0xff00);
+  store->AppendMap(CBlock(5), OBlock{VolumeId(1), 8}, false);
+  ASSERT_TRUE(store->Commit().ok());
+  store.reset();
+  LoadedState s = MustLoad();
+  EXPECT_EQ(s.damage, "");
+  EXPECT_TRUE(s.warnings.empty());
+  ASSERT_EQ(s.mappings.size(), 2u);
+  EXPECT_EQ(s.mappings[0].invalid, 0xff00);
+  EXPECT_TRUE(s.mappings[0].dirty);
+  EXPECT_EQ(s.mappings[1].invalid, 0);
+  // Through a checkpoint; the superblock says version 2 from the mount on.
+  store = Open(s);
+  EXPECT_EQ(store->super().version, 2u);
+  const std::vector<MappingRecord> mappings = s.mappings;
+  store->SetSnapshot([&](Checkpoint* cp, const std::function<void()>& capture) {
+    cp->mappings = mappings;
+    cp->policy = "smq";
+    capture();
+  });
+  ASSERT_TRUE(store->Checkpoint(true).ok());
+  store.reset();
+  s = MustLoad();
+  EXPECT_EQ(s.replayed_records, 0u);
+  ASSERT_EQ(s.mappings.size(), 2u);
+  EXPECT_EQ(s.mappings[0].invalid, 0xff00);
+  // A block with no sector in the cache cannot be: damage.
+  store = Open(s);
+  store->AppendMap(CBlock(6), OBlock{VolumeId(1), 9}, true, 0xffff);
+  ASSERT_TRUE(store->Commit().ok());
+  store.reset();
+  EXPECT_NE(MustLoad().damage, "");
+}
+
 TEST_F(MetaTest, WaitDurableOfAFutureRecordFailsInsteadOfSpinning) {
   auto store = Format();
   EXPECT_TRUE(store->Commit().ok());  // nothing appended: nothing to wait for
@@ -1069,8 +1108,19 @@ TEST(FormatTest, RecordsRoundTripAndRejectGarbage) {
   EXPECT_EQ((*back)[0].oblock.index, 99u);
   EXPECT_TRUE((*back)[0].dirty);
   EXPECT_EQ((*back)[1].volume.path, "dir/file.img");
+  EXPECT_EQ((*back)[0].invalid, 0);
   EXPECT_FALSE(DecodeRecords(payload, 3).ok());
   EXPECT_FALSE(DecodeRecords(payload, 1).ok());  // bytes left over
+  // A sector mask rides in the record's spare word; nothing else may.
+  std::vector<std::byte> masked;
+  Record partial = map;
+  partial.invalid = 0x8001;
+  EncodeRecord(partial, &masked);
+  back = DecodeRecords(masked, 1);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ((*back)[0].invalid, 0x8001);
+  masked[14] = std::byte{1};  // bit 16 of the mask word
+  EXPECT_FALSE(DecodeRecords(masked, 1).ok());
   // A count no payload could hold is refused before anything is reserved.
   EXPECT_FALSE(DecodeRecords(payload, UINT32_MAX).ok());
   for (const char* bad : {"/abs", "../up", "a/../b", "a//b", "."}) {
@@ -1080,6 +1130,21 @@ TEST(FormatTest, RecordsRoundTripAndRejectGarbage) {
     EncodeRecord(v, &p);
     EXPECT_FALSE(DecodeRecords(p, 1).ok()) << bad;
   }
+}
+
+TEST(FormatTest, SuperblockOfVersion1IsReadAndOfANewerOneRefused) {
+  Superblock sb;
+  sb.block_size = 64 * 1024;
+  sb.cache_blocks = 16;
+  sb.journal_size = 4 * kMaxBatchBytes;
+  std::string why;
+  for (uint32_t version : {1u, 2u}) {
+    sb.version = version;
+    EXPECT_TRUE(DecodeSuperblock(EncodeSuperblock(sb), &why)) << why;
+  }
+  sb.version = 3;
+  EXPECT_FALSE(DecodeSuperblock(EncodeSuperblock(sb), &why));
+  EXPECT_EQ(why, "unsupported metadata format version 3");
 }
 
 }  // namespace

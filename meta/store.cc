@@ -27,21 +27,23 @@ Result<std::vector<std::byte>> ReadAll(io::File& file) {
 struct Slot {
   uint32_t volume = 0;  // 0: unmapped
   bool dirty = false;
+  uint16_t invalid = 0;
   uint32_t hint = 0;
   uint64_t index = 0;
 };
 
 class Loader {
  public:
-  Loader(LoadedState* state, uint64_t cache_blocks)
-      : state_(state), table_(cache_blocks) {}
+  Loader(LoadedState* state, uint64_t cache_blocks, uint64_t block_size)
+      : state_(state), table_(cache_blocks), sectors_(block_size) {}
 
   void Start(const Checkpoint& cp) {
     for (const VolumeRecord& v : cp.volumes) volumes_[v.id.value()] = v;
     for (const MappingRecord& m : cp.mappings) {
       Slot& s = table_[m.cblock.value()];
       if (s.volume != 0) Damage("checkpoint maps a cache block twice");
-      s = Slot{m.oblock.volume.value(), m.dirty, m.hint, m.oblock.index};
+      s = Slot{m.oblock.volume.value(), m.dirty, m.invalid, m.hint,
+               m.oblock.index};
     }
     state_->next_volume_id = cp.next_volume_id;
   }
@@ -64,8 +66,13 @@ class Loader {
     Slot& s = table_[r.cblock.value()];
     switch (r.type) {
       case RecordType::kMap:
-        if (s.volume != 0) Warn("mapped cache block mapped again");
-        s = Slot{r.oblock.volume.value(), r.dirty, 0, r.oblock.index};
+        // The same mapping again records sectors the cache took since.
+        if (s.volume != 0 && (s.volume != r.oblock.volume.value() ||
+                              s.index != r.oblock.index)) {
+          Warn("mapped cache block mapped again");
+        }
+        s = Slot{r.oblock.volume.value(), r.dirty, r.invalid, 0,
+                 r.oblock.index};
         break;
       case RecordType::kUnmap:
         s = Slot{};
@@ -92,6 +99,11 @@ class Loader {
     for (size_t i = 0; i < table_.size(); ++i) {
       const Slot& s = table_[i];
       if (s.volume == 0) continue;
+      if ((s.invalid & ~sectors_.all()) != 0 || s.invalid == sectors_.all()) {
+        Damage("cache block " + std::to_string(i) +
+               " has an impossible sector mask");
+        continue;
+      }
       if (s.volume != known && !volumes_.count(s.volume)) {
         Damage("cache block " + std::to_string(i) + " maps unknown volume " +
                std::to_string(s.volume));
@@ -100,7 +112,7 @@ class Loader {
       known = s.volume;
       out.push_back(MappingRecord{CBlock(static_cast<uint32_t>(i)),
                                   OBlock{VolumeId(s.volume), s.index}, s.dirty,
-                                  s.hint});
+                                  s.hint, s.invalid});
     }
     // Two cache blocks for one origin block: keep the lower cblock. Sorting
     // is several times faster than a hash set at a million mappings.
@@ -138,6 +150,7 @@ class Loader {
  private:
   LoadedState* state_;
   std::vector<Slot> table_;
+  const Sectors sectors_;
   std::map<uint32_t, VolumeRecord> volumes_;
 };
 
@@ -272,7 +285,7 @@ Result<LoadedState> Load(io::Env* env, const std::string& dir,
     }
     if (!cp || c->sequence > cp->sequence) cp = std::move(c);
   }
-  Loader loader(&state, best->cache_blocks);
+  Loader loader(&state, best->cache_blocks, best->block_size);
   auto finish = [&] {
     loader.Finish();
     // Structural damage first: it says more than the flag does.
@@ -409,6 +422,7 @@ Result<std::unique_ptr<MetaStore>> MetaStore::Open(io::Env* env,
   store->next_volume_id_ = state.next_volume_id;
   for (const VolumeRecord& v : state.volumes) store->volumes_[v.id.value()] = v;
   store->super_.flags &= ~kCleanShutdown;
+  store->super_.version = kFormatVersion;  // from here on, records may use it
   Status st = store->WriteSuperblock(lock);
   if (!st.ok()) return fail(st.error(), "writing the superblock");
   return store;
@@ -461,11 +475,13 @@ uint64_t MetaStore::Append(const Record& r) {
   return AppendLocked(r);
 }
 
-uint64_t MetaStore::AppendMap(CBlock cblock, OBlock oblock, bool dirty) {
+uint64_t MetaStore::AppendMap(CBlock cblock, OBlock oblock, bool dirty,
+                              uint16_t invalid) {
   return Append({.type = RecordType::kMap,
                  .cblock = cblock,
                  .oblock = oblock,
-                 .dirty = dirty});
+                 .dirty = dirty,
+                 .invalid = invalid});
 }
 
 uint64_t MetaStore::AppendUnmap(CBlock cblock) {

@@ -109,7 +109,10 @@ class MetaStore {
   // The cache data file, synced before mappings to it become durable.
   void SetCacheStore(io::File* cache_store);
 
-  uint64_t AppendMap(CBlock cblock, OBlock oblock, bool dirty);
+  // `invalid`: the block's sectors the cache does not hold (0: all held).
+  // Mapping a mapped cblock to the same oblock again records a new mask.
+  uint64_t AppendMap(CBlock cblock, OBlock oblock, bool dirty,
+                     uint16_t invalid = 0);
   uint64_t AppendUnmap(CBlock cblock);
   uint64_t AppendDirty(CBlock cblock);
   uint64_t AppendClean(CBlock cblock);

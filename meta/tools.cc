@@ -52,7 +52,12 @@ std::string StateProblem(const LoadedState& state) {
   }
   std::set<uint32_t> cblocks;
   std::set<OBlock> oblocks;
+  const Sectors sectors(state.super.block_size);
   for (const MappingRecord& m : state.mappings) {
+    if ((m.invalid & ~sectors.all()) != 0 || m.invalid == sectors.all()) {
+      return "cache block " + std::to_string(m.cblock.value()) +
+             " has an impossible sector mask";
+    }
     if (!cblocks.insert(m.cblock.value()).second) {
       return "cache block " + std::to_string(m.cblock.value()) +
              " mapped twice";
@@ -128,6 +133,7 @@ Status WriteFreshMetadata(io::Env* env, const std::string& dir,
     return ec;
   };
   Superblock sb = state.super;
+  sb.version = kFormatVersion;
   sb.flags = state.clean_shutdown ? uint32_t{kCleanShutdown} : 0u;
   sb.reason.clear();
   std::string why;
@@ -537,7 +543,8 @@ json Dump(const LoadedState& s) {
                              {"volume", m.oblock.volume.value()},
                              {"index", m.oblock.index},
                              {"dirty", m.dirty},
-                             {"hint", m.hint}});
+                             {"hint", m.hint},
+                             {"invalid", m.invalid}});
   }
   return j;
 }
@@ -579,11 +586,12 @@ Status Restore(io::Env* env, const std::string& dir, const json& dump,
       s.volumes.push_back(std::move(r));
     }
     for (const json& m : dump.at("mappings")) {
-      s.mappings.push_back(MappingRecord{
-          CBlock(m.at("cblock").get<uint32_t>()),
-          OBlock{VolumeId(m.at("volume").get<uint32_t>()),
-                 m.at("index").get<uint64_t>()},
-          m.at("dirty").get<bool>(), m.at("hint").get<uint32_t>()});
+      s.mappings.push_back(
+          MappingRecord{CBlock(m.at("cblock").get<uint32_t>()),
+                        OBlock{VolumeId(m.at("volume").get<uint32_t>()),
+                               m.at("index").get<uint64_t>()},
+                        m.at("dirty").get<bool>(), m.at("hint").get<uint32_t>(),
+                        m.value("invalid", uint16_t{0})});
     }
   } catch (const json::exception& e) {
     *error_message = std::string("malformed dump: ") + e.what();
@@ -629,6 +637,7 @@ Result<WritebackReport> Writeback(io::Env* env, const std::string& meta_dir,
     if (m.dirty) dirty[m.oblock.volume.value()].push_back(&m);
   }
   const uint64_t bs = s.super.block_size;
+  const Sectors sectors(bs);
   std::vector<std::byte> buffer(bs);
   uint64_t done = 0;
   for (auto& [id, blocks] : dirty) {
@@ -644,15 +653,22 @@ Result<WritebackReport> Writeback(io::Env* env, const std::string& meta_dir,
     Status st;
     uint64_t bytes = 0;
     for (MappingRecord* m : blocks) {
-      Result<size_t> n =
-          (*cache)->ReadAt(uint64_t{m->cblock.value()} * bs, buffer);
-      if (!n.ok() || *n != bs) {
-        st = n.ok() ? ErrnoCode(EIO) : n.error();
-        break;
-      }
-      st = v.origin->WriteAt(m->oblock.index * bs, buffer);
+      // Only the sectors the cache holds; the origin has the others.
+      sectors.ForEachRun(
+          static_cast<uint16_t>(~m->invalid & sectors.all()), 0, bs,
+          [&](uint64_t off, uint64_t len) {
+            if (!st.ok()) return;
+            std::span<std::byte> run(buffer.data() + off, len);
+            Result<size_t> n =
+                (*cache)->ReadAt(uint64_t{m->cblock.value()} * bs + off, run);
+            if (!n.ok() || *n != len) {
+              st = n.ok() ? ErrnoCode(EIO) : n.error();
+              return;
+            }
+            st = v.origin->WriteAt(m->oblock.index * bs + off, run);
+            bytes += len;
+          });
       if (!st.ok()) break;
-      bytes += bs;
       ++done;
       if (options.progress) options.progress(done, report.dirty);
     }

@@ -86,11 +86,13 @@ CacheEngine::CacheEngine(const EngineOptions& options,
       prison_(std::make_unique<prison::Prison>()),
       mode_(options.mode),
       policy_(std::move(policy)),
+      sectors_(options.block_size),
       meta_(options.metadata.get()),
       read_only_(options.read_only),
       migration_threshold_(
           std::max(options.migration_threshold, options.block_size)) {
   write_hits_.assign(options.cache_blocks, 0);
+  invalid_.assign(options.cache_blocks, 0);
   if (options.read_only) {
     read_only_reason_ = "started read-only";
     migrations_allowed_.store(false);
@@ -123,8 +125,9 @@ void CacheEngine::TakeCheckpoint(meta::Checkpoint* cp,
   cp->policy = std::string(policy_->Name());
   cp->mappings.reserve(policy_->Residency());
   policy_->ForEachMapping([&](OBlock oblock, CBlock cblock, bool dirty) {
-    cp->mappings.push_back(
-        meta::MappingRecord{cblock, oblock, dirty, policy_->GetHint(cblock)});
+    cp->mappings.push_back(meta::MappingRecord{cblock, oblock, dirty,
+                                               policy_->GetHint(cblock),
+                                               invalid_[cblock.value()]});
   });
   capture();
 }
@@ -377,9 +380,13 @@ Status CacheEngine::Restore(std::vector<meta::ResolvedVolume> volumes,
         // crash came before its unmaps were durable. The truncate wins.
         continue;
       }
+      if ((m.invalid & ~sectors_.all()) != 0 || m.invalid == sectors_.all()) {
+        return ErrnoCode(EINVAL);  // the loader reports it as damage
+      }
       Status st =
           policy_->LoadMapping(m.oblock, m.cblock, m.dirty, m.hint, hints);
       if (!st.ok()) return st;
+      invalid_[m.cblock.value()] = m.invalid;
       index_.Set(m.oblock, m.cblock, m.dirty);
     }
   }

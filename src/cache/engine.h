@@ -83,6 +83,7 @@
 #include "src/cache/store_health.h"
 #include "src/cache/volume.h"
 #include "src/io/file.h"
+#include "src/util/geometry.h"
 #include "src/util/ids.h"
 #include "src/util/result.h"
 #include "src/util/unique_function.h"
@@ -285,12 +286,41 @@ class CacheEngine {
                            uint64_t dirty_seq);
   // Returns true if done, false if contended (the caller takes the normal
   // path), or an error (the request is not finished yet).
-  Result<bool> TryOverwrite(Request* req, uint64_t index,
-                            const policy::Work& work, uint64_t generation);
+  // A write miss that covers whole sectors (in writeback mode): its bytes
+  // go into the fresh cblock of `work`, without reading the origin block.
+  Result<bool> TryOverwrite(Request* req, uint64_t index, uint64_t in_block,
+                            size_t len, const policy::Work& work,
+                            uint64_t generation);
   // Installs an overwrite's mapping if nothing invalidated it meanwhile.
   // Returns whether it did, and in *seq the record to wait for.
+  // `invalid`: the sectors the write did not cover.
   bool CompleteOverwrite(Volume& volume, const policy::Work& work, bool success,
-                         uint64_t generation, uint64_t* seq);
+                         uint64_t generation, uint16_t invalid, uint64_t* seq);
+  // Sub-block validity (partial_blocks.cc): a cblock may hold only some
+  // sectors of its block (invalid_); the origin has the others.
+  // How a write hit splits over a block whose sectors `invalid` the cache
+  // does not hold: the head and tail that fall in invalid sectors the write
+  // does not cover wholly go to the origin; the middle goes to the cache,
+  // and the invalid sectors it covers (`taken`) become valid.
+  struct WriteSplit {
+    size_t head = 0, mid = 0, tail = 0;
+    uint16_t taken = 0;
+  };
+  WriteSplit SplitWrite(uint16_t invalid, uint64_t in_block, size_t len) const;
+  // Records that `cblock` holds sectors `taken` too (their data is in the
+  // cache) and waits until the record is written; if the mapping went
+  // meanwhile (a failed cache write dropped it), `mid` goes to the origin
+  // at block offset `mid_at` instead. REQUIRES: the block's write cell held.
+  std::error_code TakeSectors(Volume& volume, uint64_t index, CBlock cblock,
+                              uint16_t taken, uint64_t mid_at,
+                              std::span<const std::byte> mid);
+  // A read hit on a block the cache holds only part of (`invalid` sectors
+  // missing). Fills the block from one origin read when nothing else holds
+  // it; otherwise reads the origin and lays the cache's sectors over it.
+  // Returns the bytes read into `dest`. REQUIRES: the block's read cell held.
+  Result<size_t> ReadPartial(Volume& volume, uint64_t index, uint64_t in_block,
+                             std::span<std::byte> dest, CBlock cblock,
+                             uint16_t invalid, bool dirty);
   // Writes foreground data to the origin, counting errors and syncs.
   std::error_code WriteOrigin(Volume& volume, uint64_t offset,
                               std::span<const std::byte> data);
@@ -362,7 +392,8 @@ class CacheEngine {
   // Drops every mapping of `volume` (durably), writing dirty blocks back
   // first if `keep_dirty`. REQUIRES: admin_mu_ shared.
   Status DropVolumeBlocks(Volume& volume, bool keep_dirty);
-  // Copies `length` bytes of a cached block to the origin.
+  // Copies the first `length` bytes of a cached block to the origin (the
+  // sectors the cache holds). REQUIRES: the block's exclusive cell held.
   Status CopyToOrigin(Volume& volume, uint64_t index, CBlock cblock,
                       size_t length);
 
@@ -422,6 +453,11 @@ class CacheEngine {
   // Write hits per cblock (wrapping): a writeback that copied the block
   // marks it clean only if no write came after its copy.
   std::vector<uint32_t> write_hits_;  // guarded by policy_mu_
+  // Per cblock, the sectors of its block the cache does not hold (0: all
+  // held). Set when a mapping is made; writes only ever clear bits, under
+  // their shared level-0 hold, so work that locks level 0 sees it stable.
+  std::vector<uint16_t> invalid_;  // guarded by policy_mu_
+  const Sectors sectors_;
 
   std::mutex volumes_mu_;
   std::map<std::pair<uint64_t, uint64_t>, std::shared_ptr<Volume>>

@@ -175,6 +175,123 @@ TEST(EngineTest, WholeBlockWriteMissUsesOverwrite) {
   }
 }
 
+// Sub-block validity: blocks the cache holds only some sectors of.
+
+// Fills every cache slot with a byte no test writes, so that a sector the
+// cache does not hold would show if it ever reached a reader or the origin.
+void PoisonCache(Fixture& f, uint64_t cache_blocks) {
+  auto cache = OpenFile(f.dir.path() + "/cache", 0);
+  ASSERT_TRUE(cache
+                  ->WriteAt(0, std::vector<std::byte>(cache_blocks * kBlock,
+                                                      std::byte{0xee}))
+                  .ok());
+}
+
+TEST(EngineTest, SectorWriteMissTakesACacheBlockForItsBytesAlone) {
+  Fixture f(64, "tinylfu");
+  PoisonCache(f, 64);
+  std::vector<std::byte> expect = Pattern(8 * kBlock, 11);
+  auto v = f.NewVolume("vol", 8 * kBlock, expect);
+  const std::vector<std::byte> origin = expect;
+  const std::vector<std::byte> data = Pattern(8192, 12);
+  for (uint64_t b = 0; b < 8; ++b) {
+    ASSERT_TRUE(f.WriteSync(v, b * kBlock + 8192, data).ok());
+    std::copy(data.begin(), data.end(), expect.begin() + b * kBlock + 8192);
+  }
+  const EngineSnapshot s = f.engine->Snapshot();
+  ASSERT_GT(s.overwrites, 0u);
+  EXPECT_EQ(s.dirty_blocks, s.overwrites);
+  // Written to the cache alone: those blocks' origin copies are untouched.
+  uint64_t untouched = 0;
+  for (uint64_t b = 0; b < 8; ++b) {
+    untouched += f.OriginBytes("vol", b * kBlock, kBlock) ==
+                 std::vector<std::byte>(origin.begin() + b * kBlock,
+                                        origin.begin() + (b + 1) * kBlock);
+  }
+  EXPECT_EQ(untouched, s.overwrites);
+  // Writeback copies the sectors the cache holds, never the others.
+  ASSERT_TRUE(f.engine->Flush(std::chrono::seconds(30)).ok());
+  EXPECT_EQ(f.OriginBytes("vol", 0, 8 * kBlock), expect);
+  // A read fills a partial block from the origin once; then it is whole.
+  const uint64_t misses = f.engine->Snapshot().read_misses;
+  auto back = f.ReadSync(v, 0, 8 * kBlock);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, expect);
+  EXPECT_GE(f.engine->Snapshot().read_misses - misses, s.overwrites);
+  const uint64_t hits = f.engine->Snapshot().read_hits;
+  back = f.ReadSync(v, 0, 8 * kBlock);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, expect);
+  EXPECT_GE(f.engine->Snapshot().read_hits - hits, s.overwrites);
+}
+
+TEST(EngineTest, WriteHitOnAPartialBlockSendsTornMissingSectorsToTheOrigin) {
+  Fixture f(64, "tinylfu");
+  PoisonCache(f, 64);
+  std::vector<std::byte> expect = Pattern(8 * kBlock, 13);
+  auto v = f.NewVolume("vol", 8 * kBlock, expect);
+  // Find a block the policy let a sector write into (sectors 2-3 held).
+  uint64_t block = 8;
+  for (uint64_t b = 0; b < 8 && block == 8; ++b) {
+    const std::vector<std::byte> data = Pattern(8192, 14 + b);
+    const uint64_t before = f.engine->Snapshot().overwrites;
+    ASSERT_TRUE(f.WriteSync(v, b * kBlock + 8192, data).ok());
+    std::copy(data.begin(), data.end(), expect.begin() + b * kBlock + 8192);
+    if (f.engine->Snapshot().overwrites > before) block = b;
+  }
+  ASSERT_LT(block, 8u);
+  f.engine->AllowMigrations(false);  // no writeback: the origin shows routing
+  // From inside sector 1 (missing) to inside sector 5 (missing): its head
+  // and tail go to the origin; sectors 2-3 (held) and 4 (missing, covered
+  // wholly) to the cache.
+  const uint64_t at = block * kBlock + 4096 + 100;
+  const std::vector<std::byte> data = Pattern(4 * 4096, 30);
+  ASSERT_TRUE(f.WriteSync(v, at, data).ok());
+  std::copy(data.begin(), data.end(), expect.begin() + at);
+  auto origin_at = [&](uint64_t off, size_t len) {
+    return f.OriginBytes("vol", block * kBlock + off, len);
+  };
+  auto expect_at = [&](uint64_t off, size_t len) {
+    return std::vector<std::byte>(expect.begin() + block * kBlock + off,
+                                  expect.begin() + block * kBlock + off + len);
+  };
+  EXPECT_EQ(origin_at(4196, 4096 - 100), expect_at(4196, 4096 - 100));
+  EXPECT_EQ(origin_at(5 * 4096, 100), expect_at(5 * 4096, 100));
+  EXPECT_NE(origin_at(4 * 4096, 4096), expect_at(4 * 4096, 4096));
+  auto back = f.ReadSync(v, 0, 8 * kBlock);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, expect);
+  f.engine->AllowMigrations(true);
+  ASSERT_TRUE(f.engine->Flush(std::chrono::seconds(30)).ok());
+  EXPECT_EQ(f.OriginBytes("vol", 0, 8 * kBlock), expect);
+}
+
+TEST(EngineTest, TruncateWritesBackOnlyTheSectorsThePartialBlockHolds) {
+  Fixture f(64, "tinylfu");
+  PoisonCache(f, 64);
+  std::vector<std::byte> expect = Pattern(8 * kBlock, 15);
+  auto v = f.NewVolume("vol", 8 * kBlock, expect);
+  for (uint64_t b = 0; b < 8; ++b) {
+    const std::vector<std::byte> data = Pattern(4096, 40 + b);
+    ASSERT_TRUE(f.WriteSync(v, b * kBlock + 8192, data).ok());
+    std::copy(data.begin(), data.end(), expect.begin() + b * kBlock + 8192);
+  }
+  // Writeback waits for the cache to be idle: the blocks are still dirty.
+  f.engine->AllowMigrations(false);
+  ASSERT_GT(f.engine->Snapshot().overwrites, 0u);
+  ASSERT_GT(f.engine->Snapshot().dirty_blocks, 0u);
+  // Every block from 3 on is dropped, block 3 becoming the partial tail.
+  const uint64_t new_size = 3 * kBlock + 10000;
+  ASSERT_TRUE(f.engine->Truncate(*v, new_size).ok());
+  expect.resize(new_size);
+  EXPECT_EQ(f.OriginBytes("vol", 0, 8 * kBlock).size(), new_size);
+  EXPECT_EQ(f.OriginBytes("vol", 3 * kBlock, 10000),
+            std::vector<std::byte>(expect.begin() + 3 * kBlock, expect.end()));
+  auto back = f.ReadSync(v, 0, 8 * kBlock);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, expect);
+}
+
 TEST(EngineTest, TailBlockIsNeverCached) {
   Fixture f(64);
   auto v =

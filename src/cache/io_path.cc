@@ -244,6 +244,7 @@ CacheEngine::Step CacheEngine::ReadBlock(Request* req, uint64_t index,
   }
   std::span<std::byte> dest = req->out.subspan(req->progress, len);
   bool hit = false, dirty = false, queued = false;
+  uint16_t lacking = 0;  // sectors of a hit's block the cache does not hold
   CBlock cblock;
   std::optional<policy::Work> work;  // a promotion this read fills
   if (Cacheable(volume, index)) {
@@ -261,7 +262,10 @@ CacheEngine::Step CacheEngine::ReadBlock(Request* req, uint64_t index,
       hit =
           policy_->Lookup(oblock, &cblock, policy::IoDir::kRead, true, &queued);
     }
-    if (hit) dirty = policy_->IsDirty(cblock);
+    if (hit) {
+      dirty = policy_->IsDirty(cblock);
+      lacking = invalid_[cblock.value()];
+    }
   } else {
     CountIo(volume, &VolumeCounters::bypassed);
   }
@@ -287,7 +291,22 @@ CacheEngine::Step CacheEngine::ReadBlock(Request* req, uint64_t index,
   }
   std::error_code ec;
   size_t got = len;
-  if (hit) {
+  if (hit && (lacking & sectors_.Touched(in_block, in_block + len)) != 0) {
+    // The origin has some of these bytes: counted as a miss.
+    CountIo(volume, &VolumeCounters::read_misses);
+    Result<size_t> n =
+        ReadPartial(volume, index, in_block, dest, cblock, lacking, dirty);
+    if (!n.ok()) {
+      ec = n.error();
+    } else {
+      got = *n;
+      if (dirty && meta_ != nullptr) {
+        if (std::optional<uint64_t> seq = meta_->PendingNewDirty(cblock)) {
+          ec = Durable(*seq);
+        }
+      }
+    }
+  } else if (hit) {
     CountIo(volume, &VolumeCounters::read_hits);
     Result<size_t> n = cache_->ReadAt(CacheOffset(cblock) + in_block, dest);
     if (!n.ok() || *n != len) {

@@ -36,8 +36,10 @@ struct CacheEngine::Migration {
   // A writeback's shared hold (reads' level) while it writes the origin:
   // writes go on, range operations and demotions wait.
   prison::Cell* hold = nullptr;
-  // The block's write hits when a writeback copied it.
+  // The block's write hits when a writeback copied it, and the sectors
+  // the cache did not hold then (its writes cannot change them meanwhile).
   uint32_t write_hits = 0;
+  uint16_t invalid = 0;
   // The work is no longer valid (discipline point 4): completes as
   // aborted, recording nothing.
   bool aborted = false;
@@ -128,6 +130,7 @@ bool CacheEngine::StillValid(Migration& m) {
              !policy_->IsDirty(work.cblock);
     case policy::WorkOp::kWriteback:
       m.write_hits = write_hits_[work.cblock.value()];
+      m.invalid = invalid_[work.cblock.value()];
       return policy_->MappedOBlock(work.cblock) == work.oblock &&
              policy_->IsDirty(work.cblock) &&
              (work.oblock.index + 1) * options_.block_size <= volume.size();
@@ -319,7 +322,16 @@ void CacheEngine::RunWriteback(std::shared_ptr<Migration> m) {
     assert(m->hold != nullptr);
     Dispatch(prison_->Unlock(std::exchange(m->cell, nullptr)));
     TIERFS_SYNC_POINT("engine:writeback-copied", &m->work);
-    Status st = m->origin->WriteAt(m->work.oblock.index * bs, m->buffer.span());
+    // The sectors the cache holds; the origin has the others already.
+    Status st;
+    sectors_.ForEachRun(static_cast<uint16_t>(sectors_.all() & ~m->invalid), 0,
+                        bs, [&](uint64_t at, uint64_t len) {
+                          if (st.ok()) {
+                            st = m->origin->WriteAt(
+                                m->work.oblock.index * bs + at,
+                                m->buffer.span(at, len));
+                          }
+                        });
     // The block is clean only once the origin copy is durable.
     if (st.ok()) {
       m->volume->origin_sync_.Wrote();
@@ -361,6 +373,9 @@ void CacheEngine::FinishMigration(std::shared_ptr<Migration> m, bool success) {
     }
     policy_->CompleteBackgroundWork(m->work, success);
     Reindex(m->work.oblock);
+    if (success && m->work.op == policy::WorkOp::kPromote) {
+      invalid_[m->work.cblock.value()] = 0;  // a whole block
+    }
     if (success && meta_ != nullptr) {
       const CBlock cblock = m->work.cblock;
       switch (m->work.op) {

@@ -75,19 +75,30 @@ Status CacheEngine::CopyToOrigin(Volume& volume, uint64_t index, CBlock cblock,
                                  size_t length) {
   std::shared_ptr<io::File> origin = volume.origin();
   if (origin == nullptr) return ErrnoCode(EBADF);
+  uint16_t invalid;
+  {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    invalid = invalid_[cblock.value()];
+  }
   io::AlignedBuffer buf(length, false);
-  Result<size_t> n = cache_->ReadAt(CacheOffset(cblock), buf.span(0, length));
-  if (!n.ok() || *n != length) {
-    Bump(counters_.cache_errors);
-    return n.ok() ? ErrnoCode(EIO) : n.error();
-  }
-  Status st = origin->WriteAt(index * options_.block_size, buf.span(0, length));
-  if (!st.ok()) {
-    Bump(counters_.origin_errors);
-    return st;
-  }
+  Status st;
+  // The sectors the cache holds; the origin has the others already.
+  sectors_.ForEachRun(static_cast<uint16_t>(sectors_.all() & ~invalid), 0,
+                      length, [&](uint64_t at, uint64_t len) {
+                        if (!st.ok()) return;
+                        Result<size_t> n = cache_->ReadAt(
+                            CacheOffset(cblock) + at, buf.span(at, len));
+                        if (!n.ok() || *n != len) {
+                          Bump(counters_.cache_errors);
+                          st = n.ok() ? ErrnoCode(EIO) : n.error();
+                          return;
+                        }
+                        st = origin->WriteAt(index * options_.block_size + at,
+                                             buf.span(at, len));
+                        if (!st.ok()) Bump(counters_.origin_errors);
+                      });
   volume.origin_sync_.Wrote();
-  return OkStatus();
+  return st;
 }
 
 Status CacheEngine::DropRange(

@@ -1,7 +1,8 @@
 // The engine's write path: one block of a write request. A hit writes the
-// cache copy (recording clean->dirty first), a whole-block miss in
-// writeback mode goes straight into a fresh cblock (overwrite), any other
-// miss goes to the origin. See io_path.cc for the request around it.
+// cache copy (recording clean->dirty first), a miss in writeback mode that
+// covers whole sectors goes straight into a fresh cblock (overwrite), any
+// other miss goes to the origin. See io_path.cc for the request around it
+// and partial_blocks.cc for blocks the cache holds only part of.
 
 #include "src/cache/engine.h"
 #include "src/cache/request.h"
@@ -38,11 +39,12 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
   uint64_t generation = 0;
   CBlock cblock;
   std::optional<policy::Work> work;
+  WriteSplit split{.mid = len};  // of a hit
   if (Cacheable(volume, index)) {
     std::unique_lock<std::mutex> lock = LockPolicyForIo();
     const OBlock oblock{volume.id(), index};
-    if (mode == Mode::kWriteback && in_block == 0 && !req->skip_overwrite &&
-        len == options_.block_size) {
+    if (mode == Mode::kWriteback && !req->skip_overwrite &&
+        in_block % sectors_.size() == 0 && len % sectors_.size() == 0) {
       hit = policy_->LookupWithWork(oblock, &cblock, policy::IoDir::kWrite,
                                     true, &work, &queued);
       if (work) {
@@ -52,6 +54,11 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
     } else {
       hit = policy_->Lookup(oblock, &cblock, policy::IoDir::kWrite, true,
                             &queued);
+    }
+    if (hit && invalid_[cblock.value()] != 0) {
+      split = SplitWrite(invalid_[cblock.value()], in_block, len);
+      // All of it in one sector the cache lacks: the origin's, like a miss.
+      if (split.mid == 0) hit = false;
     }
     if (hit) {
       ++write_hits_[cblock.value()];
@@ -87,7 +94,8 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
   if (work) {
     prison_->Put(cell);
     if (queued) KickMigrations();
-    Result<bool> done = TryOverwrite(req, index, *work, generation);
+    Result<bool> done =
+        TryOverwrite(req, index, in_block, len, *work, generation);
     if (!done.ok()) {
       Finish(req, done.error());
       return Step::kFailed;
@@ -104,8 +112,21 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
   std::error_code ec;
   if (hit) {
     CountIo(volume, &VolumeCounters::write_hits);
-    ec = WriteHit(volume, index, in_block, src, cblock, mode, was_dirty,
+    const uint64_t mid_at = in_block + split.head;
+    const std::span<const std::byte> mid = src.subspan(split.head, split.mid);
+    ec = WriteHit(volume, index, mid_at, mid, cblock, mode, was_dirty,
                   writethrough_dirty, dirty_seq);
+    const uint64_t at = index * options_.block_size + in_block;
+    if (!ec && split.head != 0) {
+      ec = WriteOrigin(volume, at, src.first(split.head));
+    }
+    if (!ec && split.tail != 0) {
+      ec = WriteOrigin(volume, at + split.head + split.mid,
+                       src.last(split.tail));
+    }
+    if (!ec && split.taken != 0) {
+      ec = TakeSectors(volume, index, cblock, split.taken, mid_at, mid);
+    }
   } else {
     CountIo(volume, &VolumeCounters::write_misses);
     ec = WriteOrigin(volume, index * options_.block_size + in_block, src);
@@ -192,32 +213,37 @@ std::error_code CacheEngine::WriteHit(Volume& volume, uint64_t index,
 }
 
 Result<bool> CacheEngine::TryOverwrite(Request* req, uint64_t index,
+                                       uint64_t in_block, size_t len,
                                        const policy::Work& work,
                                        uint64_t generation) {
-  // A whole-block write miss: the policy gave us a fresh cblock; write the
-  // data straight there instead of copying the origin block first. Needs
-  // the block to ourselves; if anyone else holds it, give the work back.
+  // A write miss of whole sectors: the policy gave us a fresh cblock; write
+  // the data straight there instead of copying the origin block first (the
+  // sectors it does not cover stay the origin's). Needs the block to
+  // ourselves; if anyone else holds it, give the work back.
   Volume& volume = *req->volume;
   prison::LockResult lock =
       prison_->Lock(prison::BlockKey(volume.id(), index), 1);
   uint64_t unused;
+  const auto invalid = static_cast<uint16_t>(
+      sectors_.all() & ~sectors_.Covered(in_block, in_block + len));
   if (lock.cell == nullptr || lock.status != prison::LockStatus::kLocked) {
     if (lock.cell != nullptr) Dispatch(prison_->Unlock(lock.cell));
-    CompleteOverwrite(volume, work, false, generation, &unused);
+    CompleteOverwrite(volume, work, false, generation, invalid, &unused);
     return false;
   }
   auto unlock = [&] { Dispatch(prison_->Unlock(lock.cell)); };
   std::span<const std::byte> src =
-      req->in.subspan(req->progress - req->in_skip, options_.block_size);
+      req->in.subspan(req->progress - req->in_skip, len);
   Status st = FreedSlotsDurable();
-  if (st.ok()) st = cache_->WriteAt(CacheOffset(work.cblock), src);
+  if (st.ok()) st = cache_->WriteAt(CacheOffset(work.cblock) + in_block, src);
   bool installed = false;
   if (st.ok()) {
     cache_sync_.Wrote();
     TIERFS_SYNC_POINT("engine:overwrite-written",
                       const_cast<policy::Work*>(&work));
     uint64_t seq = 0;
-    installed = CompleteOverwrite(volume, work, true, generation, &seq);
+    installed =
+        CompleteOverwrite(volume, work, true, generation, invalid, &seq);
     // The write returns once its mapping is written to the journal, before
     // it is synced: the daemon's death (kill -9) keeps it; a power loss may
     // drop it, as DESIGN.md's contract 3 allows for a write not fsynced. A
@@ -229,13 +255,13 @@ Result<bool> CacheEngine::TryOverwrite(Request* req, uint64_t index,
     }
   } else {
     Bump(counters_.cache_errors);
-    CompleteOverwrite(volume, work, false, generation, &unused);
+    CompleteOverwrite(volume, work, false, generation, invalid, &unused);
   }
+  const uint64_t at = index * options_.block_size + in_block;
   if (!installed) {
     // Keep the data: it goes to the origin like any write miss (a range
     // operation that ran meanwhile, or a failing cache store).
-    if (std::error_code ec =
-            WriteOrigin(volume, index * options_.block_size, src)) {
+    if (std::error_code ec = WriteOrigin(volume, at, src)) {
       unlock();
       return ec;
     }
@@ -244,13 +270,13 @@ Result<bool> CacheEngine::TryOverwrite(Request* req, uint64_t index,
   }
   CountIo(volume, &VolumeCounters::write_misses);
   unlock();
-  GrowTo(volume, (index + 1) * options_.block_size);
+  GrowTo(volume, at + len);
   return true;
 }
 
 bool CacheEngine::CompleteOverwrite(Volume& volume, const policy::Work& work,
                                     bool success, uint64_t generation,
-                                    uint64_t* seq) {
+                                    uint16_t invalid, uint64_t* seq) {
   *seq = 0;
   std::lock_guard<std::mutex> guard(policy_mu_);
   // Discipline point 4: the block must still be inside the file, of a live
@@ -264,9 +290,10 @@ bool CacheEngine::CompleteOverwrite(Volume& volume, const policy::Work& work,
   policy_->CompleteBackgroundWork(work, success);
   if (success) {
     policy_->SetDirty(work.cblock);
+    invalid_[work.cblock.value()] = invalid;
     // Its commit syncs the cache data written before it.
     if (meta_ != nullptr)
-      *seq = meta_->AppendMap(work.cblock, work.oblock, true);
+      *seq = meta_->AppendMap(work.cblock, work.oblock, true, invalid);
   }
   Reindex(work.oblock);
   if (--overwrites_pending_ == 0) policy_cv_.notify_all();

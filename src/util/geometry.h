@@ -4,6 +4,7 @@
 #ifndef TIERFS_SRC_UTIL_GEOMETRY_H_
 #define TIERFS_SRC_UTIL_GEOMETRY_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -29,6 +30,56 @@ std::string CacheSizeProblem(uint64_t cache_size, uint64_t block_size);
 // Both rules, as a sentence: "block size must be a power of two from 4K to
 // 2M" or "cache must hold between 1 and 2^32-1 blocks".
 std::string GeometryProblem(uint64_t block_size, uint64_t cache_blocks);
+
+// The sectors of a block, for sub-block validity: a cached block may hold
+// only some of its sectors (a write miss that covered part of a block takes
+// a cblock for those bytes alone; the origin keeps the rest). A block has at
+// most 16 sectors of max(4 KiB, block size / 16) bytes. Masks name sectors
+// by bit; the engine and the metadata keep the *invalid* ones (not in the
+// cache), so 0 is the whole block, as records from before decode.
+class Sectors {
+ public:
+  explicit Sectors(uint64_t block_size)
+      : size_(std::max(kMinBlockSize, block_size / 16)),
+        count_(static_cast<unsigned>(block_size / size_)) {}
+
+  uint64_t size() const { return size_; }
+  unsigned count() const { return count_; }
+  uint16_t all() const { return static_cast<uint16_t>((1u << count_) - 1); }
+  // The sectors that bytes [begin, end) of a block touch, and those they
+  // cover wholly. REQUIRES: begin < end <= block size.
+  uint16_t Touched(uint64_t begin, uint64_t end) const {
+    return Span(begin / size_, (end + size_ - 1) / size_);
+  }
+  uint16_t Covered(uint64_t begin, uint64_t end) const {
+    const uint64_t first = (begin + size_ - 1) / size_, last = end / size_;
+    return first < last ? Span(first, last) : 0;
+  }
+  // Calls fn(offset, length) for each run of sectors in `mask`, clipped to
+  // bytes [begin, end) of the block, in order.
+  template <typename Fn>
+  void ForEachRun(uint16_t mask, uint64_t begin, uint64_t end, Fn fn) const {
+    for (unsigned i = 0; i < count_;) {
+      if ((mask >> i & 1) == 0) {
+        ++i;
+        continue;
+      }
+      unsigned j = i;
+      while (j < count_ && (mask >> j & 1) != 0) ++j;
+      const uint64_t from = std::max(begin, i * size_);
+      const uint64_t to = std::min(end, j * size_);
+      if (from < to) fn(from, to - from);
+      i = j;
+    }
+  }
+
+ private:
+  static uint16_t Span(uint64_t first, uint64_t last) {
+    return static_cast<uint16_t>(((1u << last) - 1) & ~((1u << first) - 1));
+  }
+  uint64_t size_;
+  unsigned count_;
+};
 
 }  // namespace tierfs
 

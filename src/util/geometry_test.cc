@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <utility>
+#include <vector>
+
 namespace tierfs {
 namespace {
 
@@ -33,6 +36,38 @@ TEST(GeometryTest, GeometryNamesTheRuleBroken) {
             "block size must be a power of two from 4K to 2M");
   EXPECT_EQ(GeometryProblem(65536, 0),
             "cache must hold between 1 and 2^32-1 blocks");
+}
+
+TEST(GeometryTest, SectorsAreAtMost16OfAtLeast4K) {
+  EXPECT_EQ(Sectors(4096).count(), 1u);
+  EXPECT_EQ(Sectors(4096).all(), 0x1);
+  EXPECT_EQ(Sectors(64 * 1024).size(), 4096u);
+  EXPECT_EQ(Sectors(64 * 1024).all(), 0xffff);
+  EXPECT_EQ(Sectors(2 * 1024 * 1024).size(), 128u * 1024);
+  EXPECT_EQ(Sectors(2 * 1024 * 1024).count(), 16u);
+}
+
+TEST(GeometryTest, SectorsTouchedAndCovered) {
+  const Sectors s(64 * 1024);
+  EXPECT_EQ(s.Touched(0, 4096), 0x1);
+  EXPECT_EQ(s.Covered(0, 4096), 0x1);
+  EXPECT_EQ(s.Touched(512, 8192), 0x3);
+  EXPECT_EQ(s.Covered(512, 8192), 0x2);
+  EXPECT_EQ(s.Covered(512, 1024), 0);
+  EXPECT_EQ(s.Touched(0, 64 * 1024), 0xffff);
+  EXPECT_EQ(s.Covered(0, 64 * 1024), 0xffff);
+  EXPECT_EQ(s.Covered(60 * 1024, 64 * 1024), 0x8000);
+}
+
+TEST(GeometryTest, SectorRunsAreClipped) {
+  const Sectors s(64 * 1024);
+  std::vector<std::pair<uint64_t, uint64_t>> runs;
+  s.ForEachRun(
+      0b1100'0000'0000'0111, 2048, 63 * 1024,
+      [&](uint64_t off, uint64_t len) { runs.emplace_back(off, len); });
+  const std::vector<std::pair<uint64_t, uint64_t>> want = {
+      {2048, 12 * 1024 - 2048}, {56 * 1024, 7 * 1024}};
+  EXPECT_EQ(runs, want);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <future>
 
+#include "src/util/geometry.h"
 #include "tools/stress/harness.h"
 #include "tools/stress/sync_io.h"
 
@@ -156,6 +157,13 @@ void Harness::PickWriteRange(const Slot& slot, bool may_extend,
     // Whole aligned blocks take the overwrite path (no promotion copy).
     *length = bs * Uniform(rng_, 1, 4);
     *offset = PickOffset(slot, rng_, std::max<uint64_t>(size, 1)) / bs * bs;
+  } else if (kind == 3) {
+    // Whole sectors of a block take the sector overwrite path (sub-block
+    // validity): the cache holds them alone, the origin the rest.
+    const uint64_t sector = Sectors(bs).size();
+    *length = sector * Uniform(rng_, 1, 4);
+    *offset =
+        PickOffset(slot, rng_, std::max<uint64_t>(size, 1)) / sector * sector;
   } else if (kind == 2 && may_extend) {
     // Around the end of the file, often extending it (maybe over a gap).
     *length = IoLength(rng_, bs);
