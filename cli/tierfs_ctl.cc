@@ -103,13 +103,16 @@ void PrintStats(const json& s) {
         "            read-only: %s (run 'tierfs check' after unmounting)\n",
         s["read_only_reason"].get<std::string>().c_str());
   }
-  std::printf("cache       %s used of %s (%llu/%llu blocks of %s), %s dirty\n",
-              tierfs::FormatSize(u("used_blocks") * bs).c_str(),
-              tierfs::FormatSize(u("cache_blocks") * bs).c_str(),
-              static_cast<unsigned long long>(u("used_blocks")),
-              static_cast<unsigned long long>(u("cache_blocks")),
-              tierfs::FormatSize(bs).c_str(),
-              tierfs::FormatSize(u("dirty_blocks") * bs).c_str());
+  std::printf(
+      "cache       %s used of %s (%llu/%llu blocks of %s), %s dirty, %llu "
+      "partial\n",
+      tierfs::FormatSize(u("used_blocks") * bs).c_str(),
+      tierfs::FormatSize(u("cache_blocks") * bs).c_str(),
+      static_cast<unsigned long long>(u("used_blocks")),
+      static_cast<unsigned long long>(u("cache_blocks")),
+      tierfs::FormatSize(bs).c_str(),
+      tierfs::FormatSize(u("dirty_blocks") * bs).c_str(),
+      static_cast<unsigned long long>(u("partial_blocks")));
   std::printf(
       "metadata    journal %s used of %s, %llu commits, %llu checkpoints\n",
       tierfs::FormatSize(u("metadata_used_bytes")).c_str(),

@@ -302,6 +302,11 @@ EngineSnapshot CacheEngine::Snapshot() const {
     std::lock_guard<std::mutex> lock(policy_mu_);
     s.used_blocks = policy_->Residency();
     s.dirty_blocks = policy_->DirtyCount();
+    for (uint32_t c = 0; c < invalid_.size(); ++c) {
+      // A freed cblock keeps its last mask until it is mapped again.
+      s.partial_blocks +=
+          invalid_[c] != 0 && policy_->MappedOBlock(CBlock(c)).has_value();
+    }
     s.promotions_dropped =
         dropped_before_switch_ + policy_->DroppedPromotions();
     s.policy = std::string(policy_->Name());
@@ -322,6 +327,7 @@ EngineSnapshot CacheEngine::Snapshot() const {
   s.writebacks = get(counters_.writebacks);
   s.overwrites = get(counters_.overwrites);
   s.promotions_on_read = get(counters_.promotions_on_read);
+  s.sector_fills = get(counters_.sector_fills);
   s.migration_failures = get(counters_.migration_failures);
   s.migration_aborts = get(counters_.migration_aborts);
   s.cache_errors = get(counters_.cache_errors);

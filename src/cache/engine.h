@@ -132,6 +132,9 @@ struct EngineSnapshot {
   uint64_t read_hits = 0, read_misses = 0, write_hits = 0, write_misses = 0;
   uint64_t promotions = 0, demotions = 0, writebacks = 0, overwrites = 0;
   uint64_t promotions_on_read = 0;
+  // Cached blocks holding only some sectors (the origin has the rest), and
+  // how many such blocks reads made whole.
+  uint64_t partial_blocks = 0, sector_fills = 0;
   // Promotions the policy decided and dropped (policy.h DroppedPromotions).
   uint64_t promotions_dropped = 0;
   uint64_t bypassed = 0, migration_failures = 0, migration_aborts = 0,

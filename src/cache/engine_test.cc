@@ -201,6 +201,7 @@ TEST(EngineTest, SectorWriteMissTakesACacheBlockForItsBytesAlone) {
   const EngineSnapshot s = f.engine->Snapshot();
   ASSERT_GT(s.overwrites, 0u);
   EXPECT_EQ(s.dirty_blocks, s.overwrites);
+  EXPECT_EQ(s.partial_blocks, s.overwrites);
   // Written to the cache alone: those blocks' origin copies are untouched.
   uint64_t untouched = 0;
   for (uint64_t b = 0; b < 8; ++b) {
@@ -218,6 +219,8 @@ TEST(EngineTest, SectorWriteMissTakesACacheBlockForItsBytesAlone) {
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(*back, expect);
   EXPECT_GE(f.engine->Snapshot().read_misses - misses, s.overwrites);
+  EXPECT_EQ(f.engine->Snapshot().sector_fills, s.overwrites);
+  EXPECT_EQ(f.engine->Snapshot().partial_blocks, 0u);
   const uint64_t hits = f.engine->Snapshot().read_hits;
   back = f.ReadSync(v, 0, 8 * kBlock);
   ASSERT_TRUE(back.ok());

@@ -119,6 +119,7 @@ Result<size_t> CacheEngine::ReadPartial(Volume& volume, uint64_t index,
     std::error_code ec;
     if (filled) {
       cache_sync_.Wrote();
+      Bump(counters_.sector_fills);
       uint64_t seq = 0;
       {
         std::lock_guard<std::mutex> guard(policy_mu_);

@@ -39,7 +39,10 @@ struct VolumeCounters {
 struct EngineCounters {
   VolumeCounters io;
   Counter promotions{0}, demotions{0}, writebacks{0};
-  Counter overwrites{0};  // whole-block writes promoted without a copy
+  // Write misses of whole blocks or sectors cached without a copy.
+  Counter overwrites{0};
+  // Partial blocks (sub-block validity) made whole by one origin read.
+  Counter sector_fills{0};
   // Promotions filled by the read miss that decided them (one origin IO).
   Counter promotions_on_read{0};
   Counter migration_failures{0};

@@ -76,6 +76,8 @@ json StatsJson(cache::CacheEngine& engine, const DaemonInfo& info) {
       {"demotions", s.demotions},
       {"writebacks", s.writebacks},
       {"overwrites", s.overwrites},
+      {"partial_blocks", s.partial_blocks},
+      {"sector_fills", s.sector_fills},
       {"bypassed", s.bypassed},
       {"hole_skips", s.hole_skips},
       {"policy_lock_waits", s.policy_lock_waits},
