@@ -117,9 +117,35 @@ _PLL_ALIGNED_WRITE = """\t{ /* bench: aligned bounce buffer for O_DIRECT */
 """
 
 
-def build_passthrough_ll(dest, aligned_writes=True):
+# libfuse 3.14's fuse_file_info has no bit for FOPEN_PARALLEL_DIRECT_WRITES,
+# so the kernel takes the inode lock for each of passthrough_ll's direct
+# writes: one writer at a time per file. The optional second change: its
+# direct-IO open replies are sent raw with that flag, as tierfs sends them
+# (src/fuse/open_reply.cc), which makes it the same FUSE transport with
+# writers in parallel.
+_PLL_OPEN_REPLY = """\t\tfi->keep_cache = 1;
+\tfuse_reply_open(req, fi);
+}
+"""
+_PLL_PARALLEL_OPEN_REPLY = """\t\tfi->keep_cache = 1;
+\tif (fi->direct_io) { /* bench: parallel direct writes */
+\t\tstruct fuse_open_out out;
+\t\tmemset(&out, 0, sizeof(out));
+\t\tout.fh = fi->fh;
+\t\tout.open_flags = FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES;
+\t\tfuse_reply_buf(req, (const char *)&out, sizeof(out));
+\t\treturn;
+\t}
+\tfuse_reply_open(req, fi);
+}
+"""
+
+
+def build_passthrough_ll(dest, aligned_writes=True,
+                         parallel_direct_writes=False):
     """Compiles libfuse's passthrough_ll example to dest (with the aligned
-    write patch above unless aligned_writes is False); returns dest."""
+    write patch above unless aligned_writes is False, and with parallel
+    direct writes if asked); returns dest."""
     with open(os.path.join(FUSE_EXAMPLES, "passthrough_ll.c")) as f:
         src = f.read()
     if aligned_writes:
@@ -127,6 +153,15 @@ def build_passthrough_ll(dest, aligned_writes=True):
             raise RuntimeError("passthrough_ll.c changed: cannot patch its "
                                "write_buf for O_DIRECT")
         src = src.replace(_PLL_WRITE, _PLL_ALIGNED_WRITE)
+    if parallel_direct_writes:
+        if src.count(_PLL_OPEN_REPLY) != 1:
+            raise RuntimeError("passthrough_ll.c changed: cannot patch its "
+                               "open reply")
+        inc = "#include <fuse_lowlevel.h>\n"
+        if src.count(inc) != 1:
+            raise RuntimeError("passthrough_ll.c changed: no fuse_lowlevel.h")
+        src = src.replace(_PLL_OPEN_REPLY, _PLL_PARALLEL_OPEN_REPLY).replace(
+            inc, inc + "#include <linux/fuse.h>\n")
     c = dest + ".c"
     with open(c, "w") as f:
         f.write(src)
