@@ -4,12 +4,16 @@
 //   promotion: lock L0 (writes wait) -> quiesce -> copy origin->cache ->
 //              promote to L1 (reads wait) -> quiesce -> commit -> unlock
 //   demotion:  lock L1 -> quiesce -> commit (cblock free) -> unlock
-//   writeback: lock L0 -> quiesce -> read cache -> shared hold at L1,
-//              unlock (writes go on) -> write + sync origin -> commit
-//              (clean, if no write hit since the read) -> put
+//   writeback: lock L0 (given back if a write holds the block) -> read
+//              cache -> shared hold at L1, unlock (writes go on) -> write
+//              + sync origin -> commit (clean, if no write hit since the
+//              read) -> put
 //
-// Continuations from the prison may run in a foreground thread (the last
-// Put); every phase therefore re-posts itself to the pool.
+// A phase whose lock is granted at once goes on in the pool thread that
+// took it: a lock is never held while its migration waits in the pool's
+// queue. Continuations from the prison may run in a foreground thread (the
+// last Put); a phase that waited for a quiesce therefore re-posts itself to
+// the pool.
 
 #include <algorithm>
 #include <cassert>
@@ -148,14 +152,17 @@ bool LockThen(prison::Prison& prison, WorkerPool& pool, const prison::Key& key,
   prison::LockResult lock = prison.Lock(key, level);
   if (lock.cell == nullptr) return false;
   *cell = lock.cell;
-  auto post = [&pool, next = std::move(next)]() mutable {
-    pool.Post(std::move(next));
-  };
-  if (lock.status == prison::LockStatus::kLockedNeedsQuiesce) {
-    prison.Quiesce(lock.cell, std::move(post));
-  } else {
-    post();
+  if (lock.status != prison::LockStatus::kLockedNeedsQuiesce) {
+    // Already on a pool thread (every caller is a posted task): go on at
+    // once. Re-posting would hold the lock, and park writes to the block,
+    // until every migration queued ahead ran (seconds behind an HDD).
+    next();
+    return true;
   }
+  // Quiesce's continuation may run in a foreground thread: post it.
+  prison.Quiesce(lock.cell, [&pool, next = std::move(next)]() mutable {
+    pool.Post(std::move(next));
+  });
   return true;
 }
 
@@ -346,10 +353,17 @@ void CacheEngine::RunWriteback(std::shared_ptr<Migration> m) {
     m->buffer = io::AlignedBuffer();
     FinishMigration(std::move(m), true);
   };
-  if (!LockThen(*prison_, *pool_, key, 0, &m->cell, std::move(copy))) {
-    m->aborted = true;  // another migration or a range operation has it
-    FinishMigration(std::move(m), false);
+  // A block that a write holds right now is being dirtied again: leave it
+  // dirty for a later pass rather than park writes to it until the
+  // quiesced copy gets a pool thread, behind every migration queued ahead.
+  prison::LockResult lock = prison_->Lock(key, 0);
+  if (lock.cell == nullptr || lock.status != prison::LockStatus::kLocked) {
+    if (lock.cell != nullptr) Dispatch(prison_->Unlock(lock.cell));
+    m->aborted = true;  // another holder: a write, a migration, a range op
+    return FinishMigration(std::move(m), false);
   }
+  m->cell = lock.cell;
+  copy();
 }
 
 void CacheEngine::FinishMigration(std::shared_ptr<Migration> m, bool success) {
