@@ -124,7 +124,8 @@ class Daemon:
 
 
 def audit_cache(d):
-    """Compares each mapping in the on-disk metadata with the origin.
+    """Compares each mapping in the on-disk metadata with the origin: the
+    sectors the cache holds (a partial block's others are the origin's).
 
     Returns (recorded dirty, really dirty); fails on a stale clean copy.
     """
@@ -133,6 +134,7 @@ def audit_cache(d):
     assert r.returncode == 0, f"tierfs dump: {r.stderr}"
     dump = json.loads(r.stdout)
     bs = dump["superblock"]["block_size"]
+    sector = max(4096, bs // 16)
     paths = {v["id"]: os.path.join(d.slow, v["path"]) for v in dump["volumes"]}
     recorded = really = 0
     stale = []
@@ -143,6 +145,12 @@ def audit_cache(d):
             with open(paths[m["volume"]], "rb") as f:
                 f.seek(m["index"] * bs)
                 origin = f.read(bs)
+            held = [i for i in range(bs // sector)
+                    if not m.get("invalid", 0) >> i & 1]
+            cached = b"".join(cached[i * sector:(i + 1) * sector]
+                              for i in held)
+            origin = b"".join(origin[i * sector:(i + 1) * sector]
+                              for i in held)
             if m["dirty"]:
                 recorded += 1
                 really += cached != origin

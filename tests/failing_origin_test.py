@@ -140,10 +140,11 @@ def main():
         print(f"ok: writeback fails ({h['last_error']}), {dirty} dirty kept, "
               f"{grew} attempts in 4 s, backoff "
               f"{s['health']['migration_backoff_ms']} ms; {lines[-1]}")
-        # A write that has to reach the origin: the caller sees the error.
-        failed = os.urandom(4096)
+        # A write that has to reach the origin (not whole 4 KiB sectors, so
+        # the cache cannot take it alone): the caller sees the error.
+        failed = os.urandom(512)
         try:
-            write_direct(vol, 7 * MIB + 4096, failed)
+            write_direct(vol, 7 * MIB + 4096 + 512, failed)
             raise AssertionError("write to a failing origin succeeded")
         except OSError as e:
             print(f"ok: origin write fails for the caller: {e.strerror}")
@@ -167,8 +168,8 @@ def main():
         s = stats(mnt)
         assert s["dirty_blocks"] == 0 and not s["health"]["origin"][
             "failing"], s
-        write_direct(vol, 7 * MIB + 4096, failed)
-        shadow[7 * MIB + 4096:7 * MIB + 8192] = failed
+        write_direct(vol, 7 * MIB + 4096 + 512, failed)
+        shadow[7 * MIB + 4608:7 * MIB + 5120] = failed
         assert read_direct(vol, 0, 8 * MIB) == bytes(shadow)
         subprocess.run([TIERFS, "umount", mnt], check=True)
         assert daemon.wait(timeout=60) == 0
