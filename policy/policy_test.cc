@@ -174,6 +174,30 @@ TEST(PolicyTest, FailedWorkChangesNothing) {
   EXPECT_TRUE(p->IsDirty(c));  // a failed writeback keeps the block dirty
 }
 
+TEST(PolicyTest, LruEvictsOldDirtyBlocksBeforeRecentCleanOnes) {
+  // A cache filled by writes (dirty, none aged a writeback period) and
+  // then a read set half its size: lru writes the old dirty blocks back
+  // and evicts them, instead of recycling the blocks it promoted last
+  // (which hit nothing, pass after pass).
+  auto p = Make("lru", 64);
+  for (uint64_t i = 0; i < 64; ++i) {
+    Read(*p, O(1000 + i));
+    Drain(*p);
+    p->SetDirty(*p->Peek(O(1000 + i)));
+  }
+  ASSERT_EQ(p->DirtyCount(), 64u);
+  int hits = 0;
+  for (int pass = 0; pass < 3; ++pass) {
+    hits = 0;
+    for (uint64_t i = 0; i < 32; ++i) {
+      hits += Read(*p, O(i));
+      Drain(*p);
+    }
+  }
+  EXPECT_EQ(hits, 32);
+  EXPECT_LE(p->DirtyCount(), 32u);
+}
+
 TEST(PolicyTest, AllowMigrationsFalseStopsWork) {
   auto p = Make("lru", 4);
   p->AllowMigrations(false);

@@ -70,6 +70,7 @@ SmqPolicy::SmqPolicy(Variant variant, const PolicyParams& params)
     }
   }
   writeback_set_ = demote_set_ = 1;
+  if (variant_ == Variant::kLru) last_use_.assign(params.cache_blocks, 0);
   if (variant_ == Variant::kSmq) {
     sketch_.set_sample(admission_window_ * params.cache_blocks);
   }
@@ -185,6 +186,7 @@ void SmqPolicy::Requeue(uint32_t i) {
   Entry& e = es_[i];
   if (e.pending_work) return;  // out of the queues until its work completes
   if (variant_ == Variant::kLru) {
+    StampUse(i);
     QueueOf(e).Requeue(i, 0, kNullIndex);  // to the most recent end
     return;
   }
@@ -322,8 +324,58 @@ bool SmqPolicy::DirtyTargetMet() const {
          params_.cache_blocks * dirty_target_percent_ / 100;
 }
 
+void SmqPolicy::StampUse(uint32_t i) {
+  if (!last_use_.empty()) last_use_[i - cache_begin_] = ++use_clock_;
+}
+
+bool SmqPolicy::UsedBefore(uint32_t a, uint32_t b) const {
+  return static_cast<int32_t>(last_use_[a - cache_begin_] -
+                              last_use_[b - cache_begin_]) < 0;
+}
+
+uint32_t SmqPolicy::OldestNear(const Queue& q) const {
+  // Near the old end, not just the head: a block written back is put at the
+  // old end though it may have been used after the next one.
+  uint32_t best = kNullIndex;
+  int n = 0;
+  for (uint32_t i = q.level(0).head; i != kNullIndex && n < kLruScan;
+       i = es_[i].next) {
+    if (es_[i].sentinel) continue;
+    ++n;
+    if (best == kNullIndex || UsedBefore(i, best)) best = i;
+  }
+  return best;
+}
+
+bool SmqPolicy::LruWritebackFirst(uint32_t clean_victim) {
+  const uint32_t d = OldestNear(dirty_);
+  if (d == kNullIndex ||
+      (clean_victim != kNullIndex && UsedBefore(clean_victim, d))) {
+    return false;
+  }
+  QueueWritebackOf(d);
+  return true;
+}
+
 uint32_t SmqPolicy::QueueDemotion(bool only_old) {
   if (!allow_migrations_ || tracker_.full()) return kNullIndex;
+  if (variant_ == Variant::kLru && !only_old) {
+    // The least recently used block, clean or dirty: a dirty one is
+    // written back first (aged or not) and demoted on a later miss, from
+    // the clean queue's old end.
+    const uint32_t i = OldestNear(clean_);
+    if (LruWritebackFirst(i) || i == kNullIndex) return kNullIndex;
+    clean_.Remove(i);
+    es_[i].pending_work = 1;
+    if (!tracker_.Queue(Work{WorkOp::kDemote, es_[i].oblock(), CBlockOf(i)})) {
+      es_[i].pending_work = 0;
+      clean_.PushFront(i);
+      return kNullIndex;
+    }
+    // The next victim is dirty: clean it now, for the next miss.
+    LruWritebackFirst(OldestNear(clean_));
+    return i;
+  }
   const uint32_t i = DemotionCandidate(only_old);
   if (i == kNullIndex) {
     // Nothing clean to drop: write back the coldest, least recently
@@ -346,6 +398,11 @@ bool SmqPolicy::QueueWriteback(bool cross_sentinels) {
   if (tracker_.full()) return false;
   const uint32_t i = dirty_.Peek(levels_, cross_sentinels);
   if (i == kNullIndex) return false;
+  return QueueWritebackOf(i);
+}
+
+bool SmqPolicy::QueueWritebackOf(uint32_t i) {
+  if (tracker_.full()) return false;
   dirty_.Remove(i);
   es_[i].pending_work = 1;
   if (!tracker_.Queue(Work{WorkOp::kWriteback, es_[i].oblock(), CBlockOf(i)})) {
@@ -377,6 +434,7 @@ bool SmqPolicy::GetBackgroundWork(bool idle, Work* work) {
 }
 
 void SmqPolicy::Map(uint32_t i) {
+  StampUse(i);
   Entry& e = es_[i];
   e.mapped = 1;
   table_.Insert(i);
@@ -430,6 +488,17 @@ void SmqPolicy::CompleteBackgroundWork(const Work& work, bool success) {
       if (success && e.dirty) {
         e.dirty = 0;
         --dirty_count_;
+      }
+      if (variant_ == Variant::kLru && !e.dirty) {
+        // lru writes back its old blocks: to the clean queue's old end if
+        // older than the block there (the victim scan sorts out the rest),
+        // else to its recent end (a block kept too long, never one
+        // evicted too soon).
+        const uint32_t head = clean_.Peek(levels_, true);
+        if (head == kNullIndex || UsedBefore(i, head)) {
+          clean_.PushFront(i);
+          return;
+        }
       }
       QueueOf(e).Push(i);
       return;
@@ -664,7 +733,7 @@ size_t SmqPolicy::MemoryBytes() const {
       (sizeof(IList) + sizeof(uint32_t));
   return sizeof(*this) + es_.capacity() * sizeof(Entry) + table_.MemoryBytes() +
          hotspot_table_.MemoryBytes() + queues + tracker_.MemoryBytes() +
-         sketch_.MemoryBytes();
+         sketch_.MemoryBytes() + last_use_.capacity() * sizeof(uint32_t);
 }
 
 }  // namespace tierfs::policy

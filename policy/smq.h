@@ -48,8 +48,14 @@
 //
 // Variants: kCleaner never promotes or demotes and writes back every dirty
 // block; kLru is the baseline (one level, promote on every miss, evict the
-// least recently used clean block, keep a small reserve of free cblocks so
-// a miss never waits for a demotion; no stream detection unless configured).
+// least recently used block, keep a small reserve of free cblocks so a miss
+// never waits for a demotion; no stream detection unless configured). Its
+// clean and dirty blocks sit on separate queues, so lru stamps each block's
+// last use (4 bytes per cache block): when the least recently used dirty
+// block is older than the clean one it would demote, it writes that block
+// back (aged or not) instead, and a block written back goes to the old end
+// of the clean queue. A cache that writes filled with dirty blocks thus
+// evicts them first, not the blocks it promoted last.
 #ifndef TIERFS_POLICY_SMQ_H_
 #define TIERFS_POLICY_SMQ_H_
 
@@ -124,6 +130,7 @@ class SmqPolicy final : public Policy {
     OBlock oblock;
   };
   static constexpr size_t kMaxWaiting = 256;
+  static constexpr int kLruScan = 32;
 
   uint32_t CacheIndex(CBlock cblock) const;  // kNullIndex if out of range
   CBlock CBlockOf(uint32_t i) const { return CBlock(i - cache_begin_); }
@@ -154,6 +161,15 @@ class SmqPolicy final : public Policy {
   void PromoteWaiting(uint32_t victim);
   void DropWaiting(uint32_t victim);
   bool QueueWriteback(bool cross_sentinels);
+  bool QueueWritebackOf(uint32_t i);
+  // lru: stamps `i` as used now; the least recently used non-sentinel
+  // entry among the first kLruScan of `q` (kNullIndex if none).
+  void StampUse(uint32_t i);
+  uint32_t OldestNear(const Queue& q) const;
+  bool UsedBefore(uint32_t a, uint32_t b) const;
+  // lru: when its least recently used block is dirty, queues its
+  // writeback and returns true (nothing clean to demote before it).
+  bool LruWritebackFirst(uint32_t clean_victim);
   bool FreeTargetMet() const;
   bool DirtyTargetMet() const;
   void Map(uint32_t i);
@@ -200,6 +216,11 @@ class SmqPolicy final : public Policy {
   uint64_t next_demote_period_ = 0;
 
   std::vector<Waiting> waiting_;  // at most kMaxWaiting
+
+  // lru: each cache block's last use (by cache index - cache_begin_), on a
+  // clock of lookups that wraps (compared as a difference).
+  std::vector<uint32_t> last_use_;
+  uint32_t use_clock_ = 0;
 
   // Config values.
   uint64_t dirty_target_percent_ = 50;
