@@ -22,6 +22,8 @@ DESCRIPTIONS = {
                   "database; capture/sqlite.sh",
     "vm-install": "a VM disk image: debootstrap, apt-get install, kernel "
                   "untar and greps (no qemu: see README); capture/vmdisk.sh",
+    "qemu-guest": "a qemu guest's disk image (TCG, 256 MiB): boot, apt-get "
+                  "install, kernel untar and greps; capture/qemu.sh",
     "git": "git over git.git (clone, log, checkouts, grep, blame); "
            "capture/git.sh",
     "scan-hot": "synthetic: fio zipf hot set + sequential scans + random "
