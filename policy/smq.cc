@@ -359,17 +359,23 @@ bool SmqPolicy::LruWritebackFirst(uint32_t clean_victim) {
 
 uint32_t SmqPolicy::QueueDemotion(bool only_old) {
   if (!allow_migrations_ || tracker_.full()) return kNullIndex;
+  // Takes clean block i off its queue into the tracker (back if full).
+  auto queue = [&](uint32_t i) {
+    clean_.Remove(i);
+    es_[i].pending_work = 1;
+    if (tracker_.Queue(Work{WorkOp::kDemote, es_[i].oblock(), CBlockOf(i)})) {
+      return true;
+    }
+    es_[i].pending_work = 0;
+    clean_.PushFront(i);
+    return false;
+  };
   if (variant_ == Variant::kLru && !only_old) {
     // The least recently used block, clean or dirty: a dirty one is
     // written back first (aged or not) and demoted on a later miss, from
     // the clean queue's old end.
     const uint32_t i = OldestNear(clean_);
-    if (LruWritebackFirst(i) || i == kNullIndex) return kNullIndex;
-    clean_.Remove(i);
-    es_[i].pending_work = 1;
-    if (!tracker_.Queue(Work{WorkOp::kDemote, es_[i].oblock(), CBlockOf(i)})) {
-      es_[i].pending_work = 0;
-      clean_.PushFront(i);
+    if (LruWritebackFirst(i) || i == kNullIndex || !queue(i)) {
       return kNullIndex;
     }
     // The next victim is dirty: clean it now, for the next miss.
@@ -384,14 +390,7 @@ uint32_t SmqPolicy::QueueDemotion(bool only_old) {
     if (!only_old) QueueWriteback(true);
     return kNullIndex;
   }
-  clean_.Remove(i);
-  es_[i].pending_work = 1;
-  if (!tracker_.Queue(Work{WorkOp::kDemote, es_[i].oblock(), CBlockOf(i)})) {
-    es_[i].pending_work = 0;
-    clean_.PushFront(i);
-    return kNullIndex;
-  }
-  return i;
+  return queue(i) ? i : kNullIndex;
 }
 
 bool SmqPolicy::QueueWriteback(bool cross_sentinels) {
