@@ -457,8 +457,9 @@ class CacheEngine {
   // marks it clean only if no write came after its copy.
   std::vector<uint32_t> write_hits_;  // guarded by policy_mu_
   // Per cblock, the sectors of its block the cache does not hold (0: all
-  // held). Set when a mapping is made; writes only ever clear bits, under
-  // their shared level-0 hold, so work that locks level 0 sees it stable.
+  // held). Set when a mapping is made; then only cleared, by writes under
+  // their shared level-0 hold and by read fills under the exclusive one,
+  // so work that locks level 0 sees it stable.
   std::vector<uint16_t> invalid_;  // guarded by policy_mu_
   const Sectors sectors_;
 
