@@ -99,7 +99,7 @@ class Loader {
     for (size_t i = 0; i < table_.size(); ++i) {
       const Slot& s = table_[i];
       if (s.volume == 0) continue;
-      if ((s.invalid & ~sectors_.all()) != 0 || s.invalid == sectors_.all()) {
+      if (!sectors_.Possible(s.invalid)) {
         Damage("cache block " + std::to_string(i) +
                " has an impossible sector mask");
         continue;

@@ -54,7 +54,7 @@ std::string StateProblem(const LoadedState& state) {
   std::set<OBlock> oblocks;
   const Sectors sectors(state.super.block_size);
   for (const MappingRecord& m : state.mappings) {
-    if ((m.invalid & ~sectors.all()) != 0 || m.invalid == sectors.all()) {
+    if (!sectors.Possible(m.invalid)) {
       return "cache block " + std::to_string(m.cblock.value()) +
              " has an impossible sector mask";
     }
@@ -655,7 +655,7 @@ Result<WritebackReport> Writeback(io::Env* env, const std::string& meta_dir,
     for (MappingRecord* m : blocks) {
       // Only the sectors the cache holds; the origin has the others.
       sectors.ForEachRun(
-          static_cast<uint16_t>(~m->invalid & sectors.all()), 0, bs,
+          sectors.Complement(m->invalid), 0, bs,
           [&](uint64_t off, uint64_t len) {
             if (!st.ok()) return;
             std::span<std::byte> run(buffer.data() + off, len);

@@ -386,7 +386,7 @@ Status CacheEngine::Restore(std::vector<meta::ResolvedVolume> volumes,
         // crash came before its unmaps were durable. The truncate wins.
         continue;
       }
-      if ((m.invalid & ~sectors_.all()) != 0 || m.invalid == sectors_.all()) {
+      if (!sectors_.Possible(m.invalid)) {
         return ErrnoCode(EINVAL);  // the loader reports it as damage
       }
       Status st =

@@ -331,14 +331,13 @@ void CacheEngine::RunWriteback(std::shared_ptr<Migration> m) {
     TIERFS_SYNC_POINT("engine:writeback-copied", &m->work);
     // The sectors the cache holds; the origin has the others already.
     Status st;
-    sectors_.ForEachRun(static_cast<uint16_t>(sectors_.all() & ~m->invalid), 0,
-                        bs, [&](uint64_t at, uint64_t len) {
-                          if (st.ok()) {
-                            st = m->origin->WriteAt(
-                                m->work.oblock.index * bs + at,
-                                m->buffer.span(at, len));
-                          }
-                        });
+    sectors_.ForEachRun(
+        sectors_.Complement(m->invalid), 0, bs, [&](uint64_t at, uint64_t len) {
+          if (st.ok()) {
+            st = m->origin->WriteAt(m->work.oblock.index * bs + at,
+                                    m->buffer.span(at, len));
+          }
+        });
     // The block is clean only once the origin copy is durable.
     if (st.ok()) {
       m->volume->origin_sync_.Wrote();

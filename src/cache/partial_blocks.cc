@@ -80,7 +80,7 @@ Result<size_t> CacheEngine::ReadPartial(Volume& volume, uint64_t index,
   const uint64_t bs = options_.block_size;
   std::shared_ptr<io::File> origin = volume.origin();
   if (origin == nullptr) return ErrnoCode(EBADF);
-  const uint16_t held = static_cast<uint16_t>(sectors_.all() & ~invalid);
+  const uint16_t held = sectors_.Complement(invalid);
   // Fill: with writes kept out (level 0 exclusive, next to our read hold,
   // which keeps every mapping change out), one origin read of the whole
   // block gives the missing sectors; the block is whole from then on.

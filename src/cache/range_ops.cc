@@ -83,20 +83,20 @@ Status CacheEngine::CopyToOrigin(Volume& volume, uint64_t index, CBlock cblock,
   io::AlignedBuffer buf(length, false);
   Status st;
   // The sectors the cache holds; the origin has the others already.
-  sectors_.ForEachRun(static_cast<uint16_t>(sectors_.all() & ~invalid), 0,
-                      length, [&](uint64_t at, uint64_t len) {
-                        if (!st.ok()) return;
-                        Result<size_t> n = cache_->ReadAt(
-                            CacheOffset(cblock) + at, buf.span(at, len));
-                        if (!n.ok() || *n != len) {
-                          Bump(counters_.cache_errors);
-                          st = n.ok() ? ErrnoCode(EIO) : n.error();
-                          return;
-                        }
-                        st = origin->WriteAt(index * options_.block_size + at,
-                                             buf.span(at, len));
-                        if (!st.ok()) Bump(counters_.origin_errors);
-                      });
+  sectors_.ForEachRun(
+      sectors_.Complement(invalid), 0, length, [&](uint64_t at, uint64_t len) {
+        if (!st.ok()) return;
+        Result<size_t> n =
+            cache_->ReadAt(CacheOffset(cblock) + at, buf.span(at, len));
+        if (!n.ok() || *n != len) {
+          Bump(counters_.cache_errors);
+          st = n.ok() ? ErrnoCode(EIO) : n.error();
+          return;
+        }
+        st = origin->WriteAt(index * options_.block_size + at,
+                             buf.span(at, len));
+        if (!st.ok()) Bump(counters_.origin_errors);
+      });
   volume.origin_sync_.Wrote();
   return st;
 }

@@ -224,8 +224,8 @@ Result<bool> CacheEngine::TryOverwrite(Request* req, uint64_t index,
   prison::LockResult lock =
       prison_->Lock(prison::BlockKey(volume.id(), index), 1);
   uint64_t unused;
-  const auto invalid = static_cast<uint16_t>(
-      sectors_.all() & ~sectors_.Covered(in_block, in_block + len));
+  const uint16_t invalid =
+      sectors_.Complement(sectors_.Covered(in_block, in_block + len));
   if (lock.cell == nullptr || lock.status != prison::LockStatus::kLocked) {
     if (lock.cell != nullptr) Dispatch(prison_->Unlock(lock.cell));
     CompleteOverwrite(volume, work, false, generation, invalid, &unused);

@@ -46,6 +46,15 @@ class Sectors {
   uint64_t size() const { return size_; }
   unsigned count() const { return count_; }
   uint16_t all() const { return static_cast<uint16_t>((1u << count_) - 1); }
+  // The block's sectors not in `mask` (the held ones, of an invalid mask).
+  uint16_t Complement(uint16_t mask) const {
+    return static_cast<uint16_t>(all() & ~mask);
+  }
+  // Whether `invalid` can be a cached block's mask: it names only sectors
+  // of the block and leaves at least one held.
+  bool Possible(uint16_t invalid) const {
+    return (invalid & ~all()) == 0 && invalid != all();
+  }
   // The sectors that bytes [begin, end) of a block touch, and those they
   // cover wholly. REQUIRES: begin < end <= block size.
   uint16_t Touched(uint64_t begin, uint64_t end) const {

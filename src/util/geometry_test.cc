@@ -57,6 +57,17 @@ TEST(GeometryTest, SectorsTouchedAndCovered) {
   EXPECT_EQ(s.Touched(0, 64 * 1024), 0xffff);
   EXPECT_EQ(s.Covered(0, 64 * 1024), 0xffff);
   EXPECT_EQ(s.Covered(60 * 1024, 64 * 1024), 0x8000);
+  EXPECT_EQ(s.Complement(0x8001), 0x7ffe);
+  EXPECT_EQ(Sectors(16 * 1024).Complement(0x1), 0xe);
+}
+
+TEST(GeometryTest, APossibleMaskLeavesASectorHeldAndNamesNoOther) {
+  EXPECT_TRUE(Sectors(64 * 1024).Possible(0));
+  EXPECT_TRUE(Sectors(64 * 1024).Possible(0x7fff));
+  EXPECT_FALSE(Sectors(64 * 1024).Possible(0xffff));
+  EXPECT_TRUE(Sectors(16 * 1024).Possible(0x7));
+  EXPECT_FALSE(Sectors(16 * 1024).Possible(0x10));
+  EXPECT_FALSE(Sectors(4 * 1024).Possible(0x1));
 }
 
 TEST(GeometryTest, SectorRunsAreClipped) {
