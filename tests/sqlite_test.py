@@ -221,8 +221,10 @@ def check_writer_crash(db, wal):
     start = time.monotonic()
     sqlite(db, "CREATE TABLE c(x INTEGER, pad BLOB);\n")
     first = TRANSACTIONS  # writer 1's transactions from here on
-    committed = lambda: int(sqlite(db, f"SELECT count(*) FROM t WHERE w = 1 "
-                                       f"AND i >= {first};")) // 2
+    # .timeout: a WAL reader may meet a checkpoint's lock (SQLITE_BUSY).
+    committed = lambda: int(sqlite(db, f".timeout 30000\nSELECT count(*) "
+                                       f"FROM t WHERE w = 1 AND i >= {first};"
+                                       )) // 2
     small = PacedWriter(db, 1, first, 0.005)
     try:
         wait_for(lambda: committed() >= 20, 30, "the small writer's commits")
