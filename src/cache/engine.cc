@@ -134,7 +134,8 @@ void CacheEngine::TakeCheckpoint(meta::Checkpoint* cp,
 
 void CacheEngine::Reindex(OBlock oblock) {
   std::optional<CBlock> cblock = policy_->Peek(oblock);
-  index_.Set(oblock, cblock, cblock && policy_->IsDirty(*cblock));
+  index_.Set(oblock, cblock, cblock && policy_->IsDirty(*cblock),
+             cblock ? invalid_[cblock->value()] : 0);
 }
 
 uint64_t CacheEngine::Unmap(CBlock cblock) {
@@ -393,7 +394,7 @@ Status CacheEngine::Restore(std::vector<meta::ResolvedVolume> volumes,
           policy_->LoadMapping(m.oblock, m.cblock, m.dirty, m.hint, hints);
       if (!st.ok()) return st;
       invalid_[m.cblock.value()] = m.invalid;
-      index_.Set(m.oblock, m.cblock, m.dirty);
+      index_.Set(m.oblock, m.cblock, m.dirty, m.invalid);
     }
   }
   // Nothing is open yet: keep origin fds only where writeback needs them.

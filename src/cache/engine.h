@@ -77,6 +77,7 @@
 #include "meta/store.h"
 #include "meta/volumes.h"
 #include "policy/policy.h"
+#include "src/cache/hit_log.h"
 #include "src/cache/io_gate.h"
 #include "src/cache/mapping_index.h"
 #include "src/cache/stats.h"
@@ -337,14 +338,15 @@ class CacheEngine {
   // Records that the origin grew to at least `size`.
   void GrowTo(Volume& volume, uint64_t size);
 
-  // REQUIRES: policy_mu_ (mode and generations are read under it).
+  // Stable while the caller holds the block's cell and is inside the gate.
   bool Cacheable(const Volume& volume, uint64_t index) const;
 
   // Mapping changes; each REQUIRES policy_mu_, keeps index_ in step with the
   // policy, and returns the record's sequence (0 without metadata).
   uint64_t Unmap(CBlock cblock);
   uint64_t MarkDirty(CBlock cblock);
-  // Re-reads oblock's mapping from the policy into index_.
+  // Re-reads oblock's mapping from the policy (and its sector mask) into
+  // index_. Call it after every change of either.
   void Reindex(OBlock oblock);
   // Waits until record `seq` is durable; on failure the engine goes
   // read-only. REQUIRES: policy_mu_ not held.
@@ -367,8 +369,13 @@ class CacheEngine {
   std::shared_ptr<Volume> VolumeById(VolumeId id);
   void Dispatch(std::vector<UniqueFunction<void()>> continuations);
   void MarkIo();
-  // policy_mu_ for one block's lookup, counting the times it was taken.
+  // policy_mu_ for one block's lookup, counting the times it was taken;
+  // the policy hears of the hits logged before it first.
   std::unique_lock<std::mutex> LockPolicyForIo();
+  // Hands the logged read hits (or one hit) to the policy.
+  // REQUIRES: policy_mu_.
+  void AccountHits();
+  void AccountHit(const HitLog::Hit& hit);
   // Drops a closed volume's origin handle when nothing needs it; forgets
   // the oldest closed volumes with nothing cached beyond kMaxIdleVolumes.
   void MaybeRelease(const std::shared_ptr<Volume>& volume);
@@ -449,7 +456,10 @@ class CacheEngine {
   std::unique_ptr<policy::Policy> policy_;  // guarded by policy_mu_
   // Dropped promotions of the policies switched away from.
   uint64_t dropped_before_switch_ = 0;  // guarded by policy_mu_
-  MappingIndex index_;                  // guarded by policy_mu_
+  // Changed under policy_mu_; read hits read it without (it has its own
+  // lock), holding their block's cell.
+  MappingIndex index_;
+  HitLog hits_;  // read hits found in index_, for the policy
   // Writethrough write hits in flight per cblock that they marked dirty:
   // the block is clean again once the last of them wrote both copies.
   std::map<uint32_t, int> writethrough_writers_;  // guarded by policy_mu_

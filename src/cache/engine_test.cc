@@ -23,6 +23,7 @@
 
 #include "src/cache/engine_test_util.h"
 #include "src/io/file.h"
+#include "src/util/sync_point.h"
 
 namespace tierfs::cache {
 namespace {
@@ -293,6 +294,44 @@ TEST(EngineTest, TruncateWritesBackOnlyTheSectorsThePartialBlockHolds) {
   auto back = f.ReadSync(v, 0, 8 * kBlock);
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(*back, expect);
+}
+
+// A read of a partial block looked up its missing sectors; before its fill
+// locked the block, a write took one of them (and returned). The fill must
+// not lay the origin's older bytes over that write in the cache.
+TEST(EngineTest, FillKeepsTheSectorsAWriteTookAfterTheReadLooked) {
+  Fixture f(64, "tinylfu");
+  PoisonCache(f, 64);
+  std::vector<std::byte> expect = Pattern(8 * kBlock, 16);
+  auto v = f.NewVolume("vol", 8 * kBlock, expect);
+  uint64_t block = 8;  // one the policy let a sector write into
+  for (uint64_t b = 0; b < 8 && block == 8; ++b) {
+    const std::vector<std::byte> data = Pattern(4096, 50 + b);
+    const uint64_t before = f.engine->Snapshot().overwrites;
+    ASSERT_TRUE(f.WriteSync(v, b * kBlock, data).ok());
+    std::copy(data.begin(), data.end(), expect.begin() + b * kBlock);
+    if (f.engine->Snapshot().overwrites > before) block = b;
+  }
+  ASSERT_LT(block, 8u);
+  f.engine->AllowMigrations(false);
+  const uint64_t at = block * kBlock + 4 * 4096;  // sector 4: missing
+  const std::vector<std::byte> fresh = Pattern(4096, 60);
+  int writes = 0;
+  sync_point::Set("engine:partial-read-looked", [&](void*) {
+    if (writes++ != 0) return;
+    EXPECT_TRUE(f.WriteSync(v, at, fresh).ok());
+  });
+  auto first = f.ReadSync(v, block * kBlock + 8 * 4096, 4096);
+  sync_point::ClearAll();
+  ASSERT_EQ(writes, 1);
+  ASSERT_TRUE(first.ok());
+  std::copy(fresh.begin(), fresh.end(), expect.begin() + at);
+  auto back = f.ReadSync(v, 0, 8 * kBlock);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, expect);
+  f.engine->AllowMigrations(true);
+  ASSERT_TRUE(f.engine->Flush(std::chrono::seconds(30)).ok());
+  EXPECT_EQ(f.OriginBytes("vol", 0, 8 * kBlock), expect);
 }
 
 TEST(EngineTest, TailBlockIsNeverCached) {

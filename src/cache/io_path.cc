@@ -1,6 +1,7 @@
 // The engine's IO path: a read or write is split at block boundaries; each
-// block takes its prison cell (shared), asks the policy, and goes to the
-// cache store (hit) or the origin (miss). A block held by a migration parks
+// block takes its prison cell (shared), looks itself up (a read hit in the
+// mapping index, without the policy lock; anything else asks the policy),
+// and goes to the cache store (hit) or the origin (miss). A block held by a migration parks
 // the request; it resumes on the pool when the migration unlocks. This file
 // has the request and the read of one block; write_path.cc the write.
 
@@ -33,7 +34,22 @@ std::unique_lock<std::mutex> CacheEngine::LockPolicyForIo() {
     Bump(counters_.policy_lock_waits);
     lock.lock();
   }
+  // The hits before this lookup reach the policy before it.
+  AccountHits();
   return lock;
+}
+
+void CacheEngine::AccountHits() {
+  hits_.Drain([this](const HitLog::Hit& hit) { AccountHit(hit); });
+}
+
+void CacheEngine::AccountHit(const HitLog::Hit& hit) {
+  // Demoted or remapped since: the hit is no news to the policy.
+  if (policy_->Peek(hit.oblock) != hit.cblock) return;
+  CBlock cblock;
+  bool queued = false;
+  policy_->Lookup(hit.oblock, &cblock, policy::IoDir::kRead, true, &queued);
+  if (queued) KickMigrations();
 }
 
 void CacheEngine::MarkIo() {
@@ -247,9 +263,22 @@ CacheEngine::Step CacheEngine::ReadBlock(Request* req, uint64_t index,
   uint16_t lacking = 0;  // sectors of a hit's block the cache does not hold
   CBlock cblock;
   std::optional<policy::Work> work;  // a promotion this read fills
-  if (Cacheable(volume, index)) {
+  const OBlock oblock{volume.id(), index};
+  std::optional<MappingIndex::Block> mapped;
+  if (Cacheable(volume, index)) mapped = index_.Find(oblock);
+  if (mapped) {
+    // A hit, found without the policy lock: the cell we hold keeps the
+    // mapping (discipline point 1). The policy hears of it in a batch.
+    hit = true;
+    cblock = mapped->cblock;
+    dirty = mapped->dirty;
+    lacking = mapped->invalid;
+    if (!hits_.Record({oblock, cblock})) {
+      std::unique_lock<std::mutex> lock = LockPolicyForIo();
+      AccountHit({oblock, cblock});
+    }
+  } else if (Cacheable(volume, index)) {
     std::unique_lock<std::mutex> lock = LockPolicyForIo();
-    const OBlock oblock{volume.id(), index};
     if (!req->skip_promote && MigrationsMayStart()) {
       hit = policy_->LookupWithWork(oblock, &cblock, policy::IoDir::kRead, true,
                                     &work, &queued);
@@ -263,6 +292,7 @@ CacheEngine::Step CacheEngine::ReadBlock(Request* req, uint64_t index,
           policy_->Lookup(oblock, &cblock, policy::IoDir::kRead, true, &queued);
     }
     if (hit) {
+      // Mapped since we looked at the index.
       dirty = policy_->IsDirty(cblock);
       lacking = invalid_[cblock.value()];
     }

@@ -1,8 +1,12 @@
 // The cache's mappings by volume: which blocks of a volume are cached, in
-// which cblock, which are dirty, and the volume's range generation. It
-// mirrors what the policy knows (the engine re-reads the policy after every
-// call that can change a mapping), so that one volume's range operations,
-// SEEK_DATA and counts cost O(that volume's cached blocks), not O(cache).
+// which cblock, which are dirty, which sectors the cache lacks, and the
+// volume's range generation. It mirrors what the policy and the engine's
+// sector masks say (the engine re-reads them after every call that can
+// change a mapping), so that
+//  - a read hit finds its block here, without the policy lock (the policy
+//    hears of the hit later, in a batch: see hit_log.h);
+//  - one volume's range operations, SEEK_DATA and counts cost O(that
+//    volume's cached blocks), not O(cache).
 //
 // Range generation: a seqlock per volume. A range operation (truncate,
 // punch, forget) makes it odd while it runs and even again when done. Work
@@ -11,13 +15,18 @@
 // installs its mapping only if it is still the same even value; otherwise
 // the copy may hold bytes the range operation dropped.
 //
-// Thread-safety: none. The engine guards it with its policy lock.
+// Thread-safety: every method may be called from any thread; each takes the
+// index's own reader/writer lock. The engine changes it only under its
+// policy lock, so a sequence of calls made under that lock sees no change
+// in between. A reader without the policy lock sees each block as it was
+// before or after a change, never half of one.
 #ifndef TIERFS_SRC_CACHE_MAPPING_INDEX_H_
 #define TIERFS_SRC_CACHE_MAPPING_INDEX_H_
 
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <shared_mutex>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -32,11 +41,14 @@ class MappingIndex {
     uint64_t index = 0;
     CBlock cblock;
     bool dirty = false;
+    uint16_t invalid = 0;  // the sectors the cache lacks (a sector mask)
   };
 
-  // Records the mapping of `oblock` (nullopt: none) and its dirty bit.
-  void Set(OBlock oblock, std::optional<CBlock> cblock, bool dirty);
-  std::optional<CBlock> Find(OBlock oblock) const;
+  // Records the mapping of `oblock` (nullopt: none), its dirty bit and its
+  // missing-sector mask.
+  void Set(OBlock oblock, std::optional<CBlock> cblock, bool dirty,
+           uint16_t invalid);
+  std::optional<Block> Find(OBlock oblock) const;
 
   // The mapped blocks of `volume` with index in [first, end), in order.
   std::vector<Block> Range(VolumeId volume, uint64_t first,
@@ -53,14 +65,21 @@ class MappingIndex {
   void EndRange(VolumeId volume);
 
  private:
+  struct Mapping {
+    CBlock cblock;
+    bool dirty = false;
+    uint16_t invalid = 0;
+  };
   struct PerVolume {
-    std::map<uint64_t, std::pair<CBlock, bool>> blocks;  // index -> (cb, dirty)
+    std::map<uint64_t, Mapping> blocks;  // by block index
     uint64_t dirty = 0;
     uint64_t generation = 0;
   };
+  // REQUIRES: mu_ held (either way).
   const PerVolume* Get(VolumeId volume) const;
 
-  std::unordered_map<uint32_t, PerVolume> volumes_;
+  mutable std::shared_mutex mu_;
+  std::unordered_map<uint32_t, PerVolume> volumes_;  // guarded by mu_
 };
 
 }  // namespace tierfs::cache

@@ -385,10 +385,10 @@ void CacheEngine::FinishMigration(std::shared_ptr<Migration> m, bool success) {
       m->aborted = true;
     }
     policy_->CompleteBackgroundWork(m->work, success);
-    Reindex(m->work.oblock);
     if (success && m->work.op == policy::WorkOp::kPromote) {
       invalid_[m->work.cblock.value()] = 0;  // a whole block
     }
+    Reindex(m->work.oblock);
     if (success && meta_ != nullptr) {
       const CBlock cblock = m->work.cblock;
       switch (m->work.op) {
@@ -460,6 +460,7 @@ void CacheEngine::OnTick() {
   const uint64_t now = NowMs();
   {
     std::lock_guard<std::mutex> lock(policy_mu_);
+    AccountHits();
     policy_->Tick(now, true);
   }
   // Writeback rate: an exponential average over about a second.

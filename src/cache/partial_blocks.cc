@@ -18,6 +18,7 @@
 #include "src/cache/engine.h"
 #include "src/io/aligned_buffer.h"
 #include "src/prison/prison.h"
+#include "src/util/sync_point.h"
 
 namespace tierfs::cache {
 
@@ -59,6 +60,7 @@ std::error_code CacheEngine::TakeSectors(Volume& volume, uint64_t index,
     if (mapped) {
       uint16_t& invalid = invalid_[cblock.value()];
       invalid = static_cast<uint16_t>(invalid & ~taken);
+      Reindex(oblock);
       // Its commit syncs the cache data written before it.
       if (meta_ != nullptr) {
         seq =
@@ -80,7 +82,8 @@ Result<size_t> CacheEngine::ReadPartial(Volume& volume, uint64_t index,
   const uint64_t bs = options_.block_size;
   std::shared_ptr<io::File> origin = volume.origin();
   if (origin == nullptr) return ErrnoCode(EBADF);
-  const uint16_t held = sectors_.Complement(invalid);
+  uint16_t held = sectors_.Complement(invalid);
+  TIERFS_SYNC_POINT("engine:partial-read-looked", nullptr);
   // Fill: with writes kept out (level 0 exclusive, next to our read hold,
   // which keeps every mapping change out), one origin read of the whole
   // block gives the missing sectors; the block is whole from then on.
@@ -91,6 +94,33 @@ Result<size_t> CacheEngine::ReadPartial(Volume& volume, uint64_t index,
   if (lock.cell != nullptr && lock.status != prison::LockStatus::kLocked) {
     Dispatch(prison_->Unlock(lock.cell));  // writes inside: do not wait
     lock.cell = nullptr;
+  }
+  if (lock.cell != nullptr) {
+    // The mask we were given may be older than a write that took sectors
+    // (and returned) before we locked: fill only what is missing now, or
+    // the origin's old bytes would overwrite that write's in the cache.
+    bool mapped;
+    {
+      std::lock_guard<std::mutex> guard(policy_mu_);
+      mapped = policy_->MappedOBlock(cblock) == OBlock{volume.id(), index};
+      if (mapped) invalid = invalid_[cblock.value()];
+    }
+    if (!mapped || invalid == 0) {
+      Dispatch(prison_->Unlock(lock.cell));
+      lock.cell = nullptr;
+      // Dropped by a failed write: the origin has it all.
+      if (!mapped) held = 0;
+    }
+    if (mapped && invalid == 0) {
+      // Made whole since we looked: the cache has every byte.
+      Result<size_t> c = cache_->ReadAt(CacheOffset(cblock) + in_block, dest);
+      if (c.ok() && *c == dest.size()) return *c;
+      Bump(counters_.cache_errors);
+      if (dirty) return c.ok() ? ErrnoCode(EIO) : c.error();
+      held = 0;  // a clean block: the origin's copy is as good
+    } else if (mapped) {
+      held = sectors_.Complement(invalid);
+    }
   }
   if (lock.cell != nullptr) {
     io::AlignedBuffer block(bs, false);
@@ -123,10 +153,11 @@ Result<size_t> CacheEngine::ReadPartial(Volume& volume, uint64_t index,
       uint64_t seq = 0;
       {
         std::lock_guard<std::mutex> guard(policy_mu_);
+        const OBlock oblock{volume.id(), index};
         invalid_[cblock.value()] = 0;
+        Reindex(oblock);
         if (meta_ != nullptr) {
-          seq = meta_->AppendMap(cblock, OBlock{volume.id(), index},
-                                 policy_->IsDirty(cblock), 0);
+          seq = meta_->AppendMap(cblock, oblock, policy_->IsDirty(cblock), 0);
         }
       }
       // Before writes come back: one that returns must find the sectors

@@ -274,7 +274,6 @@ Result<uint64_t> CacheEngine::Seek(Volume& volume, uint64_t offset, bool data) {
   if (data) {
     Result<uint64_t> from_origin = origin->SeekData(offset);
     if (!from_origin.ok()) return from_origin;
-    std::lock_guard<std::mutex> lock(policy_mu_);
     std::optional<uint64_t> cached =
         index_.NextMapped(volume.id(), offset / bs);
     if (!cached) return *from_origin;
@@ -287,12 +286,7 @@ Result<uint64_t> CacheEngine::Seek(Volume& volume, uint64_t offset, bool data) {
     Result<uint64_t> size = origin->Size();
     if (!size.ok()) return size;
     if (*hole >= *size) return *hole;
-    std::optional<CBlock> mapped;
-    {
-      std::lock_guard<std::mutex> lock(policy_mu_);
-      mapped = index_.Find(OBlock{volume.id(), *hole / bs});
-    }
-    if (!mapped) return *hole;
+    if (!index_.Find(OBlock{volume.id(), *hole / bs})) return *hole;
     pos = (*hole / bs + 1) * bs;  // a cached block covers this hole
   }
 }
@@ -328,9 +322,9 @@ Result<uint64_t> CacheEngine::InvalidateClean(std::string_view name) {
         std::lock_guard<std::mutex> lock(policy_mu_);
         for (uint64_t index : batch) {
           const OBlock oblock{volume->id(), index};
-          std::optional<CBlock> cblock = index_.Find(oblock);
-          if (cblock && !policy_->IsDirty(*cblock)) {
-            Unmap(*cblock);
+          std::optional<MappingIndex::Block> b = index_.Find(oblock);
+          if (b && !b->dirty) {
+            Unmap(b->cblock);
             ++dropped;
           }
         }
