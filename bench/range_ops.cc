@@ -7,7 +7,8 @@
 // sparse file, one each of three 1-block files), then times SEEK_DATA,
 // SEEK_HOLE, punch and truncate on the small files, --rounds times each
 // (a punch or truncate drops the file's mapping, so every round uses fresh
-// files).
+// files), and 200 x --rounds 4 KiB read hits on random blocks of the big
+// file (the hit's lookup among all the mappings).
 //
 // Usage: tierfs-bench-range-ops [--blocks N] [--rounds N] [--dir DIR]
 //                               [--json FILE]
@@ -22,6 +23,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -199,6 +201,28 @@ int main(int argc, char** argv) {
       (*engine)->CloseVolume(volume, false);
     }
   }
+  // 4 KiB read hits on random blocks of the big file: the hit path's
+  // lookup among all the cache's mappings.
+  Figure read_hit{"read_hit"};
+  {
+    struct stat st;
+    if (::stat((root + "/big").c_str(), &st) != 0) return 1;
+    auto big = OpenVolume(**engine, st, MakeFile(root + "/big", big_blocks * kBlock));
+    std::mt19937_64 rng(1);
+    for (int i = 0; i < 200 * rounds; ++i) {
+      const uint64_t b = rng() % big_blocks;
+      bool ok = false;
+      auto t = Clock::now();
+      (*engine)->Read(big, b * kBlock, 4096,
+                      [&](tierfs::Result<std::span<const std::byte>> r) {
+                        ok = r.ok() && r->size() == 4096;
+                      });
+      read_hit.micros.push_back(MicrosSince(t));
+      if (!ok) return 1;
+    }
+    (*engine)->CloseVolume(big, false);
+  }
+  const uint64_t read_hits = (*engine)->Snapshot().read_hits;
   const uint64_t used = (*engine)->Snapshot().used_blocks;
   std::printf(
       "tierfs-bench-range-ops: %llu cached blocks (loaded in %.0f ms), "
@@ -207,7 +231,8 @@ int main(int argc, char** argv) {
   nlohmann::json j;
   j["cached_blocks"] = used;
   j["rounds"] = rounds;
-  for (Figure* f : {&seek_data, &seek_hole, &punch, &truncate}) {
+  j["read_hits"] = read_hits;
+  for (Figure* f : {&seek_data, &seek_hole, &punch, &truncate, &read_hit}) {
     const double median = f->Median(), max = f->Max();
     std::printf("  %-10s median %9.1f us   max %9.1f us\n", f->name.c_str(),
                 median, max);

@@ -1,13 +1,6 @@
 #include "src/cache/mapping_index.h"
 
-#include <mutex>
-
 namespace tierfs::cache {
-
-const MappingIndex::PerVolume* MappingIndex::Get(VolumeId volume) const {
-  auto it = volumes_.find(volume.value());
-  return it == volumes_.end() ? nullptr : &it->second;
-}
 
 void MappingIndex::Set(OBlock oblock, std::optional<CBlock> cblock,
                        bool dirty, uint16_t invalid) {
@@ -26,16 +19,6 @@ void MappingIndex::Set(OBlock oblock, std::optional<CBlock> cblock,
   Mapping& m = v.blocks[oblock.index];
   v.dirty = v.dirty - m.dirty + dirty;
   m = Mapping{*cblock, dirty, invalid};
-}
-
-std::optional<MappingIndex::Block> MappingIndex::Find(OBlock oblock) const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
-  const PerVolume* v = Get(oblock.volume);
-  if (v == nullptr) return std::nullopt;
-  auto it = v->blocks.find(oblock.index);
-  if (it == v->blocks.end()) return std::nullopt;
-  const Mapping& m = it->second;
-  return Block{oblock.index, m.cblock, m.dirty, m.invalid};
 }
 
 std::vector<MappingIndex::Block> MappingIndex::Range(VolumeId volume,

@@ -25,6 +25,7 @@
 
 #include <cstdint>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <shared_mutex>
 #include <unordered_map>
@@ -48,7 +49,16 @@ class MappingIndex {
   // missing-sector mask.
   void Set(OBlock oblock, std::optional<CBlock> cblock, bool dirty,
            uint16_t invalid);
-  std::optional<Block> Find(OBlock oblock) const;
+  // Inline: a read hit's whole lookup.
+  std::optional<Block> Find(OBlock oblock) const {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    const PerVolume* v = Get(oblock.volume);
+    if (v == nullptr) return std::nullopt;
+    auto it = v->blocks.find(oblock.index);
+    if (it == v->blocks.end()) return std::nullopt;
+    const Mapping& m = it->second;
+    return Block{oblock.index, m.cblock, m.dirty, m.invalid};
+  }
 
   // The mapped blocks of `volume` with index in [first, end), in order.
   std::vector<Block> Range(VolumeId volume, uint64_t first,
@@ -76,7 +86,10 @@ class MappingIndex {
     uint64_t generation = 0;
   };
   // REQUIRES: mu_ held (either way).
-  const PerVolume* Get(VolumeId volume) const;
+  const PerVolume* Get(VolumeId volume) const {
+    auto it = volumes_.find(volume.value());
+    return it == volumes_.end() ? nullptr : &it->second;
+  }
 
   mutable std::shared_mutex mu_;
   std::unordered_map<uint32_t, PerVolume> volumes_;  // guarded by mu_
