@@ -12,6 +12,7 @@ void MappingIndex::Set(OBlock oblock, std::optional<CBlock> cblock,
     if (it == vit->second.blocks.end()) return;
     vit->second.dirty -= it->second.dirty;
     vit->second.blocks.erase(it);
+    Remove(oblock);
     return;
   }
   PerVolume& v =
@@ -19,6 +20,53 @@ void MappingIndex::Set(OBlock oblock, std::optional<CBlock> cblock,
   Mapping& m = v.blocks[oblock.index];
   v.dirty = v.dirty - m.dirty + dirty;
   m = Mapping{*cblock, dirty, invalid};
+  Put(oblock, m);
+}
+
+void MappingIndex::Put(OBlock oblock, const Mapping& m) {
+  if (2 * (used_ + 1) > slots_.size()) Grow();
+  size_t i = Home(oblock);
+  for (; slots_[i].used; i = (i + 1) & (slots_.size() - 1)) {
+    Slot& s = slots_[i];
+    if (s.index == oblock.index && s.volume == oblock.volume.value()) {
+      s.m = m;
+      return;
+    }
+  }
+  slots_[i] = Slot{oblock.index, oblock.volume.value(), true, m};
+  ++used_;
+}
+
+void MappingIndex::Remove(OBlock oblock) {
+  if (slots_.empty()) return;
+  const size_t mask = slots_.size() - 1;
+  size_t i = Home(oblock);
+  for (;; i = (i + 1) & mask) {
+    const Slot& s = slots_[i];
+    if (!s.used) return;
+    if (s.index == oblock.index && s.volume == oblock.volume.value()) break;
+  }
+  // Backward shift: pull later slots of the probe run into the hole, each
+  // one whose home is not between the hole and itself.
+  for (size_t j = (i + 1) & mask; slots_[j].used; j = (j + 1) & mask) {
+    const size_t home =
+        Home(OBlock{VolumeId(slots_[j].volume), slots_[j].index});
+    if (((j - home) & mask) >= ((j - i) & mask)) {
+      slots_[i] = slots_[j];
+      i = j;
+    }
+  }
+  slots_[i].used = false;
+  --used_;
+}
+
+void MappingIndex::Grow() {
+  std::vector<Slot> old = std::move(slots_);
+  slots_.assign(old.empty() ? 1024 : 2 * old.size(), Slot{});
+  used_ = 0;
+  for (const Slot& s : old) {
+    if (s.used) Put(OBlock{VolumeId(s.volume), s.index}, s.m);
+  }
 }
 
 std::vector<MappingIndex::Block> MappingIndex::Range(VolumeId volume,
@@ -60,7 +108,12 @@ uint64_t MappingIndex::Dirty(VolumeId volume) const {
 
 void MappingIndex::Erase(VolumeId volume) {
   std::unique_lock<std::shared_mutex> lock(mu_);
-  volumes_.erase(volume.value());
+  auto it = volumes_.find(volume.value());
+  if (it == volumes_.end()) return;
+  for (const auto& [index, m] : it->second.blocks) {
+    Remove(OBlock{volume, index});
+  }
+  volumes_.erase(it);
 }
 
 uint64_t MappingIndex::Generation(VolumeId volume) const {

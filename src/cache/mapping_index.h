@@ -23,7 +23,9 @@
 #ifndef TIERFS_SRC_CACHE_MAPPING_INDEX_H_
 #define TIERFS_SRC_CACHE_MAPPING_INDEX_H_
 
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -49,15 +51,17 @@ class MappingIndex {
   // missing-sector mask.
   void Set(OBlock oblock, std::optional<CBlock> cblock, bool dirty,
            uint16_t invalid);
-  // Inline: a read hit's whole lookup.
+  // Inline: a read hit's whole lookup (one probe of a flat hash table).
   std::optional<Block> Find(OBlock oblock) const {
     std::shared_lock<std::shared_mutex> lock(mu_);
-    const PerVolume* v = Get(oblock.volume);
-    if (v == nullptr) return std::nullopt;
-    auto it = v->blocks.find(oblock.index);
-    if (it == v->blocks.end()) return std::nullopt;
-    const Mapping& m = it->second;
-    return Block{oblock.index, m.cblock, m.dirty, m.invalid};
+    if (slots_.empty()) return std::nullopt;
+    for (size_t i = Home(oblock);; i = (i + 1) & (slots_.size() - 1)) {
+      const Slot& s = slots_[i];
+      if (!s.used) return std::nullopt;
+      if (s.index == oblock.index && s.volume == oblock.volume.value()) {
+        return Block{s.index, s.m.cblock, s.m.dirty, s.m.invalid};
+      }
+    }
   }
 
   // The mapped blocks of `volume` with index in [first, end), in order.
@@ -85,6 +89,23 @@ class MappingIndex {
     uint64_t dirty = 0;
     uint64_t generation = 0;
   };
+  // Every mapping once more, by (volume, index), for point lookups: open
+  // addressing with linear probing and backward-shift deletion (no
+  // tombstones), at most half full. 24 bytes a slot.
+  struct Slot {
+    uint64_t index = 0;
+    uint32_t volume = 0;
+    bool used = false;
+    Mapping m;
+  };
+  size_t Home(OBlock oblock) const {
+    return std::hash<OBlock>{}(oblock) & (slots_.size() - 1);
+  }
+  // REQUIRES: mu_ held exclusively.
+  void Put(OBlock oblock, const Mapping& m);
+  void Remove(OBlock oblock);
+  void Grow();
+
   // REQUIRES: mu_ held (either way).
   const PerVolume* Get(VolumeId volume) const {
     auto it = volumes_.find(volume.value());
@@ -93,6 +114,8 @@ class MappingIndex {
 
   mutable std::shared_mutex mu_;
   std::unordered_map<uint32_t, PerVolume> volumes_;  // guarded by mu_
+  std::vector<Slot> slots_;  // guarded by mu_; size 0 or a power of two
+  size_t used_ = 0;          // guarded by mu_
 };
 
 }  // namespace tierfs::cache
