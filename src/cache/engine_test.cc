@@ -122,6 +122,26 @@ TEST(EngineTest, MissThenHitReturnsOriginData) {
   EXPECT_GT(f.engine->Snapshot().read_hits, hits_before);
 }
 
+// Read hits reach the policy without its lock, in batches; they must still
+// reach it before the next miss decides what to evict. Under lru a block
+// read between every two misses is never the least recently used.
+TEST(EngineTest, HitsReachThePolicyBeforeTheNextMissEvicts) {
+  Fixture f(8, "lru");
+  auto v = f.NewVolume("vol", 64 * kBlock, Pattern(64 * kBlock, 2));
+  Warm(f, v, 1);
+  ASSERT_EQ(f.engine->Snapshot().used_blocks, 1u);
+  std::mt19937 rng(3);
+  uint64_t hot_hits = 0;
+  for (int i = 0; i < 300; ++i) {
+    const uint64_t before = f.engine->Snapshot().read_hits;
+    ASSERT_TRUE(f.ReadSync(v, 0, 4096).ok());
+    hot_hits += f.engine->Snapshot().read_hits - before;
+    ASSERT_TRUE(f.ReadSync(v, (1 + rng() % 63) * kBlock, 4096).ok());
+  }
+  EXPECT_GT(f.engine->Snapshot().demotions, 0u);  // the cache did turn over
+  EXPECT_EQ(hot_hits, 300u);
+}
+
 TEST(EngineTest, HolesAreNotPromoted) {
   Fixture f(64);
   auto v = f.NewVolume("vol", 8 * kBlock);  // sparse: all holes
