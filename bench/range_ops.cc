@@ -23,8 +23,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -207,7 +207,8 @@ int main(int argc, char** argv) {
   {
     struct stat st;
     if (::stat((root + "/big").c_str(), &st) != 0) return 1;
-    auto big = OpenVolume(**engine, st, MakeFile(root + "/big", big_blocks * kBlock));
+    auto big =
+        OpenVolume(**engine, st, MakeFile(root + "/big", big_blocks * kBlock));
     std::mt19937_64 rng(1);
     for (int i = 0; i < 200 * rounds; ++i) {
       const uint64_t b = rng() % big_blocks;

@@ -93,6 +93,7 @@ CacheEngine::CacheEngine(const EngineOptions& options,
           std::max(options.migration_threshold, options.block_size)) {
   write_hits_.assign(options.cache_blocks, 0);
   invalid_.assign(options.cache_blocks, 0);
+  index_.Reserve(options.cache_blocks);
   if (options.read_only) {
     read_only_reason_ = "started read-only";
     migrations_allowed_.store(false);

@@ -55,7 +55,9 @@
 //     origin change that supersedes it (punch, truncate) is durable; a freed
 //     cblock takes new data only once its unmap is durable.
 // Lock order: admin_mu_, volumes_mu_, Volume::mu_, policy_mu_, the metadata
-// store's own lock. Prison cells are never waited for under any of them.
+// store's own lock. index_'s and hits_'s own locks are leaves: taken alone
+// or under policy_mu_, nothing is taken under them. Prison cells are never
+// waited for under any of them.
 //
 // Thread-safety: all public methods are thread-safe.
 #ifndef TIERFS_SRC_CACHE_ENGINE_H_
@@ -324,10 +326,13 @@ class CacheEngine {
   // A read hit on a block the cache holds only part of (`invalid` sectors
   // missing). Fills the block from one origin read when nothing else holds
   // it; otherwise reads the origin and lays the cache's sectors over it.
-  // Returns the bytes read into `dest`. REQUIRES: the block's read cell held.
+  // Returns the bytes read into `dest`. *dirty: the block's dirty bit as
+  // the caller looked it up; on return, as of the bytes returned (a fill
+  // reads it again), for the caller's durability wait.
+  // REQUIRES: the block's read cell held.
   Result<size_t> ReadPartial(Volume& volume, uint64_t index, uint64_t in_block,
                              std::span<std::byte> dest, CBlock cblock,
-                             uint16_t invalid, bool dirty);
+                             uint16_t invalid, bool* dirty);
   // Writes foreground data to the origin, counting errors and syncs.
   std::error_code WriteOrigin(Volume& volume, uint64_t offset,
                               std::span<const std::byte> data);
@@ -463,6 +468,9 @@ class CacheEngine {
   // lock), holding their block's cell.
   MappingIndex index_;
   HitLog hits_;  // read hits found in index_, for the policy
+  // A logged hit made the policy queue work (none of the built-in
+  // policies does): the tick starts it.
+  std::atomic<bool> hits_queued_work_{false};
   // Writethrough write hits in flight per cblock that they marked dirty:
   // the block is clean again once the last of them wrote both copies.
   std::map<uint32_t, int> writethrough_writers_;  // guarded by policy_mu_

@@ -1,9 +1,10 @@
 // The engine's IO path: a read or write is split at block boundaries; each
 // block takes its prison cell (shared), looks itself up (a read hit in the
 // mapping index, without the policy lock; anything else asks the policy),
-// and goes to the cache store (hit) or the origin (miss). A block held by a migration parks
-// the request; it resumes on the pool when the migration unlocks. This file
-// has the request and the read of one block; write_path.cc the write.
+// and goes to the cache store (hit) or the origin (miss). A block held by a
+// migration parks the request; it resumes on the pool when the migration
+// unlocks. This file has the request and the read of one block; write_path.cc
+// the write.
 
 #include <algorithm>
 #include <cstring>
@@ -49,7 +50,8 @@ void CacheEngine::AccountHit(const HitLog::Hit& hit) {
   CBlock cblock;
   bool queued = false;
   policy_->Lookup(hit.oblock, &cblock, policy::IoDir::kRead, true, &queued);
-  if (queued) KickMigrations();
+  // Not under the lock: the next tick starts it.
+  if (queued) hits_queued_work_.store(true, std::memory_order_relaxed);
 }
 
 void CacheEngine::MarkIo() {
@@ -325,7 +327,7 @@ CacheEngine::Step CacheEngine::ReadBlock(Request* req, uint64_t index,
     // The origin has some of these bytes: counted as a miss.
     CountIo(volume, &VolumeCounters::read_misses);
     Result<size_t> n =
-        ReadPartial(volume, index, in_block, dest, cblock, lacking, dirty);
+        ReadPartial(volume, index, in_block, dest, cblock, lacking, &dirty);
     if (!n.ok()) {
       ec = n.error();
     } else {
@@ -367,6 +369,7 @@ CacheEngine::Step CacheEngine::ReadBlock(Request* req, uint64_t index,
       if (c == nullptr) break;
       if (Cacheable(volume, next)) {
         std::lock_guard<std::mutex> lock(policy_mu_);
+        AccountHits();
         const OBlock oblock{volume.id(), next};
         if (policy_->Peek(oblock)) {
           prison_->Put(c);

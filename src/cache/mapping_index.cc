@@ -1,10 +1,12 @@
 #include "src/cache/mapping_index.h"
 
+#include <algorithm>
+
 namespace tierfs::cache {
 
-void MappingIndex::Set(OBlock oblock, std::optional<CBlock> cblock,
-                       bool dirty, uint16_t invalid) {
-  std::unique_lock<std::shared_mutex> lock(mu_);
+void MappingIndex::Set(OBlock oblock, std::optional<CBlock> cblock, bool dirty,
+                       uint16_t invalid) {
+  std::lock_guard<std::mutex> lock(mu_);
   auto vit = volumes_.find(oblock.volume.value());
   if (!cblock) {
     if (vit == volumes_.end()) return;
@@ -24,7 +26,9 @@ void MappingIndex::Set(OBlock oblock, std::optional<CBlock> cblock,
 }
 
 void MappingIndex::Put(OBlock oblock, const Mapping& m) {
-  if (2 * (used_ + 1) > slots_.size()) Grow();
+  if (2 * (used_ + 1) > slots_.size()) {
+    Rehash(slots_.empty() ? 1024 : 2 * slots_.size());
+  }
   size_t i = Home(oblock);
   for (; slots_[i].used; i = (i + 1) & (slots_.size() - 1)) {
     Slot& s = slots_[i];
@@ -60,9 +64,16 @@ void MappingIndex::Remove(OBlock oblock) {
   --used_;
 }
 
-void MappingIndex::Grow() {
+void MappingIndex::Reserve(size_t mappings) {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t slots = 1024;
+  while (slots < 2 * std::max(mappings, used_)) slots *= 2;
+  if (slots > slots_.size()) Rehash(slots);
+}
+
+void MappingIndex::Rehash(size_t slots) {
   std::vector<Slot> old = std::move(slots_);
-  slots_.assign(old.empty() ? 1024 : 2 * old.size(), Slot{});
+  slots_.assign(slots, Slot{});
   used_ = 0;
   for (const Slot& s : old) {
     if (s.used) Put(OBlock{VolumeId(s.volume), s.index}, s.m);
@@ -73,7 +84,7 @@ std::vector<MappingIndex::Block> MappingIndex::Range(VolumeId volume,
                                                      uint64_t first,
                                                      uint64_t end) const {
   std::vector<Block> out;
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   const PerVolume* v = Get(volume);
   if (v == nullptr) return out;
   for (auto it = v->blocks.lower_bound(first);
@@ -86,7 +97,7 @@ std::vector<MappingIndex::Block> MappingIndex::Range(VolumeId volume,
 
 std::optional<uint64_t> MappingIndex::NextMapped(VolumeId volume,
                                                  uint64_t first) const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   const PerVolume* v = Get(volume);
   if (v == nullptr) return std::nullopt;
   auto it = v->blocks.lower_bound(first);
@@ -95,19 +106,19 @@ std::optional<uint64_t> MappingIndex::NextMapped(VolumeId volume,
 }
 
 uint64_t MappingIndex::Blocks(VolumeId volume) const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   const PerVolume* v = Get(volume);
   return v == nullptr ? 0 : v->blocks.size();
 }
 
 uint64_t MappingIndex::Dirty(VolumeId volume) const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   const PerVolume* v = Get(volume);
   return v == nullptr ? 0 : v->dirty;
 }
 
 void MappingIndex::Erase(VolumeId volume) {
-  std::unique_lock<std::shared_mutex> lock(mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = volumes_.find(volume.value());
   if (it == volumes_.end()) return;
   for (const auto& [index, m] : it->second.blocks) {
@@ -117,18 +128,18 @@ void MappingIndex::Erase(VolumeId volume) {
 }
 
 uint64_t MappingIndex::Generation(VolumeId volume) const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   const PerVolume* v = Get(volume);
   return v == nullptr ? 0 : v->generation;
 }
 
 void MappingIndex::BeginRange(VolumeId volume) {
-  std::unique_lock<std::shared_mutex> lock(mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   ++volumes_[volume.value()].generation;
 }
 
 void MappingIndex::EndRange(VolumeId volume) {
-  std::unique_lock<std::shared_mutex> lock(mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   ++volumes_[volume.value()].generation;
 }
 

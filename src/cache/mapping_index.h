@@ -16,9 +16,11 @@
 // the copy may hold bytes the range operation dropped.
 //
 // Thread-safety: every method may be called from any thread; each takes the
-// index's own reader/writer lock. The engine changes it only under its
-// policy lock, so a sequence of calls made under that lock sees no change
-// in between. A reader without the policy lock sees each block as it was
+// index's own lock (a plain mutex: a lookup holds it for one probe, and a
+// reader-preferring rwlock would let a stream of hits starve the changes,
+// which are made under the engine's policy lock). The engine changes it only
+// under its policy lock, so a sequence of calls made under that lock sees no
+// change in between. A reader without the policy lock sees each block as it was
 // before or after a change, never half of one.
 #ifndef TIERFS_SRC_CACHE_MAPPING_INDEX_H_
 #define TIERFS_SRC_CACHE_MAPPING_INDEX_H_
@@ -29,7 +31,6 @@
 #include <map>
 #include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -47,13 +48,17 @@ class MappingIndex {
     uint16_t invalid = 0;  // the sectors the cache lacks (a sector mask)
   };
 
+  // Sizes the point table for `mappings` at most (the cache's blocks), so
+  // that it never grows (a rehash holds the lock) while IO runs.
+  void Reserve(size_t mappings);
+
   // Records the mapping of `oblock` (nullopt: none), its dirty bit and its
   // missing-sector mask.
   void Set(OBlock oblock, std::optional<CBlock> cblock, bool dirty,
            uint16_t invalid);
   // Inline: a read hit's whole lookup (one probe of a flat hash table).
   std::optional<Block> Find(OBlock oblock) const {
-    std::shared_lock<std::shared_mutex> lock(mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (slots_.empty()) return std::nullopt;
     for (size_t i = Home(oblock);; i = (i + 1) & (slots_.size() - 1)) {
       const Slot& s = slots_[i];
@@ -104,7 +109,7 @@ class MappingIndex {
   // REQUIRES: mu_ held exclusively.
   void Put(OBlock oblock, const Mapping& m);
   void Remove(OBlock oblock);
-  void Grow();
+  void Rehash(size_t slots);
 
   // REQUIRES: mu_ held (either way).
   const PerVolume* Get(VolumeId volume) const {
@@ -112,7 +117,7 @@ class MappingIndex {
     return it == volumes_.end() ? nullptr : &it->second;
   }
 
-  mutable std::shared_mutex mu_;
+  mutable std::mutex mu_;
   std::unordered_map<uint32_t, PerVolume> volumes_;  // guarded by mu_
   std::vector<Slot> slots_;  // guarded by mu_; size 0 or a power of two
   size_t used_ = 0;          // guarded by mu_

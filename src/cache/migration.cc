@@ -80,6 +80,7 @@ void CacheEngine::PullWork() {
       // checks: DrainMigrations relies on it.
       std::lock_guard<std::mutex> lock(policy_mu_);
       if (!MigrationsMayStart()) return;
+      AccountHits();  // victims are chosen by what was used last
       if (!policy_->GetBackgroundWork(idle, &work)) return;
       in_flight_.fetch_add(1);
       in_flight_bytes_.fetch_add(bs);
@@ -462,6 +463,9 @@ void CacheEngine::OnTick() {
     std::lock_guard<std::mutex> lock(policy_mu_);
     AccountHits();
     policy_->Tick(now, true);
+  }
+  if (hits_queued_work_.exchange(false, std::memory_order_relaxed)) {
+    KickMigrations();
   }
   // Writeback rate: an exponential average over about a second.
   const uint64_t writebacks = counters_.writebacks.load();

@@ -60,12 +60,14 @@ std::error_code CacheEngine::TakeSectors(Volume& volume, uint64_t index,
     if (mapped) {
       uint16_t& invalid = invalid_[cblock.value()];
       invalid = static_cast<uint16_t>(invalid & ~taken);
-      Reindex(oblock);
-      // Its commit syncs the cache data written before it.
+      // Its commit syncs the cache data written before it. Recorded before
+      // the index shows the sectors held: a read that finds them there
+      // also finds the record pending and waits for it to be durable.
       if (meta_ != nullptr) {
         seq =
             meta_->AppendMap(cblock, oblock, policy_->IsDirty(cblock), invalid);
       }
+      Reindex(oblock);
     }
   }
   if (mapped) return Written(seq);
@@ -78,7 +80,8 @@ Result<size_t> CacheEngine::ReadPartial(Volume& volume, uint64_t index,
                                         uint64_t in_block,
                                         std::span<std::byte> dest,
                                         CBlock cblock, uint16_t invalid,
-                                        bool dirty) {
+                                        bool* dirty_bit) {
+  bool& dirty = *dirty_bit;
   const uint64_t bs = options_.block_size;
   std::shared_ptr<io::File> origin = volume.origin();
   if (origin == nullptr) return ErrnoCode(EBADF);
@@ -99,11 +102,16 @@ Result<size_t> CacheEngine::ReadPartial(Volume& volume, uint64_t index,
     // The mask we were given may be older than a write that took sectors
     // (and returned) before we locked: fill only what is missing now, or
     // the origin's old bytes would overwrite that write's in the cache.
+    // The dirty bit too: the caller waits for the record of such a write
+    // before it returns the write's bytes.
     bool mapped;
     {
       std::lock_guard<std::mutex> guard(policy_mu_);
       mapped = policy_->MappedOBlock(cblock) == OBlock{volume.id(), index};
-      if (mapped) invalid = invalid_[cblock.value()];
+      if (mapped) {
+        invalid = invalid_[cblock.value()];
+        dirty = policy_->IsDirty(cblock);
+      }
     }
     if (!mapped || invalid == 0) {
       Dispatch(prison_->Unlock(lock.cell));

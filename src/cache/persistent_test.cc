@@ -7,6 +7,7 @@
 
 #include "src/cache/persistent_fixture.h"
 #include "src/io/fault_injection.h"
+#include "src/util/sync_point.h"
 
 namespace tierfs::cache {
 namespace {
@@ -336,6 +337,45 @@ TEST_F(PersistentTest, SectorsTakenByAWriteAreReadOnlyOnceDurable) {
   std::copy(data.begin() + 3 * kBlock + 12288,
             data.begin() + 3 * kBlock + 12288 + 4096, at);
   EXPECT_EQ(back, data);
+}
+
+// A read that fills a clean partial block, racing a write that dirties it
+// and takes a missing sector (and returns) before the fill locks: the fill
+// returns that sector from the cache, so the read must wait, as any read
+// of it, for the write's record to be durable. Here it never can be.
+TEST_F(PersistentTest, FillWaitsForTheRecordOfAWriteThatDirtiedTheBlock) {
+  auto injector = std::make_shared<io::FaultInjector>();
+  io::FaultInjectingEnv env(io::Env::Default(), injector);
+  env_ = &env;
+  StartOk();
+  std::vector<std::byte> data = Pattern(16 * kBlock, 1);
+  MakeOrigin("vm.img", data);
+  auto v = Open("vm.img");
+  ASSERT_TRUE(Write(v, 3 * kBlock + 8192, Pattern(4096, 7)).ok());
+  ASSERT_EQ(engine_->Snapshot().partial_blocks, 1u);
+  // Written back: clean, still partial; nothing left to commit.
+  ASSERT_TRUE(engine_->Flush(std::chrono::seconds(30)).ok());
+  ASSERT_TRUE(engine_->Fsync(*v).ok());
+  ASSERT_EQ(engine_->Snapshot().dirty_blocks, 0u);
+  engine_->AllowMigrations(false);
+  int writes = 0;
+  sync_point::Set("engine:partial-read-looked", [&](void*) {
+    if (writes++ != 0) return;
+    // The write's clean->dirty record is made durable (the one metadata
+    // sync let through); the record of the sector it takes never is.
+    injector->AddRule({.ops = io::kFaultSync,
+                       .path_contains = "tierfs/meta",
+                       .error = EIO,
+                       .skip = 1});
+    EXPECT_TRUE(Write(v, 3 * kBlock + 12288, Pattern(4096, 8)).ok());
+  });
+  std::vector<std::byte> back = Read(v, 3 * kBlock, kBlock);
+  sync_point::ClearAll();
+  ASSERT_EQ(writes, 1);
+  EXPECT_TRUE(back.empty());  // EIO, not bytes a power loss could revert
+  EXPECT_TRUE(engine_->Snapshot().read_only);
+  engine_->CloseVolume(v, false);
+  engine_.reset();
 }
 
 INSTANTIATE_TEST_SUITE_P(Faults, MetadataFaultTest,
