@@ -139,7 +139,11 @@ TEST(EngineTest, HitsReachThePolicyBeforeTheNextMissEvicts) {
     ASSERT_TRUE(f.ReadSync(v, (1 + rng() % 63) * kBlock, 4096).ok());
   }
   EXPECT_GT(f.engine->Snapshot().demotions, 0u);  // the cache did turn over
-  EXPECT_EQ(hot_hits, 300u);
+  // Here every read of block 0 hits (300), and 250 if hits reach the policy
+  // only on ticks. Slowed down (ThreadSanitizer), the background migrations
+  // cost the hot block a few hits even with hits accounted under the lock
+  // at once (277-295 seen), so the bound leaves room for that.
+  EXPECT_GE(hot_hits, 270u);
 }
 
 TEST(EngineTest, HolesAreNotPromoted) {
