@@ -304,11 +304,7 @@ EngineSnapshot CacheEngine::Snapshot() const {
     std::lock_guard<std::mutex> lock(policy_mu_);
     s.used_blocks = policy_->Residency();
     s.dirty_blocks = policy_->DirtyCount();
-    for (uint32_t c = 0; c < invalid_.size(); ++c) {
-      // A freed cblock keeps its last mask until it is mapped again.
-      s.partial_blocks +=
-          invalid_[c] != 0 && policy_->MappedOBlock(CBlock(c)).has_value();
-    }
+    s.partial_blocks = index_.Partial();
     s.promotions_dropped =
         dropped_before_switch_ + policy_->DroppedPromotions();
     s.policy = std::string(policy_->Name());

@@ -13,6 +13,7 @@ void MappingIndex::Set(OBlock oblock, std::optional<CBlock> cblock, bool dirty,
     auto it = vit->second.blocks.find(oblock.index);
     if (it == vit->second.blocks.end()) return;
     vit->second.dirty -= it->second.dirty;
+    partial_ -= it->second.invalid != 0;
     vit->second.blocks.erase(it);
     Remove(oblock);
     return;
@@ -21,6 +22,7 @@ void MappingIndex::Set(OBlock oblock, std::optional<CBlock> cblock, bool dirty,
       vit != volumes_.end() ? vit->second : volumes_[oblock.volume.value()];
   Mapping& m = v.blocks[oblock.index];
   v.dirty = v.dirty - m.dirty + dirty;
+  partial_ = partial_ - (m.invalid != 0) + (invalid != 0);
   m = Mapping{*cblock, dirty, invalid};
   Put(oblock, m);
 }
@@ -111,6 +113,11 @@ uint64_t MappingIndex::Blocks(VolumeId volume) const {
   return v == nullptr ? 0 : v->blocks.size();
 }
 
+uint64_t MappingIndex::Partial() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return partial_;
+}
+
 uint64_t MappingIndex::Dirty(VolumeId volume) const {
   std::lock_guard<std::mutex> lock(mu_);
   const PerVolume* v = Get(volume);
@@ -123,6 +130,7 @@ void MappingIndex::Erase(VolumeId volume) {
   if (it == volumes_.end()) return;
   for (const auto& [index, m] : it->second.blocks) {
     Remove(OBlock{volume, index});
+    partial_ -= m.invalid != 0;
   }
   volumes_.erase(it);
 }

@@ -76,6 +76,8 @@ class MappingIndex {
   std::optional<uint64_t> NextMapped(VolumeId volume, uint64_t first) const;
   uint64_t Blocks(VolumeId volume) const;
   uint64_t Dirty(VolumeId volume) const;
+  // Mapped blocks of every volume that lack some sectors.
+  uint64_t Partial() const;
   // Forgets a volume whose mappings are all gone.
   void Erase(VolumeId volume);
 
@@ -121,6 +123,7 @@ class MappingIndex {
   std::unordered_map<uint32_t, PerVolume> volumes_;  // guarded by mu_
   std::vector<Slot> slots_;  // guarded by mu_; size 0 or a power of two
   size_t used_ = 0;          // guarded by mu_
+  uint64_t partial_ = 0;     // guarded by mu_
 };
 
 }  // namespace tierfs::cache

@@ -18,8 +18,11 @@ using Value = std::tuple<uint32_t, bool, uint16_t>;
 
 void ExpectSame(const MappingIndex& index, const std::map<Key, Value>& model,
                 uint32_t volumes, uint64_t indices) {
+  uint64_t partial = 0;
+  for (const auto& [key, value] : model) partial += std::get<2>(value) != 0;
+  EXPECT_EQ(index.Partial(), partial);
   for (uint32_t v = 1; v <= volumes; ++v) {
-    uint64_t blocks = 0, dirty = 0;
+    uint64_t blocks = 0, dirty = 0;  // of volume v
     for (uint64_t i = 0; i < indices; ++i) {
       auto it = model.find({v, i});
       std::optional<MappingIndex::Block> b = index.Find(OBlock{VolumeId(v), i});
