@@ -92,6 +92,18 @@ struct Fixture {
   std::unique_ptr<CacheEngine> engine;
 };
 
+// Volume "vol" reads back as `expect`; written back (migrations allowed
+// again), the origin holds it too.
+void ExpectReadBackAndWrittenBack(Fixture& f, const std::shared_ptr<Volume>& v,
+                                  const std::vector<std::byte>& expect) {
+  auto back = f.ReadSync(v, 0, expect.size());
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, expect);
+  f.engine->AllowMigrations(true);
+  ASSERT_TRUE(f.engine->Flush(std::chrono::seconds(30)).ok());
+  EXPECT_EQ(f.OriginBytes("vol", 0, expect.size()), expect);
+}
+
 // Reads a region often enough that the policy promotes it, then waits for
 // the promotions to finish.
 void Warm(Fixture& f, const std::shared_ptr<Volume>& v, uint64_t blocks) {
@@ -286,12 +298,7 @@ TEST(EngineTest, WriteHitOnAPartialBlockSendsTornMissingSectorsToTheOrigin) {
   EXPECT_EQ(origin_at(4196, 4096 - 100), expect_at(4196, 4096 - 100));
   EXPECT_EQ(origin_at(5 * 4096, 100), expect_at(5 * 4096, 100));
   EXPECT_NE(origin_at(4 * 4096, 4096), expect_at(4 * 4096, 4096));
-  auto back = f.ReadSync(v, 0, 8 * kBlock);
-  ASSERT_TRUE(back.ok());
-  EXPECT_EQ(*back, expect);
-  f.engine->AllowMigrations(true);
-  ASSERT_TRUE(f.engine->Flush(std::chrono::seconds(30)).ok());
-  EXPECT_EQ(f.OriginBytes("vol", 0, 8 * kBlock), expect);
+  ExpectReadBackAndWrittenBack(f, v, expect);
 }
 
 TEST(EngineTest, TruncateWritesBackOnlyTheSectorsThePartialBlockHolds) {
@@ -350,12 +357,7 @@ TEST(EngineTest, FillKeepsTheSectorsAWriteTookAfterTheReadLooked) {
   ASSERT_EQ(writes, 1);
   ASSERT_TRUE(first.ok());
   std::copy(fresh.begin(), fresh.end(), expect.begin() + at);
-  auto back = f.ReadSync(v, 0, 8 * kBlock);
-  ASSERT_TRUE(back.ok());
-  EXPECT_EQ(*back, expect);
-  f.engine->AllowMigrations(true);
-  ASSERT_TRUE(f.engine->Flush(std::chrono::seconds(30)).ok());
-  EXPECT_EQ(f.OriginBytes("vol", 0, 8 * kBlock), expect);
+  ExpectReadBackAndWrittenBack(f, v, expect);
 }
 
 TEST(EngineTest, TailBlockIsNeverCached) {

@@ -182,29 +182,46 @@ TEST_F(PersistentTest, DamagedMetadataIsRefusedNamingCheck) {
   EXPECT_NE(error.find("checkpoint"), std::string::npos) << error;
 }
 
+// PersistentTest with every file behind a fault injector.
+class FaultyPersistentTest : public PersistentTest {
+ protected:
+  FaultyPersistentTest() { env_ = &faulty_env_; }
+  ~FaultyPersistentTest() override { engine_.reset(); }  // before the env
+
+  // Starts on "vm.img": 16 blocks of Pattern(.., 1), also in data_.
+  std::shared_ptr<Volume> StartOnVolume() {
+    StartOk();
+    if (HasFatalFailure()) return nullptr;
+    data_ = Pattern(16 * kBlock, 1);
+    MakeOrigin("vm.img", data_);
+    return Open("vm.img");
+  }
+
+  std::shared_ptr<io::FaultInjector> injector_ =
+      std::make_shared<io::FaultInjector>();
+  io::FaultInjectingEnv faulty_env_{io::Env::Default(), injector_};
+  std::vector<std::byte> data_;
+};
+
 struct MetaFault {
   const char* name;
   int error;
   bool torn;
 };
 
-class MetadataFaultTest : public PersistentTest,
+class MetadataFaultTest : public FaultyPersistentTest,
                           public ::testing::WithParamInterface<MetaFault> {};
 
 TEST_P(MetadataFaultTest, WriteFailureMakesTheCacheReadOnlyWithoutLoss) {
-  auto injector = std::make_shared<io::FaultInjector>();
-  io::FaultInjectingEnv env(io::Env::Default(), injector);
-  env_ = &env;
-  StartOk();
-  std::vector<std::byte> data = Pattern(16 * kBlock, 1);
-  MakeOrigin("vm.img", data);
-  auto v = Open("vm.img");
+  auto v = StartOnVolume();
+  ASSERT_NE(v, nullptr);
+  std::vector<std::byte>& data = data_;
   Warm(v, 8);
   ASSERT_GT(engine_->Snapshot().used_blocks, 0u);
-  injector->AddRule({.ops = io::kFaultWrite | io::kFaultSync,
-                     .path_contains = "tierfs/meta",
-                     .error = GetParam().error,
-                     .short_io = GetParam().torn});
+  injector_->AddRule({.ops = io::kFaultWrite | io::kFaultSync,
+                      .path_contains = "tierfs/meta",
+                      .error = GetParam().error,
+                      .short_io = GetParam().torn});
   // A write hit needs its dirty record durable first: it fails, and the
   // cache turns read-only rather than risk an unrecorded dirty block.
   std::vector<std::byte> fresh = Pattern(4096, 5);
@@ -223,7 +240,7 @@ TEST_P(MetadataFaultTest, WriteFailureMakesTheCacheReadOnlyWithoutLoss) {
 
   // The disk heals: the metadata (a torn batch dropped) loads, or the mount
   // is refused naming `tierfs check`; never wrong data.
-  injector->ClearRules();
+  injector_->ClearRules();
   const std::string error = Start(Options());
   if (!error.empty()) {
     EXPECT_NE(error.find("tierfs check"), std::string::npos) << error;
@@ -239,18 +256,15 @@ TEST_P(MetadataFaultTest, WriteFailureMakesTheCacheReadOnlyWithoutLoss) {
 // revert. Here the journal can be written but never synced: the write
 // succeeds, the read fails, and the next start serves either copy of the
 // block (the record was written, not synced), never a mix.
-TEST_F(PersistentTest, OverwriteReturnsWhenWrittenItsReadWaitsUntilDurable) {
-  auto injector = std::make_shared<io::FaultInjector>();
-  io::FaultInjectingEnv env(io::Env::Default(), injector);
-  env_ = &env;
-  StartOk();
-  std::vector<std::byte> data = Pattern(16 * kBlock, 1);
-  MakeOrigin("vm.img", data);
-  auto v = Open("vm.img");
+TEST_F(FaultyPersistentTest,
+       OverwriteReturnsWhenWrittenItsReadWaitsUntilDurable) {
+  auto v = StartOnVolume();
+  ASSERT_NE(v, nullptr);
+  std::vector<std::byte>& data = data_;
   // The volume's own record is durable before its first overwrite.
   ASSERT_TRUE(Write(v, 0, std::span(data).first(kBlock)).ok());
   ASSERT_TRUE(engine_->Fsync(*v).ok());
-  injector->AddRule(
+  injector_->AddRule(
       {.ops = io::kFaultSync, .path_contains = "tierfs/meta", .error = EIO});
   std::vector<std::byte> fresh = Pattern(kBlock, 9);
   Status wrote = Write(v, 3 * kBlock, fresh);
@@ -260,7 +274,7 @@ TEST_F(PersistentTest, OverwriteReturnsWhenWrittenItsReadWaitsUntilDurable) {
   EXPECT_TRUE(engine_->Snapshot().read_only);
   engine_->CloseVolume(v, false);
   engine_.reset();
-  injector->ClearRules();
+  injector_->ClearRules();
   if (!Start(Options()).empty()) return;  // refused, naming tierfs check
   v = Open("vm.img");
   std::vector<std::byte> back = Read(v, 0, 16 * kBlock);
@@ -303,14 +317,10 @@ TEST_F(PersistentTest, CrashKeepsTheSectorsAPartialBlockHolds) {
   EXPECT_EQ(OriginBytes("vm.img", 0, 16 * kBlock), data);
 }
 
-TEST_F(PersistentTest, SectorsTakenByAWriteAreReadOnlyOnceDurable) {
-  auto injector = std::make_shared<io::FaultInjector>();
-  io::FaultInjectingEnv env(io::Env::Default(), injector);
-  env_ = &env;
-  StartOk();
-  std::vector<std::byte> data = Pattern(16 * kBlock, 1);
-  MakeOrigin("vm.img", data);
-  auto v = Open("vm.img");
+TEST_F(FaultyPersistentTest, SectorsTakenByAWriteAreReadOnlyOnceDurable) {
+  auto v = StartOnVolume();
+  ASSERT_NE(v, nullptr);
+  std::vector<std::byte>& data = data_;
   std::vector<std::byte> first = Pattern(4096, 7);
   ASSERT_TRUE(Write(v, 3 * kBlock + 8192, first).ok());
   ASSERT_EQ(engine_->Snapshot().partial_blocks, 1u);
@@ -318,7 +328,7 @@ TEST_F(PersistentTest, SectorsTakenByAWriteAreReadOnlyOnceDurable) {
   ASSERT_TRUE(engine_->Fsync(*v).ok());
   // The next sector's record is written, but no sync can make it durable:
   // the write returns, a read of it must not (it could revert).
-  injector->AddRule(
+  injector_->AddRule(
       {.ops = io::kFaultSync, .path_contains = "tierfs/meta", .error = EIO});
   std::vector<std::byte> second = Pattern(4096, 8);
   ASSERT_TRUE(Write(v, 3 * kBlock + 12288, second).ok());
@@ -326,7 +336,7 @@ TEST_F(PersistentTest, SectorsTakenByAWriteAreReadOnlyOnceDurable) {
   EXPECT_TRUE(engine_->Snapshot().read_only);
   engine_->CloseVolume(v, false);
   engine_.reset();
-  injector->ClearRules();
+  injector_->ClearRules();
   if (!Start(Options()).empty()) return;  // refused, naming tierfs check
   v = Open("vm.img");
   std::vector<std::byte> back = Read(v, 0, 16 * kBlock);
@@ -343,14 +353,9 @@ TEST_F(PersistentTest, SectorsTakenByAWriteAreReadOnlyOnceDurable) {
 // and takes a missing sector (and returns) before the fill locks: the fill
 // returns that sector from the cache, so the read must wait, as any read
 // of it, for the write's record to be durable. Here it never can be.
-TEST_F(PersistentTest, FillWaitsForTheRecordOfAWriteThatDirtiedTheBlock) {
-  auto injector = std::make_shared<io::FaultInjector>();
-  io::FaultInjectingEnv env(io::Env::Default(), injector);
-  env_ = &env;
-  StartOk();
-  std::vector<std::byte> data = Pattern(16 * kBlock, 1);
-  MakeOrigin("vm.img", data);
-  auto v = Open("vm.img");
+TEST_F(FaultyPersistentTest, FillWaitsForTheRecordOfAWriteThatDirtiedTheBlock) {
+  auto v = StartOnVolume();
+  ASSERT_NE(v, nullptr);
   ASSERT_TRUE(Write(v, 3 * kBlock + 8192, Pattern(4096, 7)).ok());
   ASSERT_EQ(engine_->Snapshot().partial_blocks, 1u);
   // Written back: clean, still partial; nothing left to commit.
@@ -363,10 +368,10 @@ TEST_F(PersistentTest, FillWaitsForTheRecordOfAWriteThatDirtiedTheBlock) {
     if (writes++ != 0) return;
     // The write's clean->dirty record is made durable (the one metadata
     // sync let through); the record of the sector it takes never is.
-    injector->AddRule({.ops = io::kFaultSync,
-                       .path_contains = "tierfs/meta",
-                       .error = EIO,
-                       .skip = 1});
+    injector_->AddRule({.ops = io::kFaultSync,
+                        .path_contains = "tierfs/meta",
+                        .error = EIO,
+                        .skip = 1});
     EXPECT_TRUE(Write(v, 3 * kBlock + 12288, Pattern(4096, 8)).ok());
   });
   std::vector<std::byte> back = Read(v, 3 * kBlock, kBlock);
