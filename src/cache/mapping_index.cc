@@ -4,6 +4,11 @@
 
 namespace tierfs::cache {
 
+const MappingIndex::PerVolume* MappingIndex::Get(VolumeId volume) const {
+  auto it = volumes_.find(volume.value());
+  return it == volumes_.end() ? nullptr : &it->second;
+}
+
 void MappingIndex::Set(OBlock oblock, std::optional<CBlock> cblock, bool dirty,
                        uint16_t invalid) {
   std::lock_guard<std::mutex> lock(mu_);

@@ -108,16 +108,13 @@ class MappingIndex {
   size_t Home(OBlock oblock) const {
     return std::hash<OBlock>{}(oblock) & (slots_.size() - 1);
   }
-  // REQUIRES: mu_ held exclusively.
+  // REQUIRES: mu_.
   void Put(OBlock oblock, const Mapping& m);
   void Remove(OBlock oblock);
   void Rehash(size_t slots);
 
-  // REQUIRES: mu_ held (either way).
-  const PerVolume* Get(VolumeId volume) const {
-    auto it = volumes_.find(volume.value());
-    return it == volumes_.end() ? nullptr : &it->second;
-  }
+  // REQUIRES: mu_.
+  const PerVolume* Get(VolumeId volume) const;
 
   mutable std::mutex mu_;
   std::unordered_map<uint32_t, PerVolume> volumes_;  // guarded by mu_

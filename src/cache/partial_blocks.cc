@@ -113,21 +113,22 @@ Result<size_t> CacheEngine::ReadPartial(Volume& volume, uint64_t index,
         dirty = policy_->IsDirty(cblock);
       }
     }
-    if (!mapped || invalid == 0) {
+    if (mapped && invalid != 0) {
+      held = sectors_.Complement(invalid);
+    } else {
+      // Nothing to fill. Unmapped (a failed write dropped it): the origin
+      // has it all.
       Dispatch(prison_->Unlock(lock.cell));
       lock.cell = nullptr;
-      // Dropped by a failed write: the origin has it all.
-      if (!mapped) held = 0;
-    }
-    if (mapped && invalid == 0) {
-      // Made whole since we looked: the cache has every byte.
-      Result<size_t> c = cache_->ReadAt(CacheOffset(cblock) + in_block, dest);
-      if (c.ok() && *c == dest.size()) return *c;
-      Bump(counters_.cache_errors);
-      if (dirty) return c.ok() ? ErrnoCode(EIO) : c.error();
-      held = 0;  // a clean block: the origin's copy is as good
-    } else if (mapped) {
-      held = sectors_.Complement(invalid);
+      held = 0;
+      if (mapped) {
+        // Made whole since we looked: the cache has every byte.
+        Result<size_t> c = cache_->ReadAt(CacheOffset(cblock) + in_block, dest);
+        if (c.ok() && *c == dest.size()) return *c;
+        Bump(counters_.cache_errors);
+        if (dirty) return c.ok() ? ErrnoCode(EIO) : c.error();
+        // A clean block: the origin's copy is as good.
+      }
     }
   }
   if (lock.cell != nullptr) {
@@ -163,10 +164,10 @@ Result<size_t> CacheEngine::ReadPartial(Volume& volume, uint64_t index,
         std::lock_guard<std::mutex> guard(policy_mu_);
         const OBlock oblock{volume.id(), index};
         invalid_[cblock.value()] = 0;
-        Reindex(oblock);
         if (meta_ != nullptr) {
           seq = meta_->AppendMap(cblock, oblock, policy_->IsDirty(cblock), 0);
         }
+        Reindex(oblock);  // after its record, as in TakeSectors
       }
       // Before writes come back: one that returns must find the sectors
       // it wrote recorded as the cache's after kill -9.
