@@ -448,7 +448,7 @@ uint64_t MetaStore::AppendLocked(const Record& r) {
       if (r.dirty) pending_new_dirty_[r.cblock.value()] = seq;
       break;
     case RecordType::kUnmap:
-      last_unmap_seq_ = seq;
+      pending_unmap_[r.cblock.value()] = seq;
       pending_dirty_.erase(r.cblock.value());
       pending_new_dirty_.erase(r.cblock.value());
       break;
@@ -516,11 +516,6 @@ uint64_t MetaStore::last_seq() const {
   return next_seq_ - 1;
 }
 
-uint64_t MetaStore::last_unmap_seq() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return last_unmap_seq_;
-}
-
 namespace {
 
 std::optional<uint64_t> Pending(
@@ -543,10 +538,16 @@ std::optional<uint64_t> MetaStore::PendingNewDirty(CBlock cblock) const {
   return Pending(pending_new_dirty_, cblock, durable_seq_);
 }
 
+std::optional<uint64_t> MetaStore::PendingUnmap(CBlock cblock) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return Pending(pending_unmap_, cblock, durable_seq_);
+}
+
 void MetaStore::ForgetDurablePending() {
   auto durable = [&](const auto& e) { return e.second < durable_seq_; };
   std::erase_if(pending_dirty_, durable);
   std::erase_if(pending_new_dirty_, durable);
+  std::erase_if(pending_unmap_, durable);
 }
 
 bool MetaStore::HasPending() const {

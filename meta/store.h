@@ -120,15 +120,16 @@ class MetaStore {
   uint64_t AppendVolumeGone(VolumeId volume);
   VolumeId NewVolumeId();
 
-  // Sequence of the newest record; of the newest kUnmap (a cblock freed by
-  // it may be reused only once it is durable).
+  // Sequence of the newest record.
   uint64_t last_seq() const;
-  uint64_t last_unmap_seq() const;
   // The sequence of cblock's kDirty record if it is not durable yet.
   std::optional<uint64_t> PendingDirty(CBlock cblock) const;
   // The sequence of cblock's dirty kMap record (a new dirty mapping, whose
   // data nothing durable records yet) if it is not durable yet.
   std::optional<uint64_t> PendingNewDirty(CBlock cblock) const;
+  // The sequence of the kUnmap that freed cblock if it is not durable yet
+  // (new data may go into the cblock only once it is).
+  std::optional<uint64_t> PendingUnmap(CBlock cblock) const;
 
   // Records appended but not yet durable.
   bool HasPending() const;
@@ -193,9 +194,9 @@ class MetaStore {
   // Written batches not yet synced hold kMap records: the cache store is
   // synced before the sync that makes them durable.
   bool unsynced_maps_ = false;                                // guarded by mu_
-  uint64_t last_unmap_seq_ = 0;                               // guarded by mu_
   std::unordered_map<uint32_t, uint64_t> pending_dirty_;      // guarded by mu_
   std::unordered_map<uint32_t, uint64_t> pending_new_dirty_;  // guarded by mu_
+  std::unordered_map<uint32_t, uint64_t> pending_unmap_;      // guarded by mu_
   std::map<uint32_t, VolumeRecord> volumes_;                  // guarded by mu_
   uint32_t next_volume_id_ = 1;                               // guarded by mu_
   bool leader_ = false;                                       // guarded by mu_

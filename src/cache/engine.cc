@@ -176,9 +176,9 @@ std::error_code CacheEngine::AllDurable() {
   return meta_ != nullptr ? Durable(meta_->last_seq()) : std::error_code();
 }
 
-std::error_code CacheEngine::FreedSlotsDurable() {
-  return meta_ != nullptr ? Durable(meta_->last_unmap_seq())
-                          : std::error_code();
+std::error_code CacheEngine::FreedSlotDurable(CBlock cblock) {
+  if (meta_ == nullptr) return {};
+  return Durable(meta_->PendingUnmap(cblock).value_or(0));
 }
 
 void CacheEngine::EnterReadOnly(const std::string& reason) {

@@ -364,9 +364,10 @@ class CacheEngine {
   std::error_code Written(uint64_t seq);
   std::error_code WaitForRecord(uint64_t seq, bool durable);
   std::error_code AllDurable();
-  // A cblock the policy handed out may still be named by a freeing record
-  // that is not durable yet; new data may go into it only after that.
-  std::error_code FreedSlotsDurable();
+  // A cblock the policy handed out may still be named by the record that
+  // freed it, not durable yet; new data may go into it only after that.
+  // (Free cblocks are reused oldest first: rarely a wait.)
+  std::error_code FreedSlotDurable(CBlock cblock);
   void EnterReadOnly(const std::string& reason);
   void TakeCheckpoint(meta::Checkpoint* cp,
                       const std::function<void()>& capture);

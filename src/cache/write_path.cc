@@ -234,7 +234,7 @@ Result<bool> CacheEngine::TryOverwrite(Request* req, uint64_t index,
   auto unlock = [&] { Dispatch(prison_->Unlock(lock.cell)); };
   std::span<const std::byte> src =
       req->in.subspan(req->progress - req->in_skip, len);
-  Status st = FreedSlotsDurable();
+  Status st = FreedSlotDurable(work.cblock);
   if (st.ok()) st = cache_->WriteAt(CacheOffset(work.cblock) + in_block, src);
   bool installed = false;
   if (st.ok()) {
