@@ -21,8 +21,11 @@
 //    scans a small one.
 //  * Promotions are queued at the miss (dm-cache's rework); a reserve of
 //    free cblocks (1/256 of the cache, 1 to 64) is kept by demoting ahead,
-//    so a promotion never waits for a demotion. A dirty victim is written
-//    back first (it keeps its place and goes next time). Dirty blocks
+//    so a promotion never waits for a demotion. When a burst empties it, a
+//    write miss's promotion waits (up to 256) for the next cblock a
+//    demotion frees; a read miss's is dropped, but the room it lacked is
+//    made. A dirty victim is written back first (it keeps its place and
+//    goes next time), and so are the dirty blocks behind it. Dirty blocks
 //    beyond dirty_target_percent (default 50) of the cache are written
 //    back under load, oldest first; all of them when idle.
 //  * shift_detection (default 1): when the hits of a quarter-cache of
@@ -43,6 +46,7 @@
 #define TIERFS_POLICY_TINYLFU_H_
 
 #include <cstdint>
+#include <deque>
 
 #include "policy/background_tracker.h"
 #include "policy/entry_space.h"
@@ -81,7 +85,10 @@ class TinyLfuPolicy final : public Policy {
   void Tick(uint64_t now, bool can_block) override;
   ConfigValues EmitConfigValues() const override;
   Status SetConfigValue(std::string_view key, std::string_view value) override;
-  void AllowMigrations(bool allow) override { allow_migrations_ = allow; }
+  void AllowMigrations(bool allow) override {
+    allow_migrations_ = allow;
+    if (!allow) waiting_.clear();
+  }
   std::optional<CBlock> Peek(OBlock oblock) const override;
   std::optional<OBlock> MappedOBlock(CBlock cblock) const override;
   bool IsDirty(CBlock cblock) const override;
@@ -105,6 +112,9 @@ class TinyLfuPolicy final : public Policy {
   // How far from a list's old end a victim is looked for.
   static constexpr int kVictimScan = 32;
   static constexpr uint64_t kWritebackPeriodMs = 10000;
+  // Promotions that may wait for a cblock (dm-cache's mq waited for the
+  // block's next miss instead; smq.h's lru keeps as many).
+  static constexpr size_t kMaxWaiting = 256;
 
   uint32_t Index(CBlock cblock) const;  // kNullIndex if out of range
   static CBlock CBlockOf(uint32_t i) { return CBlock(i); }
@@ -126,11 +136,17 @@ class TinyLfuPolicy final : public Policy {
   // returned there instead of being queued (LookupWithWork).
   bool LookupInternal(OBlock oblock, CBlock* cblock, IoDir dir,
                       bool* background_queued, std::optional<Work>* direct);
-  bool QueuePromotion(OBlock oblock, std::optional<Work>* direct = nullptr);
+  bool QueuePromotion(OBlock oblock, IoDir dir,
+                      std::optional<Work>* direct = nullptr);
   uint32_t ReserveCBlock(OBlock oblock);
+  // Free cblocks (or demotions under way) MakeRoom keeps: the reserve and
+  // one for each waiting promotion.
+  uint64_t RoomWanted() const { return Reserve() + waiting_.size(); }
+  // Queues waiting promotions into the free cblocks beyond the reserve.
+  void StartWaiting();
   // Moves window overflow into main while main has room.
   void Rebalance();
-  // Queues demotions until the free reserve is met (or nothing is clean).
+  // Queues demotions until RoomWanted is met (or nothing is clean).
   void MakeRoom();
   bool EvictOne();
   // The oldest clean block of `segment` without work, kNullIndex if none
@@ -153,6 +169,12 @@ class TinyLfuPolicy final : public Policy {
   FrequencySketch sketch_;
   BackgroundTracker tracker_;
   StreamDetector streams_;
+  // Misses that found no free cblock, oldest first.
+  struct Waiting {
+    OBlock oblock;
+    bool promote;  // false: a dropped read miss, only its room is made
+  };
+  std::deque<Waiting> waiting_;
 
   ShiftDetector shift_;
 
