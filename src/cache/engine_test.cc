@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <future>
@@ -132,6 +133,34 @@ TEST(EngineTest, MissThenHitReturnsOriginData) {
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(*back, data);
   EXPECT_GT(f.engine->Snapshot().read_hits, hits_before);
+}
+
+// A read miss the policy promotes reads the origin once, for the read and
+// for the cache; the block is installed before the read is answered, so
+// its next read - often the very next request - is a hit, not a second
+// origin read while the install waits in the pool behind other migrations
+// (slowed down here by 100 ms to make that wait certain).
+TEST(EngineTest, AReadMissIsInstalledBeforeTheReadIsAnswered) {
+  Fixture f(64, "lru");
+  auto data = Pattern(4 * kBlock, 7);
+  auto v = f.NewVolume("vol", 4 * kBlock, data);
+  sync_point::Set("engine:promotion-copied", [](void*) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  });
+  for (uint64_t b = 0; b < 4; ++b) {
+    const EngineSnapshot before = f.engine->Snapshot();
+    for (uint64_t page = 0; page < 2; ++page) {
+      const uint64_t at = b * kBlock + page * 4096;
+      auto got = f.ReadSync(v, at, 4096);
+      ASSERT_TRUE(got.ok());
+      EXPECT_TRUE(std::equal(got->begin(), got->end(), data.begin() + at));
+    }
+    const EngineSnapshot after = f.engine->Snapshot();
+    EXPECT_EQ(after.promotions_on_read - before.promotions_on_read, 1u);
+    EXPECT_EQ(after.read_misses - before.read_misses, 1u);
+    EXPECT_EQ(after.read_hits - before.read_hits, 1u);
+  }
+  sync_point::ClearAll();
 }
 
 // Read hits reach the policy without its lock, in batches; they must still
