@@ -730,6 +730,20 @@ TEST(TinyLfuTest, WriteMissesWithNoRoomWaitForItReadMissesMakeRoom) {
   EXPECT_GE(t->FreeCount(), 38u);
 }
 
+TEST(TinyLfuTest, TheLastWriteMissThatFitsWaitsTheNextIsDropped) {
+  auto p = Make("tinylfu", 512);  // a reserve of 2
+  for (uint64_t b = 0; b < 512; ++b) Read(*p, O(b)), Drain(*p);
+  CBlock c;
+  bool queued;
+  // Two take the reserve, 256 wait (nothing drains), the next is dropped.
+  for (uint64_t b = 1000; b < 1000 + 2 + 256; ++b) {
+    p->Lookup(O(b), &c, IoDir::kWrite, true, &queued);
+  }
+  EXPECT_EQ(p->DroppedPromotions(), 0u);
+  p->Lookup(O(5000), &c, IoDir::kWrite, true, &queued);
+  EXPECT_EQ(p->DroppedPromotions(), 1u);
+}
+
 TEST(TinyLfuTest, FrequentBlocksSurviveAScanThatFlushesLru) {
   // A hot set, then a one-pass scan of 20 caches alone. LRU keeps nothing
   // of the hot set. tinylfu without shift detection keeps it all; with it

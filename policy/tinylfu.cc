@@ -210,11 +210,9 @@ bool TinyLfuPolicy::QueuePromotion(OBlock oblock, IoDir dir,
         std::any_of(waiting_.begin(), waiting_.end(),
                     [&](const Waiting& w) { return w.oblock == oblock; });
     if (!waits) {
-      if (waiting_.size() < kMaxWaiting) {
-        waiting_.push_back({oblock, dir == IoDir::kWrite});
-      }
-      if (dir != IoDir::kWrite || waiting_.size() == kMaxWaiting)
-        ++dropped_promotions_;
+      const bool room = waiting_.size() < kMaxWaiting;
+      if (room) waiting_.push_back({oblock, dir == IoDir::kWrite});
+      if (dir != IoDir::kWrite || !room) ++dropped_promotions_;
     }
     const size_t before = tracker_.total();
     MakeRoom();
@@ -581,7 +579,7 @@ void TinyLfuPolicy::ForEachMapping(
 size_t TinyLfuPolicy::MemoryBytes() const {
   return sizeof(*this) + es_.capacity() * sizeof(Entry) + shift_.MemoryBytes() +
          table_.MemoryBytes() + ghosts_.MemoryBytes() + sketch_.MemoryBytes() +
-         tracker_.MemoryBytes() + kMaxWaiting * sizeof(OBlock);
+         tracker_.MemoryBytes() + kMaxWaiting * sizeof(Waiting);
 }
 
 }  // namespace tierfs::policy

@@ -41,7 +41,8 @@
 //  * Hints are the segment (0 window, 1 probation, 2 protected).
 //
 // Memory per cache block: a 24-byte Entry, half a 16-byte ghost, 4 bytes
-// of sketch, about 2 bytes of hash buckets and 2 bits of use: about 39.
+// of sketch, about 2 bytes of hash buckets and 2 bits of use: about 39;
+// plus 6 KiB for the misses waiting for a free cblock, whatever the size.
 #ifndef TIERFS_POLICY_TINYLFU_H_
 #define TIERFS_POLICY_TINYLFU_H_
 
