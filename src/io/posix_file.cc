@@ -62,11 +62,21 @@ class PosixFile final : public File {
     const uint64_t end = offset + buf.size();
     const bool aligned =
         offset % kDirectIoAlignment == 0 && end % kDirectIoAlignment == 0;
-    // A write reaching past EOF pads the file to a sector boundary until it
-    // fixes the size up. Every write holds extend_mu_ shared, extensions
-    // exclusively, so no write ever judges "past EOF" against a padded
-    // size, and no fix-up truncates a neighbour's bytes.
+    // An unaligned write reaching past EOF pads the file to a sector
+    // boundary until it fixes the size up. Every write holds extend_mu_
+    // shared, such extensions exclusively, so no write ever judges "past
+    // EOF" against a padded size, and no fix-up truncates a neighbour's
+    // bytes.
     std::shared_lock<std::shared_mutex> shared(extend_mu_);
+    if (aligned) {
+      // Never padded, so the size does not matter (no fstat per write).
+      if (IsAligned(buf.data(), kDirectIoAlignment)) {
+        return PwriteFull(offset, buf);
+      }
+      std::span<std::byte> bounce = Bounce(buf.size());
+      std::memcpy(bounce.data(), buf.data(), buf.size());
+      return PwriteFull(offset, bounce.first(buf.size()));
+    }
     std::unique_lock<std::shared_mutex> exclusive(extend_mu_, std::defer_lock);
     Result<uint64_t> size = Size();
     if (!size.ok()) return size.error();
@@ -75,14 +85,6 @@ class PosixFile final : public File {
       exclusive.lock();
       size = Size();
       if (!size.ok()) return size.error();
-    }
-    if (aligned) {
-      if (IsAligned(buf.data(), kDirectIoAlignment)) {
-        return PwriteFull(offset, buf);
-      }
-      std::span<std::byte> bounce = Bounce(buf.size());
-      std::memcpy(bounce.data(), buf.data(), buf.size());
-      return PwriteFull(offset, bounce.first(buf.size()));
     }
     Status st = ReadModifyWrite(offset, buf);
     if (!st.ok()) return st;
