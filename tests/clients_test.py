@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 
-from testlib import MIB, TIERFS, ctl, stats
+from testlib import MIB, TIERFS, ctl, start_daemon, stats, tear_down
 
 
 def sh(*cmd, **kw):
@@ -199,15 +199,18 @@ def check_uncached(mnt):
 
 def run_mount(work, extra, direct_only):
     """One mount (tierfs mount ... EXTRA) through every client; then the
-    slow dir alone must show what the mount showed."""
+    slow dir alone must show what the mount showed. The daemon runs in the
+    foreground with its log in WORK/daemon.log, printed if the test fails
+    (a daemonized one logs to syslog, which a CI machine may not have)."""
     fast, slow, mnt = (os.path.join(work, d) for d in ("fast", "slow", "mnt"))
     for d in (fast, slow, mnt):
         os.makedirs(d)
-    mounted = False
+    log = os.path.join(work, "daemon.log")
+    daemon = None
     try:
-        sh(TIERFS, "mount", mnt, "--fast", fast, "--slow", slow,
-           "--cache-size", "128M", *extra)
-        mounted = True
+        print("+ tierfs mount", mnt, *extra, flush=True)
+        daemon = start_daemon(mnt, ["--fast", fast, "--slow", slow,
+                                    "--cache-size", "128M", *extra], log=log)
         shown = test_namespace(mnt, slow)
         test_qemu(mnt)
         test_fio(mnt, slow, (True,) if direct_only else (True, False))
@@ -220,14 +223,19 @@ def run_mount(work, extra, direct_only):
         # A plain umount keeps dirty blocks in the cache (they are the newest
         # data); --flush writes them back so the slow dir alone has it all.
         sh(TIERFS, "umount", "--flush", mnt)
-        mounted = False
+        assert daemon.wait(timeout=60) == 0, "daemon exit status"
+        daemon = None
         for name, data in shown.items():
             with open(os.path.join(slow, name), "rb") as f:
                 assert f.read() == data, f"{name}: slow dir differs"
+    except BaseException:
+        if daemon is not None and daemon.poll() is not None:
+            print(f"daemon exited with status {daemon.returncode}")
+        if os.path.exists(log):
+            print("--- daemon log (tail):\n" + open(log).read()[-4000:])
+        raise
     finally:
-        if mounted:
-            subprocess.run([TIERFS, "umount", mnt])
-            subprocess.run(["umount", "-l", mnt], stderr=subprocess.DEVNULL)
+        tear_down(daemon, mnt)
 
 
 def main():
