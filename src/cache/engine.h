@@ -12,17 +12,17 @@
 //
 // THE LOCK DISCIPLINE (the kernel dm-cache's; check code against it):
 //  1. A block's mapping (cblock <-> oblock) changes only while that
-//     block's prison cell is held exclusively, under policy_mu_. Two
-//     exceptions: a mode switch, which runs with no request and no
+//     block's prison cell is held exclusively, under policy_mu_. One
+//     exception: a mode switch, which runs with no request and no
 //     migration in flight at all (the IO gate is closed, migrations
-//     drained); and a write whose cache copy failed, which drops the
-//     mapping under its shared hold (the slot takes new data only through
-//     an exclusive lock, which waits for that write). The dirty bit is set
-//     by writes under their shared level-0 hold; work that needs it stable
-//     locks level 0 exclusively, which waits for writes. This is what lets
-//     a read hit look its block up in index_ without policy_mu_: every
-//     change goes to the policy and index_ in one policy_mu_ section, and
-//     the read's shared cell keeps the block's mapping as it found it.
+//     drained). (A write whose cache copy failed drops the mapping too,
+//     after letting go of its shared hold, under the block's exclusive
+//     cell: DropFailedCopy.) The dirty bit is set by writes under their shared
+//     level-0 hold; work that needs it stable locks level 0 exclusively, which
+//     waits for writes. This is what lets a read hit look its block up in
+//     index_ without policy_mu_: every change goes to the policy and index_ in
+//     one policy_mu_ section, and the read's shared cell keeps the block's
+//     mapping as it found it.
 //  2. A migration holds its block's cell from before it reads its source
 //     until its mapping change is committed (durable where the durability
 //     rules below need it). A writeback holds it exclusively (level 0)
@@ -292,7 +292,19 @@ class CacheEngine {
   std::error_code WriteHit(Volume& volume, uint64_t index, uint64_t in_block,
                            std::span<const std::byte> src, CBlock cblock,
                            Mode mode, bool was_dirty, bool writethrough_dirty,
-                           uint64_t dirty_seq);
+                           uint64_t dirty_seq, bool* copy_failed);
+  // After WriteHit set `copy_failed` (the cache copy of a block that was
+  // clean, or is written through, failed to take the write), with the
+  // block's cell no longer held: waits (this thread sleeps) until no IO or
+  // migration holds the block, then drops the copy durably and writes
+  // `src` to the origin unless `origin_has_it`. If another write hit the
+  // block since this one (`write_hits` = its count, ours included), its
+  // bytes may be in the copy alone: the copy stays and this fails with EIO,
+  // as it does if migrations gave the block another copy meanwhile.
+  std::error_code DropFailedCopy(Volume& volume, uint64_t index, CBlock cblock,
+                                 uint32_t write_hits, uint64_t in_block,
+                                 std::span<const std::byte> src,
+                                 bool origin_has_it);
   // Returns true if done, false if contended (the caller takes the normal
   // path), or an error (the request is not finished yet).
   // A write miss that covers whole sectors (in writeback mode): its bytes
@@ -317,9 +329,10 @@ class CacheEngine {
   };
   WriteSplit SplitWrite(uint16_t invalid, uint64_t in_block, size_t len) const;
   // Records that `cblock` holds sectors `taken` too (their data is in the
-  // cache) and waits until the record is written; if the mapping went
-  // meanwhile (a failed cache write dropped it), `mid` goes to the origin
-  // at block offset `mid_at` instead. REQUIRES: the block's write cell held.
+  // cache) and waits until the record is written. Were the mapping gone
+  // (nothing drops one while the cell is held; the safe answer is kept),
+  // `mid` would go to the origin at block offset `mid_at` instead.
+  // REQUIRES: the block's write cell held.
   std::error_code TakeSectors(Volume& volume, uint64_t index, CBlock cblock,
                               uint16_t taken, uint64_t mid_at,
                               std::span<const std::byte> mid);
@@ -395,7 +408,8 @@ class CacheEngine {
   // Range operations (range_ops.cc).
   // Takes exclusive level-1 locks on `indices` of a volume, waiting (this
   // thread sleeps) while migrations or IO hold them. Used by the rare
-  // range operations only, never by reads or writes.
+  // range operations and by a write whose cache copy failed, never on the
+  // way of ordinary reads and writes.
   std::vector<void*> LockBlocksForResize(VolumeId volume,
                                          const std::vector<uint64_t>& indices);
   void UnlockBlocks(std::vector<void*> cells);

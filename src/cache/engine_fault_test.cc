@@ -17,6 +17,7 @@
 #include "src/cache/engine_test_util.h"
 #include "src/io/fault_injection.h"
 #include "src/io/file.h"
+#include "src/util/sync_point.h"
 
 namespace tierfs::cache {
 namespace {
@@ -24,35 +25,46 @@ namespace {
 // Fault injection on each store: data stays correct, errors are counted,
 // dirty blocks are never lost.
 struct FaultFixture {
-  FaultFixture() : injector(std::make_shared<io::FaultInjector>(5)) {
+  explicit FaultFixture(uint64_t cache_blocks = 32)
+      : injector(std::make_shared<io::FaultInjector>(5)) {
     EngineOptions o;
     o.block_size = kBlock;
-    o.cache_blocks = 32;
+    o.cache_blocks = cache_blocks;
     o.policy = "lru";
     o.tick = std::chrono::milliseconds(10);
-    io::FaultInjectingEnv env(io::Env::Default(), injector);
     io::OpenOptions create;
     create.create = true;
     auto cache = env.OpenAt(AT_FDCWD, dir.path() + "/cache", create);
     EXPECT_TRUE(cache.ok());
-    EXPECT_TRUE((*cache)->Truncate(32 * kBlock).ok());
+    EXPECT_TRUE((*cache)->Truncate(cache_blocks * kBlock).ok());
     std::string error;
     auto e = CacheEngine::Create(o, std::move(cache).value(), &error);
     EXPECT_TRUE(e.ok()) << error;
     engine = std::move(e).value();
     data = Pattern(16 * kBlock, 99);
-    auto origin = env.OpenAt(AT_FDCWD, dir.path() + "/origin", create);
+    volume = OpenOrigin("origin", data);
+  }
+  // A new origin file `name` holding `bytes`, opened as a volume.
+  std::shared_ptr<Volume> OpenOrigin(const std::string& name,
+                                     const std::vector<std::byte>& bytes) {
+    io::OpenOptions create;
+    create.create = true;
+    auto origin = env.OpenAt(AT_FDCWD, dir.path() + "/" + name, create);
     EXPECT_TRUE(origin.ok());
-    EXPECT_TRUE((*origin)->WriteAt(0, data).ok());
+    EXPECT_TRUE((*origin)->WriteAt(0, bytes).ok());
     struct stat st;
-    ::stat((dir.path() + "/origin").c_str(), &st);
-    volume =
-        engine->OpenVolume(st.st_dev, st.st_ino,
-                           std::shared_ptr<io::File>(std::move(*origin)), true);
+    ::stat((dir.path() + "/" + name).c_str(), &st);
+    return engine->OpenVolume(st.st_dev, st.st_ino,
+                              std::shared_ptr<io::File>(std::move(*origin)),
+                              true);
   }
   Result<std::vector<std::byte>> Read(uint64_t off, size_t size) {
+    return Read(volume, off, size);
+  }
+  Result<std::vector<std::byte>> Read(const std::shared_ptr<Volume>& v,
+                                      uint64_t off, size_t size) {
     std::promise<Result<std::vector<std::byte>>> p;
-    engine->Read(volume, off, size, [&p](Result<std::span<const std::byte>> r) {
+    engine->Read(v, off, size, [&p](Result<std::span<const std::byte>> r) {
       if (!r.ok()) {
         p.set_value(r.error());
       } else {
@@ -81,6 +93,7 @@ struct FaultFixture {
   }
   TempDir dir;
   std::shared_ptr<io::FaultInjector> injector;
+  io::FaultInjectingEnv env{io::Env::Default(), injector};
   std::unique_ptr<CacheEngine> engine;
   std::shared_ptr<Volume> volume;
   std::vector<std::byte> data;
@@ -280,6 +293,81 @@ TEST(EngineFaultTest, CacheWriteErrorOnCleanBlockGoesToOriginInWriteback) {
   auto back = f.Read(0, 16 * kBlock);
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(*back, f.data);
+}
+
+// A write whose cache copy fails drops the copy only if no other write's
+// bytes are in it. Here a second write to the clean block goes into the
+// cache while the first is failing; dropping the copy would lose it.
+TEST(EngineFaultTest, FailedCacheWriteKeepsAnotherWritesBytes) {
+  FaultFixture f;
+  f.WarmAllFully();
+  f.engine->AllowMigrations(false);  // no promotion writes the cache now
+  const auto first = Pattern(4096, 3), second = Pattern(4096, 4);
+  const uint64_t at = 5 * kBlock;
+  std::atomic<bool> once{false};
+  Status second_st = ErrnoCode(EINVAL);
+  sync_point::Set("engine:write-hit-cache-write", [&](void*) {
+    if (once.exchange(true)) return;
+    // The first write marked the block dirty; the second one hits it too.
+    std::thread t([&] { second_st = f.Write(at + 8192, second); });
+    t.join();
+    f.injector->AddRule({.ops = io::kFaultWrite,
+                         .path_contains = "cache",
+                         .error = EIO,
+                         .count = 1});
+  });
+  const Status first_st = f.Write(at, first);
+  sync_point::ClearAll();
+  ASSERT_TRUE(once);
+  ASSERT_TRUE(second_st.ok());
+  auto back = f.Read(at, kBlock);
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(std::equal(second.begin(), second.end(), back->begin() + 8192))
+      << "a write that returned was lost";
+  if (first_st.ok()) {
+    EXPECT_TRUE(std::equal(first.begin(), first.end(), back->begin()));
+  }
+  EXPECT_EQ(f.engine->Snapshot().used_blocks, 16u);  // the copy stayed
+}
+
+// A reader that found its block mapped reads the cache copy after a failing
+// write to the block let go of it. The copy is dropped only once the reader
+// is out: otherwise the freed slot could take another block's data first,
+// and the reader would return those bytes.
+TEST(EngineFaultTest, FailedCacheWriteDropsTheCopyOnlyAfterItsReaders) {
+  FaultFixture f(16);
+  f.WarmAllFully();  // every cblock in use
+  const auto other = f.OpenOrigin("other", Pattern(kBlock, 55));
+  const uint64_t at = 5 * kBlock;
+  std::atomic<bool> once{false}, written{false};
+  std::thread writer;
+  sync_point::Set("engine:read-hit-found", [&](void*) {
+    if (once.exchange(true)) return;
+    f.injector->AddRule({.ops = io::kFaultWrite,
+                         .path_contains = "cache",
+                         .error = EIO,
+                         .count = 1});
+    writer = std::thread([&] {
+      EXPECT_TRUE(f.Write(at + 4096, Pattern(4096, 3)).ok());
+      written = true;
+    });
+    for (int i = 0; i < 100 && !written; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    // Had the write dropped the copy, its slot would be the one free now.
+    for (int i = 0; written && i < 50 && f.engine->Snapshot().used_blocks < 16;
+         ++i) {
+      ASSERT_TRUE(f.Read(other, 0, 4096).ok());
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  auto seen = f.Read(at, 4096);
+  sync_point::ClearAll();
+  writer.join();
+  ASSERT_TRUE(once);
+  ASSERT_TRUE(seen.ok());
+  EXPECT_TRUE(std::equal(seen->begin(), seen->end(), f.data.begin() + at))
+      << "the read returned another block's bytes";
 }
 
 TEST(EngineFaultTest, OriginReadErrorsReachTheCallerCachedBlocksStillRead) {

@@ -340,6 +340,7 @@ CacheEngine::Step CacheEngine::ReadBlock(Request* req, uint64_t index,
     }
   } else if (hit) {
     CountIo(volume, &VolumeCounters::read_hits);
+    TIERFS_SYNC_POINT("engine:read-hit-found", &cblock);
     Result<size_t> n = cache_->ReadAt(CacheOffset(cblock) + in_block, dest);
     if (!n.ok() || *n != len) {
       Bump(counters_.cache_errors);

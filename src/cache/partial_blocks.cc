@@ -71,8 +71,8 @@ std::error_code CacheEngine::TakeSectors(Volume& volume, uint64_t index,
     }
   }
   if (mapped) return Written(seq);
-  // Dropped meanwhile (a write whose cache copy failed): the origin is the
-  // only copy now, and these bytes are not in it yet.
+  // Not mapped (cannot happen while our cell is held, see engine.h): the
+  // origin is the only copy, and these bytes are not in it yet.
   return WriteOrigin(volume, index * options_.block_size + mid_at, mid);
 }
 
@@ -116,8 +116,8 @@ Result<size_t> CacheEngine::ReadPartial(Volume& volume, uint64_t index,
     if (mapped && invalid != 0) {
       held = sectors_.Complement(invalid);
     } else {
-      // Nothing to fill. Unmapped (a failed write dropped it): the origin
-      // has it all.
+      // Nothing to fill. Unmapped (not while we hold the cell; the safe
+      // answer): the origin has it all.
       Dispatch(prison_->Unlock(lock.cell));
       lock.cell = nullptr;
       held = 0;

@@ -15,7 +15,9 @@
 //                origin's older bytes under it).
 
 #include <algorithm>
+#include <chrono>
 #include <future>
+#include <thread>
 
 #include "src/cache/engine.h"
 #include "src/io/aligned_buffer.h"
@@ -44,6 +46,7 @@ std::vector<void*> CacheEngine::LockBlocksForResize(
       prison::LockResult lock = prison_->Lock(key, kReadLevel);
       if (lock.cell != nullptr) {
         if (lock.status == prison::LockStatus::kLockedNeedsQuiesce) {
+          // Runs in the thread that lets go of the last holder.
           std::promise<void> quiesced;
           prison_->Quiesce(lock.cell, [&quiesced] { quiesced.set_value(); });
           quiesced.get_future().wait();
@@ -51,15 +54,10 @@ std::vector<void*> CacheEngine::LockBlocksForResize(
         cells.push_back(lock.cell);
         break;
       }
-      // A migration holds it: wait for its unlock by parking a shared get.
-      std::promise<void> unlocked;
-      prison::Continuation k = [&unlocked] { unlocked.set_value(); };
-      prison::Cell* probe = prison_->Get(key, kWriteLevel, k);
-      if (probe != nullptr) {
-        prison_->Put(probe);
-      } else {
-        unlocked.get_future().wait();
-      }
+      // A migration holds it. Polled, not parked: a parked continuation
+      // runs on the resume pool, whose threads may be the ones waiting
+      // here (a resumed write in DropFailedCopy).
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   }
   return cells;

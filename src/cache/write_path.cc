@@ -36,6 +36,7 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
   bool hit = false, queued = false, was_dirty = false;
   bool writethrough_dirty = false;  // dirty only while writethrough writes run
   uint64_t dirty_seq = 0;           // the dirty record to wait for
+  uint32_t write_hits = 0;          // the block's write hits, ours counted
   uint64_t generation = 0;
   CBlock cblock;
   std::optional<policy::Work> work;
@@ -61,7 +62,7 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
       if (split.mid == 0) hit = false;
     }
     if (hit) {
-      ++write_hits_[cblock.value()];
+      write_hits = ++write_hits_[cblock.value()];
       was_dirty = policy_->IsDirty(cblock);
       // The clean->dirty transition is recorded before the cache copy
       // changes, so a crash never leaves newer data in a "clean" block. In
@@ -110,12 +111,13 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
     return WriteBlock(req, index, in_block, len);
   }
   std::error_code ec;
+  bool copy_failed = false;
+  const uint64_t mid_at = in_block + split.head;
+  const std::span<const std::byte> mid = src.subspan(split.head, split.mid);
   if (hit) {
     CountIo(volume, &VolumeCounters::write_hits);
-    const uint64_t mid_at = in_block + split.head;
-    const std::span<const std::byte> mid = src.subspan(split.head, split.mid);
     ec = WriteHit(volume, index, mid_at, mid, cblock, mode, was_dirty,
-                  writethrough_dirty, dirty_seq);
+                  writethrough_dirty, dirty_seq, &copy_failed);
     const uint64_t at = index * options_.block_size + in_block;
     if (!ec && split.head != 0) {
       ec = WriteOrigin(volume, at, src.first(split.head));
@@ -124,7 +126,7 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
       ec = WriteOrigin(volume, at + split.head + split.mid,
                        src.last(split.tail));
     }
-    if (!ec && split.taken != 0) {
+    if (!ec && split.taken != 0 && !copy_failed) {
       ec = TakeSectors(volume, index, cblock, split.taken, mid_at, mid);
     }
   } else {
@@ -133,6 +135,10 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
   }
   prison_->Put(cell);
   if (queued) KickMigrations();
+  if (!ec && copy_failed) {
+    ec = DropFailedCopy(volume, index, cblock, write_hits, mid_at, mid,
+                        writethrough_dirty);
+  }
   if (ec) {
     Finish(req, ec);
     return Step::kFailed;
@@ -148,7 +154,7 @@ std::error_code CacheEngine::WriteHit(Volume& volume, uint64_t index,
                                       std::span<const std::byte> src,
                                       CBlock cblock, Mode mode, bool was_dirty,
                                       bool writethrough_dirty,
-                                      uint64_t dirty_seq) {
+                                      uint64_t dirty_seq, bool* copy_failed) {
   const uint64_t origin_offset = index * options_.block_size + in_block;
   // The clean->dirty record must be durable before the cache copy changes
   // (DESIGN.md "Durability contract" 3).
@@ -162,6 +168,7 @@ std::error_code CacheEngine::WriteHit(Volume& volume, uint64_t index,
     TIERFS_SYNC_POINT("engine:writethrough-origin-written", &cblock);
   }
   if (!ec) {
+    TIERFS_SYNC_POINT("engine:write-hit-cache-write", &cblock);
     Status st = cache_->WriteAt(CacheOffset(cblock) + in_block, src);
     if (st.ok()) {
       cache_sync_.Wrote();
@@ -172,18 +179,9 @@ std::error_code CacheEngine::WriteHit(Volume& volume, uint64_t index,
         // The cache holds the only copy of the block's other bytes.
         ec = st.error();
       } else {
-        // The stale or torn cache copy must go, for good (a crash must not
-        // revive it), before the origin takes the data: the write does not
-        // fail because the cache store does.
-        uint64_t seq;
-        {
-          std::lock_guard<std::mutex> lock(policy_mu_);
-          seq = Unmap(cblock);
-        }
-        ec = Durable(seq);
-        if (!ec && !writethrough_dirty) {
-          ec = WriteOrigin(volume, origin_offset, src);
-        }
+        // The stale or torn cache copy must go; the caller drops it once
+        // it has let go of the block (DropFailedCopy).
+        *copy_failed = true;
       }
     }
   }
@@ -198,8 +196,10 @@ std::error_code CacheEngine::WriteHit(Volume& volume, uint64_t index,
     auto it = writethrough_writers_.find(cblock.value());
     if (it != writethrough_writers_.end()) {
       // A failed origin write leaves the origin behind the cache copy: the
-      // block stays dirty, for writeback to fix.
-      if (origin_failed) it->second += 1 << 20;
+      // block stays dirty, for writeback to fix. A failed cache write leaves
+      // a torn copy, which must never be recorded clean (DropFailedCopy
+      // drops it, or keeps it dirty when it holds other writes' bytes).
+      if (origin_failed || cache_failed) it->second += 1 << 20;
       if (--it->second == 0) {
         writethrough_writers_.erase(it);
         policy_->ClearDirty(cblock);
@@ -209,6 +209,49 @@ std::error_code CacheEngine::WriteHit(Volume& volume, uint64_t index,
       }
     }
   }
+  return ec;
+}
+
+std::error_code CacheEngine::DropFailedCopy(Volume& volume, uint64_t index,
+                                            CBlock cblock, uint32_t write_hits,
+                                            uint64_t in_block,
+                                            std::span<const std::byte> src,
+                                            bool origin_has_it) {
+  // Every holder of the block gone first: a reader that found the mapping
+  // would otherwise read the slot after another block took it, and a
+  // writer would write into it.
+  std::vector<void*> cells = LockBlocksForResize(volume.id(), {index});
+  uint64_t seq = 0;
+  bool cached, drop;
+  {
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    std::optional<MappingIndex::Block> now =
+        index_.Find(OBlock{volume.id(), index});
+    cached = now.has_value();
+    // Still our copy, and no write hit since ours: no other write's bytes
+    // are in it.
+    drop = cached && now->cblock == cblock &&
+           write_hits_[cblock.value()] == write_hits;
+    if (drop) seq = Unmap(cblock);
+  }
+  std::error_code ec;
+  if (cached && !drop) {
+    // Other writes' bytes may be in the copy alone, so it stays (dirty),
+    // and this write fails, like one to a block that was dirty before. (Or
+    // migrations moved the block meanwhile: its new copy came from the
+    // origin, which the torn copy may have reached by writeback; the write
+    // fails rather than leave that copy differing from the origin.)
+    ec = ErrnoCode(EIO);
+  } else {
+    // The stale or torn copy is gone for good (a crash must not revive it)
+    // before the origin takes the data: the write does not fail because
+    // the cache store does.
+    ec = Durable(seq);
+    if (!ec && !origin_has_it) {
+      ec = WriteOrigin(volume, index * options_.block_size + in_block, src);
+    }
+  }
+  UnlockBlocks(std::move(cells));
   return ec;
 }
 
