@@ -15,6 +15,9 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "meta/meta_dir.h"
+#include "src/util/log.h"
+
 namespace tierfs::stress {
 namespace {
 
@@ -73,6 +76,12 @@ bool Harness::OpenEngine() {
   env_.injector = std::make_shared<io::FaultInjector>(options_.seed);
   env_.faults = std::make_unique<io::FaultInjectingEnv>(io::Env::Default(),
                                                         env_.injector);
+  if (options_.cache_errors > 0) {
+    env_.injector->AddRule({.ops = io::kFaultWrite,
+                            .path_contains = meta::kCacheStoreName,
+                            .error = EIO,
+                            .probability = options_.cache_errors});
+  }
   // Latency sits above the fault injector: a delayed op is checked against
   // the crash rule only when it is really issued, like a syscall.
   LatencyConfig latency{options_.latency_probability,
@@ -331,16 +340,22 @@ void Harness::AddStats(const cache::EngineSnapshot& s) {
 }
 
 int Harness::Run() {
+  // Injected cache errors make the engine warn at each one; its errors
+  // still show.
+  if (options_.cache_errors > 0 && !options_.verbose) {
+    SetLogLevel(LogLevel::kError);
+  }
   if (!Setup()) return 1;
   std::printf(
       "tierfs-stress: seed %llu, %d volumes up to %llu MiB, cache %llu x "
-      "%llu KiB, %d readers, crash every %llu ops, in %s\n",
+      "%llu KiB, %d readers, crash every %llu ops, cache write errors %g, "
+      "in %s\n",
       static_cast<unsigned long long>(options_.seed), options_.volumes,
       static_cast<unsigned long long>(options_.max_file_size >> 20),
       static_cast<unsigned long long>(options_.cache_blocks),
       static_cast<unsigned long long>(options_.block_size >> 10),
       options_.readers, static_cast<unsigned long long>(options_.crash_every),
-      root_.c_str());
+      options_.cache_errors, root_.c_str());
   std::fflush(stdout);
   const auto start = std::chrono::steady_clock::now();
   const auto deadline =
@@ -379,6 +394,7 @@ void Harness::PrintSummary(double seconds) {
   const uint64_t ops = op_no_.load();
   nlohmann::json j;
   j["seed"] = options_.seed;
+  j["cache_errors"] = options_.cache_errors;
   j["result"] = failed_.load() ? "FAIL" : "PASS";
   j["ops"] = ops;
   j["seconds"] = seconds;
@@ -387,6 +403,7 @@ void Harness::PrintSummary(double seconds) {
   j["crashes"] = tally_.crashes;
   j["clean_restarts"] = tally_.restarts;
   j["failures"] = failures_.load();
+  j["failed_writes"] = tally_.failed_writes;
   j["verified_bytes"] = tally_.verified_bytes;
   std::string mix;
   for (int op = 0; op < kOpCount; ++op) {
@@ -408,7 +425,8 @@ void Harness::PrintSummary(double seconds) {
                  {"write_misses", t.write_misses}};
   std::printf(
       "tierfs-stress: %s seed=%llu ops=%llu (%.0f ops/s) reader_reads=%llu "
-      "crashes=%llu restarts=%llu failures=%llu verified=%llu MiB\n"
+      "crashes=%llu restarts=%llu failures=%llu verified=%llu MiB "
+      "failed_writes=%llu\n"
       "  mix: %s\n"
       "  engine: promotions=%llu demotions=%llu writebacks=%llu "
       "overwrites=%llu migration_failures=%llu read_hits=%llu "
@@ -420,7 +438,8 @@ void Harness::PrintSummary(double seconds) {
       static_cast<unsigned long long>(tally_.crashes),
       static_cast<unsigned long long>(tally_.restarts),
       static_cast<unsigned long long>(failures_.load()),
-      static_cast<unsigned long long>(tally_.verified_bytes >> 20), mix.c_str(),
+      static_cast<unsigned long long>(tally_.verified_bytes >> 20),
+      static_cast<unsigned long long>(tally_.failed_writes), mix.c_str(),
       static_cast<unsigned long long>(t.promotions),
       static_cast<unsigned long long>(t.demotions),
       static_cast<unsigned long long>(t.writebacks),

@@ -117,6 +117,12 @@ class Harness {
   bool RunOp(int op);
   bool DoWrite(Slot& slot, int index, bool zeros);
   bool DoWritePair(Slot& slot, int index);
+  // A write of `data` at `offset` that failed with `error`: with injected
+  // cache errors an EIO inside the file is expected, and one read settles
+  // its range (see Slot::torn); anything else is a failure.
+  // REQUIRES: the writer's lock on `slot`.
+  bool FailedWrite(Slot& slot, uint64_t offset, std::vector<std::byte> data,
+                   std::error_code error, const std::string& what);
   bool DoRead(Slot& slot, int index);
   bool DoPunch(Slot& slot, int index, bool past_eof);
   bool DoTruncate(Slot& slot, int index);
@@ -181,6 +187,7 @@ class Harness {
   struct Tally {
     std::array<uint64_t, kOpCount> ops{};
     uint64_t crashes = 0, restarts = 0, verified_bytes = 0;
+    uint64_t failed_writes = 0;    // EIO from injected cache errors
     cache::EngineSnapshot engine;  // counters summed over engine lifetimes
   };
   Tally tally_;

@@ -181,7 +181,9 @@ bool Harness::DoWrite(Slot& slot, int index, bool zeros) {
   WriterLock lock(slot);
   const uint64_t size = slot.model.size();
   uint64_t offset, length;
-  PickWriteRange(slot, /*may_extend=*/true, &offset, &length);
+  // A failed write that reached past the end would leave the size open.
+  PickWriteRange(slot, /*may_extend=*/options_.cache_errors == 0, &offset,
+                 &length);
   std::vector<std::byte> data(length);
   if (!zeros) Fill(data, rng_());
   const bool read_back = rng_() % 4 == 0;
@@ -189,12 +191,32 @@ bool Harness::DoWrite(Slot& slot, int index, bool zeros) {
   Record(zeros ? kZero : kWrite, index, offset, length,
          st.ok() ? "ok" : st.error().message());
   if (!st.ok()) {
-    return Fail(Describe("write of", slot.name, offset, length) +
-                " failed: " + st.error().message());
+    return FailedWrite(slot, offset, std::move(data), st.error(),
+                       zeros ? "zero" : "write");
   }
   if (offset + length > size) slot.model.resize(offset + length);
   std::copy(data.begin(), data.end(), slot.model.begin() + offset);
   return !read_back || CheckRead(slot, offset, length, "read-back");
+}
+
+bool Harness::FailedWrite(Slot& slot, uint64_t offset,
+                          std::vector<std::byte> data, std::error_code error,
+                          const std::string& what) {
+  if (options_.cache_errors == 0 || error.value() != EIO ||
+      offset + data.size() > slot.model.size()) {
+    return Fail(
+        Describe((what + " of").c_str(), slot.name, offset, data.size()) +
+        " failed: " + error.message());
+  }
+  // Expected with injected cache errors: each byte of the range is old or
+  // new now. One read settles which (the model takes it), and from then on
+  // the bytes must stay what that read returned.
+  ++tally_.failed_writes;
+  const size_t length = data.size();
+  slot.torn = Slot::TornWrite{offset, std::move(data)};
+  const bool ok = CheckRead(slot, offset, length, "after a failed " + what);
+  slot.torn.reset();
+  return ok;
 }
 
 bool Harness::DoWritePair(Slot& slot, int index) {
@@ -209,8 +231,10 @@ bool Harness::DoWritePair(Slot& slot, int index) {
   length[0] = Uniform(rng_, 1, rng_() % 2 == 0 ? 4096 : bs);
   offset[1] = offset[0] + length[0] + Uniform(rng_, 0, 4096);
   length[1] = Uniform(rng_, 1, rng_() % 2 == 0 ? 4096 : bs);
-  if (offset[1] + length[1] > max) {
-    Record(kWritePair, index, offset[0], 0, "skipped: past the largest size");
+  if (offset[1] + length[1] > max ||
+      (options_.cache_errors > 0 && offset[1] + length[1] > size)) {
+    Record(kWritePair, index, offset[0], 0,
+           "skipped: past the largest size or, with cache errors, the end");
     return true;
   }
   std::vector<std::byte> data[2];
@@ -226,14 +250,18 @@ bool Harness::DoWritePair(Slot& slot, int index) {
   for (int i = 0; i < 2; ++i) {
     Record(kWritePair, index, offset[i], length[i],
            st[i].ok() ? "ok" : st[i].error().message());
-    if (!st[i].ok()) {
-      return Fail(Describe("write of", slot.name, offset[i], length[i]) +
-                  " failed: " + st[i].error().message());
-    }
   }
   slot.model.resize(std::max(size, offset[1] + length[1]));
   for (int i = 0; i < 2; ++i) {
-    std::copy(data[i].begin(), data[i].end(), slot.model.begin() + offset[i]);
+    if (st[i].ok()) {
+      std::copy(data[i].begin(), data[i].end(), slot.model.begin() + offset[i]);
+    }
+  }
+  for (int i = 0; i < 2; ++i) {
+    if (!st[i].ok() && !FailedWrite(slot, offset[i], std::move(data[i]),
+                                    st[i].error(), "write pair")) {
+      return false;
+    }
   }
   return CheckRead(slot, offset[0], offset[1] + length[1] - offset[0],
                    "read-back");
@@ -272,8 +300,11 @@ bool Harness::DoPunch(Slot& slot, int index, bool past_eof) {
   Status st = engine_->Discard(slot.volume, offset, length);
   Record(op, index, offset, length, st.ok() ? "ok" : st.error().message());
   if (!st.ok()) {
-    return Fail(Describe("discard of", slot.name, offset, length) +
-                " failed: " + st.error().message());
+    // Its edges are zeroed by writes, which cache errors can fail.
+    return FailedWrite(
+        slot, offset,
+        std::vector<std::byte>(std::min(offset + length, size) - offset),
+        st.error(), "discard");
   }
   std::fill(slot.model.begin() + offset,
             slot.model.begin() + std::min(offset + length, size), std::byte{0});

@@ -41,6 +41,10 @@ void Usage() {
                "3)\n"
                "  --no-latency        no injected IO latency\n"
                "  --latency-us N      most injected latency (default 300)\n"
+               "  --cache-errors P    each cache store write fails (EIO) with "
+               "probability P\n"
+               "                      (default 0; writes then stay inside "
+               "the files)\n"
                "  --mix OP=W,...      op weights; unlisted ops keep their "
                "default\n"
                "                      ops: ");
@@ -119,6 +123,11 @@ bool ParseOptions(int argc, char** argv, Options* options) {
         options->latency = false;
       } else if (flag == "--latency-us") {
         options->latency_max_us = static_cast<unsigned>(std::stoul(value()));
+      } else if (flag == "--cache-errors") {
+        options->cache_errors = std::stod(value());
+        if (!(options->cache_errors >= 0 && options->cache_errors <= 1)) {
+          throw std::invalid_argument("--cache-errors: not in [0, 1]");
+        }
       } else if (flag == "--mix") {
         if (!ParseMix(value(), options)) {
           throw std::invalid_argument("bad --mix");

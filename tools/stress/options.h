@@ -48,6 +48,10 @@ struct Options {
   bool latency = true;
   unsigned latency_max_us = 300;
   double latency_probability = 0.3;
+  // Each write to the cache store fails (EIO) with this probability; a
+  // write the engine then fails may leave its range old or new, byte by
+  // byte. Writes stay inside the files while this is on.
+  double cache_errors = 0;
   std::array<double, kOpCount> mix{};
   std::string dir = "/tmp";
   bool keep = false;
