@@ -297,14 +297,13 @@ class CacheEngine {
   // clean, or is written through, failed to take the write), with the
   // block's cell no longer held: waits (this thread sleeps) until no IO or
   // migration holds the block, then drops the copy durably and writes
-  // `src` to the origin unless `origin_has_it`. If another write hit the
+  // `src` to the origin. If another write hit the
   // block since this one (`write_hits` = its count, ours included), its
   // bytes may be in the copy alone: the copy stays and this fails with EIO,
   // as it does if migrations gave the block another copy meanwhile.
   std::error_code DropFailedCopy(Volume& volume, uint64_t index, CBlock cblock,
                                  uint32_t write_hits, uint64_t in_block,
-                                 std::span<const std::byte> src,
-                                 bool origin_has_it);
+                                 std::span<const std::byte> src);
   // Returns true if done, false if contended (the caller takes the normal
   // path), or an error (the request is not finished yet).
   // A write miss that covers whole sectors (in writeback mode): its bytes

@@ -370,6 +370,37 @@ TEST(EngineFaultTest, FailedCacheWriteDropsTheCopyOnlyAfterItsReaders) {
       << "the read returned another block's bytes";
 }
 
+// Writethrough: a write whose cache copy failed has written the origin
+// already, and the block stays recorded dirty until its copy is dropped.
+// A writeback in between copies the stale copy over the origin; the write's
+// bytes must still end up there.
+TEST(EngineFaultTest, FailedWritethroughCopyWrittenBackMeanwhileLosesNothing) {
+  FaultFixture f;
+  f.WarmAllFully();
+  ASSERT_TRUE(f.engine->SetMode(Mode::kWritethrough).ok());
+  f.injector->AddRule({.ops = io::kFaultWrite,
+                       .path_contains = "cache",
+                       .error = EIO,
+                       .count = 1});
+  std::atomic<bool> once{false};
+  uint64_t writebacks = 0;
+  sync_point::Set("engine:failed-copy-locking", [&](void*) {
+    if (once.exchange(true)) return;
+    const uint64_t before = f.engine->Snapshot().writebacks;
+    (void)f.engine->Flush(std::chrono::seconds(5));
+    writebacks = f.engine->Snapshot().writebacks - before;
+  });
+  const auto d = Pattern(4096, 3);
+  ASSERT_TRUE(f.Write(5 * kBlock + 4096, d).ok());
+  sync_point::ClearAll();
+  ASSERT_TRUE(once);
+  EXPECT_EQ(writebacks, 1u);  // the stale copy went over the origin
+  std::copy(d.begin(), d.end(), f.data.begin() + 5 * kBlock + 4096);
+  auto back = f.Read(0, 16 * kBlock);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, f.data);
+}
+
 TEST(EngineFaultTest, OriginReadErrorsReachTheCallerCachedBlocksStillRead) {
   FaultFixture f;
   f.WarmAllFully();

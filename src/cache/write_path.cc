@@ -136,8 +136,7 @@ CacheEngine::Step CacheEngine::WriteBlock(Request* req, uint64_t index,
   prison_->Put(cell);
   if (queued) KickMigrations();
   if (!ec && copy_failed) {
-    ec = DropFailedCopy(volume, index, cblock, write_hits, mid_at, mid,
-                        writethrough_dirty);
+    ec = DropFailedCopy(volume, index, cblock, write_hits, mid_at, mid);
   }
   if (ec) {
     Finish(req, ec);
@@ -215,11 +214,11 @@ std::error_code CacheEngine::WriteHit(Volume& volume, uint64_t index,
 std::error_code CacheEngine::DropFailedCopy(Volume& volume, uint64_t index,
                                             CBlock cblock, uint32_t write_hits,
                                             uint64_t in_block,
-                                            std::span<const std::byte> src,
-                                            bool origin_has_it) {
+                                            std::span<const std::byte> src) {
   // Every holder of the block gone first: a reader that found the mapping
   // would otherwise read the slot after another block took it, and a
   // writer would write into it.
+  TIERFS_SYNC_POINT("engine:failed-copy-locking", nullptr);
   std::vector<void*> cells = LockBlocksForResize(volume.id(), {index});
   uint64_t seq = 0;
   bool cached, drop;
@@ -245,9 +244,11 @@ std::error_code CacheEngine::DropFailedCopy(Volume& volume, uint64_t index,
   } else {
     // The stale or torn copy is gone for good (a crash must not revive it)
     // before the origin takes the data: the write does not fail because
-    // the cache store does.
+    // the cache store does. Also after a writethrough write, which wrote
+    // the origin first: a writeback may have copied the stale copy over it
+    // since.
     ec = Durable(seq);
-    if (!ec && !origin_has_it) {
+    if (!ec) {
       ec = WriteOrigin(volume, index * options_.block_size + in_block, src);
     }
   }
