@@ -17,12 +17,12 @@
 //     migration in flight at all (the IO gate is closed, migrations
 //     drained). (A write whose cache copy failed drops the mapping too,
 //     after letting go of its shared hold, under the block's exclusive
-//     cell: DropFailedCopy.) The dirty bit is set by writes under their shared
-//     level-0 hold; work that needs it stable locks level 0 exclusively, which
-//     waits for writes. This is what lets a read hit look its block up in
-//     index_ without policy_mu_: every change goes to the policy and index_ in
-//     one policy_mu_ section, and the read's shared cell keeps the block's
-//     mapping as it found it.
+//     cell: DropFailedCopy.) The dirty bit is set by writes under their
+//     shared level-0 hold; work that needs it stable locks level 0
+//     exclusively, which waits for writes. This is what lets a read hit
+//     look its block up in index_ without policy_mu_: every change goes to
+//     the policy and index_ in one policy_mu_ section, and the read's
+//     shared cell keeps the block's mapping as it found it.
 //  2. A migration holds its block's cell from before it reads its source
 //     until its mapping change is committed (durable where the durability
 //     rules below need it). A writeback holds it exclusively (level 0)
