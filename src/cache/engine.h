@@ -7,8 +7,9 @@
 // resume pool when the migration unlocks (never queued behind migrations,
 // which may wait long on a slow origin), and its completion callback runs
 // there.
-// No caller thread ever sleeps on a block lock. In passthrough mode no
-// block is mapped: each request goes to the origin whole, unsplit.
+// No caller thread sleeps on a block lock, except a write whose cache copy
+// failed (DropFailedCopy, an error path). In passthrough mode no block is
+// mapped: each request goes to the origin whole, unsplit.
 //
 // THE LOCK DISCIPLINE (the kernel dm-cache's; check code against it):
 //  1. A block's mapping (cblock <-> oblock) changes only while that
