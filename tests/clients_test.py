@@ -11,9 +11,8 @@ import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 
-from testlib import MIB, TIERFS, ctl, start_daemon, stats, tear_down
+from testlib import MIB, TIERFS, ctl, stats, tier
 
 
 def sh(*cmd, **kw):
@@ -197,63 +196,41 @@ def check_uncached(mnt):
     print("--no-cache stats and refusal: ok")
 
 
-def run_mount(work, extra, direct_only):
+def run_mount(extra, direct_only):
     """One mount (tierfs mount ... EXTRA) through every client; then the
-    slow dir alone must show what the mount showed. The daemon runs in the
-    foreground with its log in WORK/daemon.log, printed if the test fails
-    (a daemonized one logs to syslog, which a CI machine may not have)."""
-    fast, slow, mnt = (os.path.join(work, d) for d in ("fast", "slow", "mnt"))
-    for d in (fast, slow, mnt):
-        os.makedirs(d)
-    log = os.path.join(work, "daemon.log")
-    daemon = None
-    try:
-        print("+ tierfs mount", mnt, *extra, flush=True)
-        daemon = start_daemon(mnt, ["--fast", fast, "--slow", slow,
-                                    "--cache-size", "128M", *extra], log=log)
-        shown = test_namespace(mnt, slow)
-        test_qemu(mnt)
-        test_fio(mnt, slow, (True,) if direct_only else (True, False))
+    slow dir alone must show what the mount showed."""
+    print("+ tierfs mount", *extra, flush=True)
+    with tier("tierfs-clients-", cache_size="128M", args=extra) as t:
+        shown = test_namespace(t.mnt, t.slow)
+        test_qemu(t.mnt)
+        test_fio(t.mnt, t.slow, (True,) if direct_only else (True, False))
         if "--no-cache" in extra:
-            check_uncached(mnt)
+            check_uncached(t.mnt)
         for name in ("fio-direct.dat", "fio-buffered.dat"):
-            if os.path.exists(os.path.join(mnt, name)):
-                with open(os.path.join(mnt, name), "rb") as f:
+            if os.path.exists(os.path.join(t.mnt, name)):
+                with open(os.path.join(t.mnt, name), "rb") as f:
                     shown[name] = f.read()
         # A plain umount keeps dirty blocks in the cache (they are the newest
         # data); --flush writes them back so the slow dir alone has it all.
-        sh(TIERFS, "umount", "--flush", mnt)
-        assert daemon.wait(timeout=60) == 0, "daemon exit status"
-        daemon = None
+        sh(TIERFS, "umount", "--flush", t.mnt)
+        assert t.daemon.wait(timeout=60) == 0, "daemon exit status"
+        t.daemon = None
         for name, data in shown.items():
-            with open(os.path.join(slow, name), "rb") as f:
+            with open(os.path.join(t.slow, name), "rb") as f:
                 assert f.read() == data, f"{name}: slow dir differs"
-    except BaseException:
-        if daemon is not None and daemon.poll() is not None:
-            print(f"daemon exited with status {daemon.returncode}")
-        if os.path.exists(log):
-            print("--- daemon log (tail):\n" + open(log).read()[-4000:])
-        raise
-    finally:
-        tear_down(daemon, mnt)
 
 
 def main():
     if not os.path.exists("/dev/fuse"):
         print("SKIP: /dev/fuse is missing")
         return 77
-    work = tempfile.mkdtemp(prefix="tierfs-clients-")
-    try:
-        run_mount(os.path.join(work, "cached"), [], direct_only=False)
-        # --no-cache: the same engine path in passthrough, every request
-        # forwarded whole to the slow dir.
-        print("--- tierfs mount --no-cache")
-        run_mount(os.path.join(work, "uncached"), ["--no-cache"],
-                  direct_only=True)
-        print("PASS")
-        return 0
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    run_mount([], direct_only=False)
+    # --no-cache: the same engine path in passthrough, every request
+    # forwarded whole to the slow dir.
+    print("--- tierfs mount --no-cache")
+    run_mount(["--no-cache"], direct_only=True)
+    print("PASS")
+    return 0
 
 
 if __name__ == "__main__":

@@ -126,8 +126,12 @@ def tier(prefix, cache_size="32M", args=(), env=None, base_dir=None):
     """A tierfs mount over fresh fast/ slow/ mnt/ dirs in a temp dir (under
     `base_dir`, default $TMPDIR).
     Yields t with .work .fast .slow .mnt .daemon .log; t.remount() unmounts
-    cleanly and mounts again. On the way out (also when the test fails or
-    is interrupted) the mount, the daemon and the temp dir are removed."""
+    cleanly and mounts again. A test that unmounts by itself sets t.daemon
+    to None once the daemon is gone. On the way out (also when the test
+    fails or is interrupted) the mount, the daemon and the temp dir are
+    removed; if the test failed, the daemon's exit status and the tail of
+    its log (t.log: it runs in the foreground, as a daemonized one logs to
+    syslog, which a CI machine may lack) are printed first."""
     work = tempfile.mkdtemp(prefix=prefix, dir=base_dir)
     t = types.SimpleNamespace(work=work, daemon=None,
                               log=os.path.join(work, "daemon.log"))
@@ -146,8 +150,16 @@ def tier(prefix, cache_size="32M", args=(), env=None, base_dir=None):
     try:
         t.daemon = start_daemon(t.mnt, base, env, t.log)
         yield t
-        stop_daemon(t.daemon, t.mnt)
-        t.daemon = None
+        if t.daemon is not None:
+            stop_daemon(t.daemon, t.mnt)
+            t.daemon = None
+    except BaseException:
+        if t.daemon is not None and t.daemon.poll() is not None:
+            print(f"daemon exited with status {t.daemon.returncode}")
+        if os.path.exists(t.log):
+            with open(t.log) as f:
+                print("--- daemon log (tail):\n" + f.read()[-4000:])
+        raise
     finally:
         tear_down(t.daemon, t.mnt)
         shutil.rmtree(work, ignore_errors=True)
