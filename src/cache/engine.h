@@ -298,10 +298,10 @@ class CacheEngine {
   // clean, or is written through, failed to take the write), with the
   // block's cell no longer held: waits (this thread sleeps) until no IO or
   // migration holds the block, then drops the copy durably and writes
-  // `src` to the origin. If another write hit the
-  // block since this one (`write_hits` = its count, ours included), its
-  // bytes may be in the copy alone: the copy stays and this fails with EIO,
-  // as it does if migrations gave the block another copy meanwhile.
+  // `src` to the origin. If another write hit the block since this one
+  // (`write_hits` = its count, ours included), its bytes may be in the copy
+  // alone: the copy stays and this fails with EIO, as it does if migrations
+  // gave the block another copy meanwhile.
   std::error_code DropFailedCopy(Volume& volume, uint64_t index, CBlock cblock,
                                  uint32_t write_hits, uint64_t in_block,
                                  std::span<const std::byte> src);

@@ -50,8 +50,10 @@ struct Slot {
   std::atomic<uint64_t> hot_start{0};
   std::shared_ptr<cache::Volume> volume;  // guarded by mu
   std::vector<std::byte> model;           // guarded by mu
-  // A write a crash cut short: until the check after recovery has read its
-  // range, each byte of it may be old or new (no third value).
+  // A write a crash cut short, or one that failed under injected cache
+  // errors: until a read of its range settles it (the check after
+  // recovery; FailedWrite's read), each byte of it may be old or new (no
+  // third value).
   struct TornWrite {
     uint64_t offset = 0;
     std::vector<std::byte> data;
