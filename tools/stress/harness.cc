@@ -76,11 +76,21 @@ bool Harness::OpenEngine() {
   env_.injector = std::make_shared<io::FaultInjector>(options_.seed);
   env_.faults = std::make_unique<io::FaultInjectingEnv>(io::Env::Default(),
                                                         env_.injector);
-  if (options_.cache_errors > 0) {
-    env_.injector->AddRule({.ops = io::kFaultWrite,
-                            .path_contains = meta::kCacheStoreName,
+  // The origins are the slow dir's .img files; metadata is never failed.
+  const std::pair<uint32_t, const char*> kStores[] = {
+      {io::kFaultWrite, meta::kCacheStoreName},
+      {io::kFaultWrite, ".img"},
+      {io::kFaultRead, meta::kCacheStoreName},
+      {io::kFaultRead, ".img"}};
+  const double kProbabilities[] = {options_.cache_errors,
+                                   options_.origin_errors, options_.read_errors,
+                                   options_.read_errors};
+  for (int i = 0; i < 4; ++i) {
+    if (kProbabilities[i] == 0) continue;
+    env_.injector->AddRule({.ops = kStores[i].first,
+                            .path_contains = kStores[i].second,
                             .error = EIO,
-                            .probability = options_.cache_errors});
+                            .probability = kProbabilities[i]});
   }
   // Latency sits above the fault injector: a delayed op is checked against
   // the crash rule only when it is really issued, like a syscall.
@@ -139,6 +149,11 @@ bool Harness::CreateFile(Slot& slot, bool first) {
       std::memcpy(chunk.data() + i, &v, std::min<size_t>(8, chunk.size() - i));
     }
     st = (*file)->WriteAt(off, chunk);
+    // Injected origin errors hit this write too: tried again.
+    for (int tries = 1; !st.ok() && options_.origin_errors > 0 && tries < 100;
+         ++tries) {
+      st = (*file)->WriteAt(off, chunk);
+    }
   }
   if (!st.ok()) {
     return Fail("cannot fill " + slot.name + ": " + st.error().message());
@@ -340,22 +355,23 @@ void Harness::AddStats(const cache::EngineSnapshot& s) {
 }
 
 int Harness::Run() {
-  // Injected cache errors make the engine warn at each one; its errors
-  // still show.
-  if (options_.cache_errors > 0 && !options_.verbose) {
+  // Injected IO errors make the engine warn at each one; its errors still
+  // show.
+  if (options_.any_errors() && !options_.verbose) {
     SetLogLevel(LogLevel::kError);
   }
   if (!Setup()) return 1;
   std::printf(
       "tierfs-stress: seed %llu, %d volumes up to %llu MiB, cache %llu x "
-      "%llu KiB, %d readers, crash every %llu ops, cache write errors %g, "
-      "in %s\n",
+      "%llu KiB, %d readers, crash every %llu ops, errors: cache writes %g, "
+      "origin writes %g, reads %g, in %s\n",
       static_cast<unsigned long long>(options_.seed), options_.volumes,
       static_cast<unsigned long long>(options_.max_file_size >> 20),
       static_cast<unsigned long long>(options_.cache_blocks),
       static_cast<unsigned long long>(options_.block_size >> 10),
       options_.readers, static_cast<unsigned long long>(options_.crash_every),
-      options_.cache_errors, root_.c_str());
+      options_.cache_errors, options_.origin_errors, options_.read_errors,
+      root_.c_str());
   std::fflush(stdout);
   const auto start = std::chrono::steady_clock::now();
   const auto deadline =
@@ -395,6 +411,8 @@ void Harness::PrintSummary(double seconds) {
   nlohmann::json j;
   j["seed"] = options_.seed;
   j["cache_errors"] = options_.cache_errors;
+  j["origin_errors"] = options_.origin_errors;
+  j["read_errors"] = options_.read_errors;
   j["result"] = failed_.load() ? "FAIL" : "PASS";
   j["ops"] = ops;
   j["seconds"] = seconds;
@@ -404,6 +422,7 @@ void Harness::PrintSummary(double seconds) {
   j["clean_restarts"] = tally_.restarts;
   j["failures"] = failures_.load();
   j["failed_writes"] = tally_.failed_writes;
+  j["failed_reads"] = failed_reads_.load();
   j["verified_bytes"] = tally_.verified_bytes;
   std::string mix;
   for (int op = 0; op < kOpCount; ++op) {
@@ -426,7 +445,7 @@ void Harness::PrintSummary(double seconds) {
   std::printf(
       "tierfs-stress: %s seed=%llu ops=%llu (%.0f ops/s) reader_reads=%llu "
       "crashes=%llu restarts=%llu failures=%llu verified=%llu MiB "
-      "failed_writes=%llu\n"
+      "failed_writes=%llu failed_reads=%llu\n"
       "  mix: %s\n"
       "  engine: promotions=%llu demotions=%llu writebacks=%llu "
       "overwrites=%llu migration_failures=%llu read_hits=%llu "
@@ -439,7 +458,8 @@ void Harness::PrintSummary(double seconds) {
       static_cast<unsigned long long>(tally_.restarts),
       static_cast<unsigned long long>(failures_.load()),
       static_cast<unsigned long long>(tally_.verified_bytes >> 20),
-      static_cast<unsigned long long>(tally_.failed_writes), mix.c_str(),
+      static_cast<unsigned long long>(tally_.failed_writes),
+      static_cast<unsigned long long>(failed_reads_.load()), mix.c_str(),
       static_cast<unsigned long long>(t.promotions),
       static_cast<unsigned long long>(t.demotions),
       static_cast<unsigned long long>(t.writebacks),

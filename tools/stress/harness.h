@@ -136,6 +136,10 @@ class Harness {
   void PickWriteRange(const Slot& slot, bool may_extend, uint64_t* offset,
                       uint64_t* length);
 
+  // A read through the engine; with injected read errors, retried until
+  // it passes.
+  Result<std::vector<std::byte>> ReadRetrying(Slot& slot, uint64_t offset,
+                                              size_t length);
   // Reads through the engine and compares with the model; the caller holds
   // slot.mu (shared or exclusive) or is the writer.
   bool CheckRead(Slot& slot, uint64_t offset, size_t length,
@@ -173,6 +177,7 @@ class Harness {
   std::vector<std::thread> readers_;
   std::atomic<bool> stop_readers_{false};
   std::atomic<uint64_t> reader_reads_{0};
+  std::atomic<uint64_t> failed_reads_{0};  // EIO from injected read errors
   uint64_t reader_generation_ = 0;
 
   std::thread watchdog_;
@@ -189,7 +194,7 @@ class Harness {
   struct Tally {
     std::array<uint64_t, kOpCount> ops{};
     uint64_t crashes = 0, restarts = 0, verified_bytes = 0;
-    uint64_t failed_writes = 0;    // EIO from injected cache errors
+    uint64_t failed_writes = 0;    // EIO from injected IO errors
     cache::EngineSnapshot engine;  // counters summed over engine lifetimes
   };
   Tally tally_;

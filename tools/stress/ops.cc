@@ -17,6 +17,9 @@ namespace {
 
 constexpr uint64_t kHotWindow = 2 << 20;
 constexpr uint64_t kScanChunk = 1 << 20;
+// Tries of one block's read that fails with injected errors before that
+// is a failure (at 50% errors per IO: 2^-200).
+constexpr int kReadTries = 200;
 constexpr auto kFlushTimeout = std::chrono::seconds(60);
 
 uint64_t Uniform(Rng& rng, uint64_t lo, uint64_t hi) {  // inclusive
@@ -57,10 +60,41 @@ uint64_t Harness::PickOffset(const Slot& slot, Rng& rng, uint64_t limit) {
   return rng() % limit;
 }
 
-bool Harness::CheckRead(Slot& slot, uint64_t offset, size_t length,
-                        const std::string& who) {
+Result<std::vector<std::byte>> Harness::ReadRetrying(Slot& slot,
+                                                     uint64_t offset,
+                                                     size_t length) {
   Result<std::vector<std::byte>> got =
       ReadSync(*engine_, slot.volume, offset, length);
+  if (options_.read_errors == 0 || got.ok() || got.error().value() != EIO) {
+    return got;
+  }
+  // An injected read error: the range again, a block at a time, each
+  // retried (a fresh draw each time), so the check still happens. The
+  // caller holds the slot: the bytes do not change meanwhile.
+  failed_reads_.fetch_add(1);
+  std::vector<std::byte> all;
+  const uint64_t bs = options_.block_size;
+  for (uint64_t pos = offset; pos < offset + length;) {
+    const uint64_t n = std::min(bs - pos % bs, offset + length - pos);
+    Result<std::vector<std::byte>> part =
+        ReadSync(*engine_, slot.volume, pos, n);
+    for (int tries = 1;
+         !part.ok() && part.error().value() == EIO && tries < kReadTries;
+         ++tries) {
+      failed_reads_.fetch_add(1);
+      part = ReadSync(*engine_, slot.volume, pos, n);
+    }
+    if (!part.ok()) return part;
+    all.insert(all.end(), part->begin(), part->end());
+    if (part->size() < n) break;  // the end of the file
+    pos += n;
+  }
+  return all;
+}
+
+bool Harness::CheckRead(Slot& slot, uint64_t offset, size_t length,
+                        const std::string& who) {
+  Result<std::vector<std::byte>> got = ReadRetrying(slot, offset, length);
   progress_.fetch_add(1);
   if (!got.ok()) {
     if (crashing_.load()) return true;  // IO stopped under it
@@ -182,8 +216,7 @@ bool Harness::DoWrite(Slot& slot, int index, bool zeros) {
   const uint64_t size = slot.model.size();
   uint64_t offset, length;
   // A failed write that reached past the end would leave the size open.
-  PickWriteRange(slot, /*may_extend=*/options_.cache_errors == 0, &offset,
-                 &length);
+  PickWriteRange(slot, /*may_extend=*/!options_.any_errors(), &offset, &length);
   std::vector<std::byte> data(length);
   if (!zeros) Fill(data, rng_());
   const bool read_back = rng_() % 4 == 0;
@@ -202,13 +235,13 @@ bool Harness::DoWrite(Slot& slot, int index, bool zeros) {
 bool Harness::FailedWrite(Slot& slot, uint64_t offset,
                           std::vector<std::byte> data, std::error_code error,
                           const std::string& what) {
-  if (options_.cache_errors == 0 || error.value() != EIO ||
+  if (!options_.any_errors() || error.value() != EIO ||
       offset + data.size() > slot.model.size()) {
     return Fail(
         Describe((what + " of").c_str(), slot.name, offset, data.size()) +
         " failed: " + error.message());
   }
-  // Expected with injected cache errors: each byte of the range is old or
+  // Expected with injected IO errors: each byte of the range is old or
   // new now. One read settles which (the model takes it), and from then on
   // the bytes must stay what that read returned.
   ++tally_.failed_writes;
@@ -232,9 +265,9 @@ bool Harness::DoWritePair(Slot& slot, int index) {
   offset[1] = offset[0] + length[0] + Uniform(rng_, 0, 4096);
   length[1] = Uniform(rng_, 1, rng_() % 2 == 0 ? 4096 : bs);
   if (offset[1] + length[1] > max ||
-      (options_.cache_errors > 0 && offset[1] + length[1] > size)) {
+      (options_.any_errors() && offset[1] + length[1] > size)) {
     Record(kWritePair, index, offset[0], 0,
-           "skipped: past the largest size or, with cache errors, the end");
+           "skipped: past the largest size or, with write errors, the end");
     return true;
   }
   std::vector<std::byte> data[2];
@@ -324,6 +357,18 @@ bool Harness::DoTruncate(Slot& slot, int index) {
   Record(kTruncate, index, new_size, 0,
          (size < new_size ? "grow " : "shrink ") +
              std::string(st.ok() ? "ok" : st.error().message()));
+  if (!st.ok() && options_.any_errors() && st.error().value() == EIO) {
+    // Writing the new tail block's dirty bytes to the origin failed, before
+    // the origin was truncated: nothing changed.
+    ++tally_.failed_writes;
+    if (slot.volume->size() != size) {
+      return Fail("failed truncate of " + slot.name + " to " +
+                  std::to_string(new_size) + " changed its size to " +
+                  std::to_string(slot.volume->size()));
+    }
+    return CheckRead(slot, std::min(size, new_size) / bs * bs, 2 * bs,
+                     "after a failed truncate");
+  }
   if (!st.ok()) {
     return Fail("truncate of " + slot.name + " to " + std::to_string(new_size) +
                 " failed: " + st.error().message());
@@ -364,8 +409,11 @@ bool Harness::DoUnlink(Slot& slot, int index) {
   }
   Status forgot = engine_->ForgetVolume(st.st_dev, st.st_ino);
   engine_->CloseVolume(slot.volume, /*unlinked=*/true);
-  if (!forgot.ok()) {
-    Record(kUnlink, index, 0, 0, forgot.error().message());
+  if (!forgot.ok()) Record(kUnlink, index, 0, 0, forgot.error().message());
+  // With injected errors, writing back the dirty blocks an opener could
+  // still read may fail; the last close drops them all the same.
+  if (!forgot.ok() &&
+      !(options_.any_errors() && forgot.error().value() == EIO)) {
     return Fail("forgetting unlinked " + slot.name +
                 " failed: " + forgot.error().message());
   }

@@ -45,6 +45,12 @@ void Usage() {
                "probability P\n"
                "                      (default 0; writes then stay inside "
                "the files)\n"
+               "  --origin-errors P   each origin write fails (EIO) with "
+               "probability P (the same)\n"
+               "  --read-errors P     each read of the cache store or an "
+               "origin fails (EIO)\n"
+               "                      with probability P; failed reads are "
+               "retried\n"
                "  --mix OP=W,...      op weights; unlisted ops keep their "
                "default\n"
                "                      ops: ");
@@ -60,6 +66,15 @@ void Usage() {
                "progress (default 120)\n"
                "  --verbose           show engine log lines during crashes\n"
                "exit: 0 clean, 1 mismatch or engine error, 2 usage\n");
+}
+
+// An error probability: at most 0.5, so that a retried read finishes.
+double Probability(std::string_view flag, const std::string& text) {
+  const double p = std::stod(text);
+  if (!(p >= 0 && p <= 0.5)) {
+    throw std::invalid_argument(std::string(flag) + ": not in [0, 0.5]");
+  }
+  return p;
 }
 
 bool ParseMix(std::string_view text, Options* options) {
@@ -124,10 +139,11 @@ bool ParseOptions(int argc, char** argv, Options* options) {
       } else if (flag == "--latency-us") {
         options->latency_max_us = static_cast<unsigned>(std::stoul(value()));
       } else if (flag == "--cache-errors") {
-        options->cache_errors = std::stod(value());
-        if (!(options->cache_errors >= 0 && options->cache_errors <= 1)) {
-          throw std::invalid_argument("--cache-errors: not in [0, 1]");
-        }
+        options->cache_errors = Probability(flag, value());
+      } else if (flag == "--origin-errors") {
+        options->origin_errors = Probability(flag, value());
+      } else if (flag == "--read-errors") {
+        options->read_errors = Probability(flag, value());
       } else if (flag == "--mix") {
         if (!ParseMix(value(), options)) {
           throw std::invalid_argument("bad --mix");

@@ -50,8 +50,20 @@ struct Options {
   double latency_probability = 0.3;
   // Each write to the cache store fails (EIO) with this probability; a
   // write the engine then fails may leave its range old or new, byte by
-  // byte. Writes stay inside the files while this is on.
+  // byte.
   double cache_errors = 0;
+  // Each read of the cache store or of an origin file fails (EIO) with
+  // this probability; a read the engine then fails is retried, so every
+  // check still happens.
+  double read_errors = 0;
+  // Each write to an origin file fails (EIO) with this probability; a
+  // write the engine then fails is torn as above.
+  double origin_errors = 0;
+  // Whether IO errors are injected. A write may then fail (also by a read
+  // it needs), so writes stay inside the files.
+  bool any_errors() const {
+    return cache_errors > 0 || origin_errors > 0 || read_errors > 0;
+  }
   std::array<double, kOpCount> mix{};
   std::string dir = "/tmp";
   bool keep = false;
