@@ -267,7 +267,7 @@ bool Harness::DoWritePair(Slot& slot, int index) {
   if (offset[1] + length[1] > max ||
       (options_.any_errors() && offset[1] + length[1] > size)) {
     Record(kWritePair, index, offset[0], 0,
-           "skipped: past the largest size or, with write errors, the end");
+           "skipped: past the largest size or, with IO errors, the end");
     return true;
   }
   std::vector<std::byte> data[2];
