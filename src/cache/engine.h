@@ -8,8 +8,9 @@
 // which may wait long on a slow origin), and its completion callback runs
 // there.
 // No caller thread sleeps on a block lock, except a write whose cache copy
-// failed (DropFailedCopy, an error path). In passthrough mode no block is
-// mapped: each request goes to the origin whole, unsplit.
+// failed (DropFailedCopy) and a write to a file whose truncate could not
+// sync the origin (SettleTruncate): error paths. In passthrough mode no block
+// is mapped: each request goes to the origin whole, unsplit.
 //
 // THE LOCK DISCIPLINE (the kernel dm-cache's; check code against it):
 //  1. A block's mapping (cblock <-> oblock) changes only while that
@@ -422,6 +423,17 @@ class CacheEngine {
       Volume& volume, uint64_t first, uint64_t end,
       const std::function<Status(
           const std::vector<MappingIndex::Block>& dirty)>& change_origin);
+  // Truncate's work. REQUIRES: admin_mu_ shared.
+  Status TruncateTo(Volume& volume, uint64_t new_size);
+  // Finishes a truncate whose origin sync failed (Volume::
+  // truncate_unsettled_): its dirty copies past the end stay mapped, since
+  // their unmaps must not be durable before the truncate is, until this
+  // truncates to the same size again and the origin sync succeeds. Every
+  // operation that could reach them (a write, which may grow the file or
+  // write the tail block that the truncate copied to the origin; a grow;
+  // a flush or fsync, which would wait for them) calls this first.
+  // REQUIRES: admin_mu_ not held.
+  Status SettleTruncate(Volume& volume);
   // Drops every mapping of `volume` (durably), writing dirty blocks back
   // first if `keep_dirty`. REQUIRES: admin_mu_ shared.
   Status DropVolumeBlocks(Volume& volume, bool keep_dirty);

@@ -513,6 +513,56 @@ TEST_F(IntegrityTest, FsyncCoversTruncateAndPunch) {
   EXPECT_TRUE(syncs_of_origin()) << "fsync after punch skipped the origin";
 }
 
+// 8b. A truncate whose origin fdatasync fails has shortened the origin, but
+// its dirty copies past the new end must not be unmapped durably before the
+// truncate is (a crash would bring back the origin's older bytes): they
+// stay mapped until a later origin sync succeeds. Until then nothing may
+// reach them: a grow or a write past the end reads zeros there, a write to
+// the new tail block reaches the origin, and flush does not wait for
+// copies that can never be written back.
+TEST_F(IntegrityTest, TruncateWhoseOriginSyncFailsRevivesNothing) {
+  StartOk();
+  std::vector<std::byte> data = Pattern(8 * kBlock, 1);
+  MakeOrigin("vm.img", data);
+  auto v = Open("vm.img");
+  for (uint64_t b : {4, 5, 6}) {
+    ASSERT_TRUE(Write(v, b * kBlock, Pattern(kBlock, 7)).ok());
+  }
+  engine_->AllowMigrations(false);
+  WaitIdle();
+  for (uint64_t b : {4, 5, 6}) {  // dirty for sure (see WithDirtyBlock)
+    const std::vector<std::byte> fresh = Pattern(kBlock, 20 + b);
+    ASSERT_TRUE(Write(v, b * kBlock, fresh).ok());
+    std::copy(fresh.begin(), fresh.end(), data.begin() + b * kBlock);
+  }
+  ASSERT_EQ(engine_->Snapshot().dirty_blocks, 3u);
+  const uint64_t end = 4 * kBlock + 1000;
+  injector_->AddRule(
+      {.ops = io::kFaultSync, .path_contains = "vm.img", .error = EIO});
+  EXPECT_FALSE(engine_->Truncate(*v, end).ok());
+  injector_->ClearRules();
+  // Either size is allowed after a failed truncate; this one reached the
+  // origin.
+  ASSERT_EQ(v->size(), end);
+  data.resize(end);
+  // A write to the new tail block, below the end.
+  const std::vector<std::byte> tail = Pattern(500, 30);
+  ASSERT_TRUE(Write(v, 4 * kBlock + 200, tail).ok());
+  std::copy(tail.begin(), tail.end(), data.begin() + 4 * kBlock + 200);
+  // A write past the end: blocks 5 and 6 must read as zeros below it.
+  const std::vector<std::byte> far = Pattern(4096, 31);
+  ASSERT_TRUE(Write(v, 7 * kBlock, far).ok());
+  data.resize(7 * kBlock);
+  data.insert(data.end(), far.begin(), far.end());
+  EXPECT_EQ(Read(v, 0, data.size()), data);
+  engine_->AllowMigrations(true);
+  EXPECT_TRUE(engine_->Flush(std::chrono::seconds(10)).ok());
+  EXPECT_EQ(Read(v, 0, data.size()), data);
+  v = CrashAndReopen(std::move(v), "vm.img");
+  EXPECT_EQ(v->size(), data.size());
+  EXPECT_EQ(Read(v, 0, data.size()), data);
+}
+
 int OpenFds() {
   int n = 0;
   DIR* d = ::opendir("/proc/self/fd");

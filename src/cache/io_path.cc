@@ -136,6 +136,13 @@ void CacheEngine::Write(const std::shared_ptr<Volume>& volume, uint64_t offset,
     done(ErrnoCode(EROFS));
     return;
   }
+  if (volume->truncate_unsettled_.load(std::memory_order_acquire)) {
+    // Rare: a truncate's origin sync failed (SettleTruncate).
+    if (Status st = SettleTruncate(*volume); !st.ok()) {
+      done(st);
+      return;
+    }
+  }
   TIERFS_SYNC_POINT("engine:write-started", nullptr);
   if (EnterPassthrough()) {
     // Again inside the gate, as WriteBlock does under its cell: a switch to
@@ -430,6 +437,7 @@ Status SyncTracker::Sync(io::File& file) {
 }
 
 Status CacheEngine::Fsync(Volume& volume) {
+  if (Status st = SettleTruncate(volume); !st.ok()) return st;
   Status st = cache_ != nullptr ? cache_sync_.Sync(*cache_) : OkStatus();
   if (!st.ok()) {
     Bump(counters_.cache_errors);

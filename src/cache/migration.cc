@@ -535,6 +535,19 @@ Status CacheEngine::Flush(std::chrono::milliseconds timeout) {
       result = ErrnoCode(EIO);
       break;
     }
+    // Dirty copies past a truncated end cannot be written back (and need
+    // not be): the truncate is settled instead.
+    std::vector<std::shared_ptr<Volume>> unsettled;
+    {
+      std::lock_guard<std::mutex> lock(volumes_mu_);
+      for (const auto& [id, v] : by_id_) {
+        if (v->truncate_unsettled_.load()) unsettled.push_back(v);
+      }
+    }
+    for (const std::shared_ptr<Volume>& v : unsettled) {
+      if (Status st = SettleTruncate(*v); !st.ok()) result = st;
+    }
+    if (!result.ok()) break;
     KickMigrations();
     std::unique_lock<std::mutex> lock(drain_mu_);
     drain_cv_.wait_for(lock, std::chrono::milliseconds(20));

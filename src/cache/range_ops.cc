@@ -148,12 +148,18 @@ Status CacheEngine::DropRange(
 
 Status CacheEngine::Truncate(Volume& volume, uint64_t new_size) {
   if (read_only_.load()) return ErrnoCode(EROFS);
+  if (Status st = SettleTruncate(volume); !st.ok()) return st;
+  std::shared_lock<std::shared_mutex> admin(admin_mu_);
+  return TruncateTo(volume, new_size);
+}
+
+Status CacheEngine::TruncateTo(Volume& volume, uint64_t new_size) {
   std::shared_ptr<io::File> origin = volume.origin();
   if (origin == nullptr) return ErrnoCode(EBADF);
-  std::shared_lock<std::shared_mutex> admin(admin_mu_);
   const uint64_t bs = options_.block_size;
   const uint64_t first = new_size / bs;  // first block not wholly kept
-  return DropRange(
+  bool truncated = false;
+  Status st = DropRange(
       volume, first, UINT64_MAX,
       [&](const std::vector<MappingIndex::Block>& dirty) -> Status {
         if (!dirty.empty() && dirty.front().index == first &&
@@ -165,9 +171,28 @@ Status CacheEngine::Truncate(Volume& volume, uint64_t new_size) {
           if (!st.ok()) return st;
         }
         Status st = origin->Truncate(new_size);
-        if (st.ok()) volume.size_.store(new_size, std::memory_order_release);
+        if (st.ok()) {
+          volume.size_.store(new_size, std::memory_order_release);
+          truncated = true;
+        }
         return st;
       });
+  // The origin is shorter, but the dirty copies past its end are mapped
+  // still (DropRange drops them only once the change is durable).
+  if (!st.ok() && truncated) {
+    volume.truncate_unsettled_.store(true, std::memory_order_release);
+  }
+  return st;
+}
+
+Status CacheEngine::SettleTruncate(Volume& volume) {
+  if (!volume.truncate_unsettled_.load(std::memory_order_acquire)) {
+    return OkStatus();
+  }
+  std::shared_lock<std::shared_mutex> admin(admin_mu_);
+  Status st = TruncateTo(volume, volume.size());
+  if (st.ok()) volume.truncate_unsettled_.store(false);
+  return st;
 }
 
 Status CacheEngine::Discard(const std::shared_ptr<Volume>& volume,
@@ -175,6 +200,8 @@ Status CacheEngine::Discard(const std::shared_ptr<Volume>& volume,
   if (read_only_.load()) return ErrnoCode(EROFS);
   std::shared_ptr<io::File> origin = volume->origin();
   if (origin == nullptr) return ErrnoCode(EBADF);
+  // Before the admin lock: the edges are zeroed by Write, which settles.
+  if (Status st = SettleTruncate(*volume); !st.ok()) return st;
   std::shared_lock<std::shared_mutex> admin(admin_mu_);
   const uint64_t bs = options_.block_size;
   // A punch keeps the size: nothing at or past the end of the file changes.
@@ -250,6 +277,10 @@ Status CacheEngine::DropVolumeBlocks(Volume& volume, bool keep_dirty) {
 Status CacheEngine::ForgetVolume(uint64_t dev, uint64_t ino) {
   std::shared_ptr<Volume> volume = FindVolume(dev, ino);
   if (volume == nullptr) return OkStatus();
+  // Dirty copies past the end must not be written back for an opener.
+  if (volume->opens() > 0) {
+    if (Status st = SettleTruncate(*volume); !st.ok()) return st;
+  }
   {
     std::shared_lock<std::shared_mutex> admin(admin_mu_);
     // Openers can still read an unlinked file: its dirty blocks go to the

@@ -74,6 +74,9 @@ class Volume {
   const uint64_t dev_, ino_;
   std::atomic<uint64_t> size_;
   std::atomic<bool> removed_{false};
+  // A truncate shortened the origin but could not sync it: its dirty copies
+  // past the new end are still mapped (CacheEngine::SettleTruncate).
+  std::atomic<bool> truncate_unsettled_{false};
   SyncTracker origin_sync_;
   VolumeCounters counters_;
 

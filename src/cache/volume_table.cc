@@ -151,6 +151,7 @@ void CacheEngine::GrowTo(Volume& volume, uint64_t size) {
 Status CacheEngine::Allocate(Volume& volume, uint64_t offset, uint64_t length) {
   std::shared_ptr<io::File> origin = volume.origin();
   if (origin == nullptr) return ErrnoCode(EBADF);
+  if (Status st = SettleTruncate(volume); !st.ok()) return st;  // may grow
   Status st = origin->Allocate(offset, length);
   if (!st.ok()) return st;
   volume.origin_sync_.Wrote();  // fsync covers the new size

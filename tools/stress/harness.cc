@@ -77,20 +77,23 @@ bool Harness::OpenEngine() {
   env_.faults = std::make_unique<io::FaultInjectingEnv>(io::Env::Default(),
                                                         env_.injector);
   // The origins are the slow dir's .img files; metadata is never failed.
-  const std::pair<uint32_t, const char*> kStores[] = {
-      {io::kFaultWrite, meta::kCacheStoreName},
-      {io::kFaultWrite, ".img"},
-      {io::kFaultRead, meta::kCacheStoreName},
-      {io::kFaultRead, ".img"}};
-  const double kProbabilities[] = {options_.cache_errors,
-                                   options_.origin_errors, options_.read_errors,
-                                   options_.read_errors};
-  for (int i = 0; i < 4; ++i) {
-    if (kProbabilities[i] == 0) continue;
-    env_.injector->AddRule({.ops = kStores[i].first,
-                            .path_contains = kStores[i].second,
+  const struct {
+    uint32_t ops;
+    const char* path;
+    double probability;
+  } kErrors[] = {
+      {io::kFaultWrite, meta::kCacheStoreName, options_.cache_errors},
+      {io::kFaultWrite, ".img", options_.origin_errors},
+      {io::kFaultRead, meta::kCacheStoreName, options_.read_errors},
+      {io::kFaultRead, ".img", options_.read_errors},
+      {io::kFaultSync, ".img", options_.sync_errors},
+  };
+  for (const auto& e : kErrors) {
+    if (e.probability == 0) continue;
+    env_.injector->AddRule({.ops = e.ops,
+                            .path_contains = e.path,
                             .error = EIO,
-                            .probability = kProbabilities[i]});
+                            .probability = e.probability});
   }
   // Latency sits above the fault injector: a delayed op is checked against
   // the crash rule only when it is really issued, like a syscall.
@@ -364,14 +367,14 @@ int Harness::Run() {
   std::printf(
       "tierfs-stress: seed %llu, %d volumes up to %llu MiB, cache %llu x "
       "%llu KiB, %d readers, crash every %llu ops, errors: cache writes %g, "
-      "origin writes %g, reads %g, in %s\n",
+      "origin writes %g, reads %g, syncs %g, in %s\n",
       static_cast<unsigned long long>(options_.seed), options_.volumes,
       static_cast<unsigned long long>(options_.max_file_size >> 20),
       static_cast<unsigned long long>(options_.cache_blocks),
       static_cast<unsigned long long>(options_.block_size >> 10),
       options_.readers, static_cast<unsigned long long>(options_.crash_every),
       options_.cache_errors, options_.origin_errors, options_.read_errors,
-      root_.c_str());
+      options_.sync_errors, root_.c_str());
   std::fflush(stdout);
   const auto start = std::chrono::steady_clock::now();
   const auto deadline =
@@ -413,6 +416,7 @@ void Harness::PrintSummary(double seconds) {
   j["cache_errors"] = options_.cache_errors;
   j["origin_errors"] = options_.origin_errors;
   j["read_errors"] = options_.read_errors;
+  j["sync_errors"] = options_.sync_errors;
   j["result"] = failed_.load() ? "FAIL" : "PASS";
   j["ops"] = ops;
   j["seconds"] = seconds;

@@ -358,14 +358,18 @@ bool Harness::DoTruncate(Slot& slot, int index) {
          (size < new_size ? "grow " : "shrink ") +
              std::string(st.ok() ? "ok" : st.error().message()));
   if (!st.ok() && options_.any_errors() && st.error().value() == EIO) {
-    // Writing the new tail block's dirty bytes to the origin failed, before
-    // the origin was truncated: nothing changed.
+    // Either nothing changed (writing the new tail block's dirty bytes to
+    // the origin failed, before the origin was truncated) or, with sync
+    // errors, the origin was truncated and its fdatasync failed: the file
+    // has the new size then, and nothing past it comes back.
     ++tally_.failed_writes;
-    if (slot.volume->size() != size) {
+    const uint64_t now = slot.volume->size();
+    if (now != size && !(options_.sync_errors > 0 && now == new_size)) {
       return Fail("failed truncate of " + slot.name + " to " +
                   std::to_string(new_size) + " changed its size to " +
-                  std::to_string(slot.volume->size()));
+                  std::to_string(now));
     }
+    slot.model.resize(now);
     return CheckRead(slot, std::min(size, new_size) / bs * bs, 2 * bs,
                      "after a failed truncate");
   }
@@ -478,13 +482,28 @@ bool Harness::DoAdmin(int op, int index) {
         break;
     }
     allowed_error |= crashing_.load();  // a crash landed while it ran
+    // A failed fdatasync fails an fsync or a flush (and a mode switch
+    // that flushes); the data stays.
+    allowed_error |= options_.sync_errors > 0 && st.error().value() == EIO &&
+                     (op == kFsync || op == kFlush || op == kMode);
     if (!st.ok()) {
       result += (allowed_error ? ": " : ": FAILED ") + st.error().message();
     }
     if (beside) result = "finished: " + result;
     history_.Add(HistoryEntry{op_no, op, index, 0, 0, result});
     if (!st.ok() && !allowed_error) {
-      return Fail(std::string(OpName(op)) + " " + result);
+      // Where the dirty blocks were (a flush that cannot finish).
+      const cache::EngineSnapshot s = engine_->Snapshot();
+      std::string state = "; dirty " + std::to_string(s.dirty_blocks) +
+                          ", migration failures " +
+                          std::to_string(s.migration_failures) + ", aborts " +
+                          std::to_string(s.migration_aborts);
+      for (const cache::VolumeInfo& v : engine_->Volumes()) {
+        state += "; " + v.name + ": size " + std::to_string(v.size) +
+                 ", dirty " + std::to_string(v.dirty_blocks) + " of " +
+                 std::to_string(v.cached_blocks);
+      }
+      return Fail(std::string(OpName(op)) + " " + result + state);
     }
     return true;
   };

@@ -51,6 +51,10 @@ void Usage() {
                "origin fails (EIO)\n"
                "                      with probability P; failed reads are "
                "retried\n"
+               "  --sync-errors P     each fdatasync of an origin fails (EIO)"
+               "\n"
+               "                      with probability P (the data stays "
+               "written)\n"
                "  --mix OP=W,...      op weights; unlisted ops keep their "
                "default\n"
                "                      ops: ");
@@ -144,6 +148,8 @@ bool ParseOptions(int argc, char** argv, Options* options) {
         options->origin_errors = Probability(flag, value());
       } else if (flag == "--read-errors") {
         options->read_errors = Probability(flag, value());
+      } else if (flag == "--sync-errors") {
+        options->sync_errors = Probability(flag, value());
       } else if (flag == "--mix") {
         if (!ParseMix(value(), options)) {
           throw std::invalid_argument("bad --mix");

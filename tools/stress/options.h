@@ -59,10 +59,17 @@ struct Options {
   // Each write to an origin file fails (EIO) with this probability; a
   // write the engine then fails is torn as above.
   double origin_errors = 0;
+  // Each fdatasync of an origin file fails (EIO) with this probability.
+  // The data stays (this models a failed flush, not a lost write), so a
+  // failed fsync or flush is allowed, and a failed truncate may leave
+  // either size. (A failed sync of the cache store fails the journal
+  // commit that needs it, which makes the cache read-only by design.)
+  double sync_errors = 0;
   // Whether IO errors are injected. A write may then fail (also by a read
-  // it needs), so writes stay inside the files.
+  // or a sync it needs), so writes stay inside the files.
   bool any_errors() const {
-    return cache_errors > 0 || origin_errors > 0 || read_errors > 0;
+    return cache_errors > 0 || origin_errors > 0 || read_errors > 0 ||
+           sync_errors > 0;
   }
   std::array<double, kOpCount> mix{};
   std::string dir = "/tmp";
