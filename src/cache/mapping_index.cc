@@ -143,17 +143,21 @@ void MappingIndex::Erase(VolumeId volume) {
 uint64_t MappingIndex::Generation(VolumeId volume) const {
   std::lock_guard<std::mutex> lock(mu_);
   const PerVolume* v = Get(volume);
-  return v == nullptr ? 0 : v->generation;
+  return v == nullptr ? 0 : 2 * v->changes + (v->ranges > 0 ? 1 : 0);
 }
 
 void MappingIndex::BeginRange(VolumeId volume) {
   std::lock_guard<std::mutex> lock(mu_);
-  ++volumes_[volume.value()].generation;
+  PerVolume& v = volumes_[volume.value()];
+  ++v.changes;
+  ++v.ranges;
 }
 
 void MappingIndex::EndRange(VolumeId volume) {
   std::lock_guard<std::mutex> lock(mu_);
-  ++volumes_[volume.value()].generation;
+  PerVolume& v = volumes_[volume.value()];
+  ++v.changes;
+  if (v.ranges > 0) --v.ranges;  // 0: erased meanwhile (Erase)
 }
 
 }  // namespace tierfs::cache

@@ -9,11 +9,12 @@
 //    volume's cached blocks), not O(cache).
 //
 // Range generation: a seqlock per volume. A range operation (truncate,
-// punch, forget) makes it odd while it runs and even again when done. Work
-// that read the origin before a range operation finished (a promotion's
-// copy, an overwrite) captured the generation before it started and
-// installs its mapping only if it is still the same even value; otherwise
-// the copy may hold bytes the range operation dropped.
+// punch, forget) makes it odd while it runs and even again when done (odd
+// while any runs: they may overlap, e.g. a flush settling a truncate beside
+// a punch). Work that read the origin before a range operation finished (a
+// promotion's copy, an overwrite) captured the generation before it started
+// and installs its mapping only if it is still the same even value;
+// otherwise the copy may hold bytes the range operation dropped.
 //
 // Thread-safety: every method may be called from any thread; each takes the
 // index's own lock (a plain mutex: a lookup holds it for one probe, and a
@@ -94,7 +95,8 @@ class MappingIndex {
   struct PerVolume {
     std::map<uint64_t, Mapping> blocks;  // by block index
     uint64_t dirty = 0;
-    uint64_t generation = 0;
+    uint64_t changes = 0;  // BeginRange and EndRange calls
+    uint64_t ranges = 0;   // range operations running
   };
   // Every mapping once more, by (volume, index), for point lookups: open
   // addressing with linear probing and backward-shift deletion (no

@@ -80,5 +80,25 @@ TEST(MappingIndexTest, MatchesAModelThroughGrowthAndRemovals) {
   ExpectSame(index, model, kVolumes, kIndices);
 }
 
+// The range generation is odd while any range operation runs, also when
+// two overlap, and never comes back to a value work may have captured.
+TEST(MappingIndexTest, RangeGenerationCoversOverlappingRanges) {
+  MappingIndex index;
+  const VolumeId v(1);
+  const uint64_t before = index.Generation(v);
+  EXPECT_EQ(before % 2, 0u);
+  index.BeginRange(v);
+  EXPECT_EQ(index.Generation(v) % 2, 1u);
+  index.BeginRange(v);
+  EXPECT_EQ(index.Generation(v) % 2, 1u) << "two ranges run";
+  index.EndRange(v);
+  EXPECT_EQ(index.Generation(v) % 2, 1u) << "one range still runs";
+  index.EndRange(v);
+  const uint64_t after = index.Generation(v);
+  EXPECT_EQ(after % 2, 0u);
+  EXPECT_NE(after, before);
+  EXPECT_EQ(index.Generation(VolumeId(2)), 0u);  // per volume
+}
+
 }  // namespace
 }  // namespace tierfs::cache
