@@ -423,6 +423,9 @@ class CacheEngine {
       Volume& volume, uint64_t first, uint64_t end,
       const std::function<Status(
           const std::vector<MappingIndex::Block>& dirty)>& change_origin);
+  // Write once no truncate is unsettled (Discard's edges, under admin_mu_).
+  void WriteSettled(const std::shared_ptr<Volume>& volume, uint64_t offset,
+                    std::span<const std::byte> data, Done done);
   // Truncate's work. REQUIRES: admin_mu_ shared.
   Status TruncateTo(Volume& volume, uint64_t new_size);
   // Finishes a truncate whose origin sync failed (Volume::
@@ -431,8 +434,11 @@ class CacheEngine {
   // truncates to the same size again and the origin sync succeeds. Every
   // operation that could reach them (a write, which may grow the file or
   // write the tail block that the truncate copied to the origin; a grow;
-  // a flush or fsync, which would wait for them) calls this first.
-  // REQUIRES: admin_mu_ not held.
+  // a flush or fsync, which would wait for them) calls this first. Not
+  // covered: a write already past that check while the truncate fails (it
+  // may grow the file over the copies); the kernel's inode lock keeps
+  // writes and truncates of one FUSE file apart, so only a direct caller
+  // of both at once could get there. REQUIRES: admin_mu_ not held.
   Status SettleTruncate(Volume& volume);
   // Drops every mapping of `volume` (durably), writing dirty blocks back
   // first if `keep_dirty`. REQUIRES: admin_mu_ shared.

@@ -131,17 +131,23 @@ void CacheEngine::Read(const std::shared_ptr<Volume>& volume, uint64_t offset,
 
 void CacheEngine::Write(const std::shared_ptr<Volume>& volume, uint64_t offset,
                         std::span<const std::byte> data, Done done) {
-  MarkIo();
-  if (read_only_.load()) {
-    done(ErrnoCode(EROFS));
-    return;
-  }
-  if (volume->truncate_unsettled_.load(std::memory_order_acquire)) {
+  if (volume->truncate_unsettled_.load(std::memory_order_acquire) != 0) {
     // Rare: a truncate's origin sync failed (SettleTruncate).
     if (Status st = SettleTruncate(*volume); !st.ok()) {
       done(st);
       return;
     }
+  }
+  WriteSettled(volume, offset, data, std::move(done));
+}
+
+void CacheEngine::WriteSettled(const std::shared_ptr<Volume>& volume,
+                               uint64_t offset, std::span<const std::byte> data,
+                               Done done) {
+  MarkIo();
+  if (read_only_.load()) {
+    done(ErrnoCode(EROFS));
+    return;
   }
   TIERFS_SYNC_POINT("engine:write-started", nullptr);
   if (EnterPassthrough()) {

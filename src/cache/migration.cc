@@ -541,7 +541,7 @@ Status CacheEngine::Flush(std::chrono::milliseconds timeout) {
     {
       std::lock_guard<std::mutex> lock(volumes_mu_);
       for (const auto& [id, v] : by_id_) {
-        if (v->truncate_unsettled_.load()) unsettled.push_back(v);
+        if (v->truncate_unsettled_.load() != 0) unsettled.push_back(v);
       }
     }
     for (const std::shared_ptr<Volume>& v : unsettled) {

@@ -180,18 +180,20 @@ Status CacheEngine::TruncateTo(Volume& volume, uint64_t new_size) {
   // The origin is shorter, but the dirty copies past its end are mapped
   // still (DropRange drops them only once the change is durable).
   if (!st.ok() && truncated) {
-    volume.truncate_unsettled_.store(true, std::memory_order_release);
+    volume.truncate_unsettled_.store(volume.truncate_failures_.fetch_add(1) + 1,
+                                     std::memory_order_release);
   }
   return st;
 }
 
 Status CacheEngine::SettleTruncate(Volume& volume) {
-  if (!volume.truncate_unsettled_.load(std::memory_order_acquire)) {
-    return OkStatus();
-  }
+  uint64_t failure = volume.truncate_unsettled_.load(std::memory_order_acquire);
+  if (failure == 0) return OkStatus();
+  if (read_only_.load()) return ErrnoCode(EROFS);
   std::shared_lock<std::shared_mutex> admin(admin_mu_);
   Status st = TruncateTo(volume, volume.size());
-  if (st.ok()) volume.truncate_unsettled_.store(false);
+  // Only the failure it settled: a later one (beside it) stays recorded.
+  if (st.ok()) volume.truncate_unsettled_.compare_exchange_strong(failure, 0);
   return st;
 }
 
@@ -200,7 +202,7 @@ Status CacheEngine::Discard(const std::shared_ptr<Volume>& volume,
   if (read_only_.load()) return ErrnoCode(EROFS);
   std::shared_ptr<io::File> origin = volume->origin();
   if (origin == nullptr) return ErrnoCode(EBADF);
-  // Before the admin lock: the edges are zeroed by Write, which settles.
+  // Before the admin lock (and its edge writes do not settle under it).
   if (Status st = SettleTruncate(*volume); !st.ok()) return st;
   std::shared_lock<std::shared_mutex> admin(admin_mu_);
   const uint64_t bs = options_.block_size;
@@ -215,7 +217,8 @@ Status CacheEngine::Discard(const std::shared_ptr<Volume>& volume,
     if (from >= to) return OkStatus();
     std::vector<std::byte> zeros(static_cast<size_t>(to - from));
     std::promise<Status> done;
-    Write(volume, from, zeros, [&done](Status st) { done.set_value(st); });
+    WriteSettled(volume, from, zeros,
+                 [&done](Status st) { done.set_value(st); });
     return done.get_future().get();
   };
   if (first_full >= end_full) return zero_range(offset, end);

@@ -74,9 +74,12 @@ class Volume {
   const uint64_t dev_, ino_;
   std::atomic<uint64_t> size_;
   std::atomic<bool> removed_{false};
-  // A truncate shortened the origin but could not sync it: its dirty copies
-  // past the new end are still mapped (CacheEngine::SettleTruncate).
-  std::atomic<bool> truncate_unsettled_{false};
+  // Nonzero: a truncate shortened the origin but could not sync it, and its
+  // dirty copies past the new end are still mapped (CacheEngine::
+  // SettleTruncate). Each such failure stores a new value, so a settle that
+  // began before it cannot clear it.
+  std::atomic<uint64_t> truncate_unsettled_{0};
+  std::atomic<uint64_t> truncate_failures_{0};
   SyncTracker origin_sync_;
   VolumeCounters counters_;
 
