@@ -563,6 +563,49 @@ TEST_F(IntegrityTest, TruncateWhoseOriginSyncFailsRevivesNothing) {
   EXPECT_EQ(Read(v, 0, data.size()), data);
 }
 
+// 8b. Until such a truncate is settled, background writeback retries its
+// copies past the end once per round, not in a loop (it spun: ~600,000
+// aborted writebacks a second on an idle mount).
+TEST_F(IntegrityTest, CopiesPastFailedTruncateDoNotSpinWriteback) {
+  StartOk();
+  std::vector<std::byte> data = Pattern(8 * kBlock, 1);
+  MakeOrigin("vm.img", data);
+  auto v = Open("vm.img");
+  for (uint64_t b : {4, 5, 6}) {
+    ASSERT_TRUE(Write(v, b * kBlock, Pattern(kBlock, 7)).ok());
+  }
+  engine_->AllowMigrations(false);
+  WaitIdle();
+  for (uint64_t b : {4, 5, 6}) {  // dirty for sure (see WithDirtyBlock)
+    const std::vector<std::byte> fresh = Pattern(kBlock, 20 + b);
+    ASSERT_TRUE(Write(v, b * kBlock, fresh).ok());
+    std::copy(fresh.begin(), fresh.end(), data.begin() + b * kBlock);
+  }
+  // Dirty blocks the policy may write back (below the end).
+  for (uint64_t b : {0, 1}) {
+    const std::vector<std::byte> fresh = Pattern(kBlock, 40 + b);
+    ASSERT_TRUE(Write(v, b * kBlock, fresh).ok());
+    std::copy(fresh.begin(), fresh.end(), data.begin() + b * kBlock);
+  }
+  const uint64_t end = 4 * kBlock + 1000;
+  injector_->AddRule(
+      {.ops = io::kFaultSync, .path_contains = "vm.img", .error = EIO});
+  EXPECT_FALSE(engine_->Truncate(*v, end).ok());
+  injector_->ClearRules();
+  data.resize(end);
+  const uint64_t aborts = engine_->Snapshot().migration_aborts;
+  engine_->AllowMigrations(true);
+  // The fixture ticks every 10 ms: about 50 rounds of 3 retries.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const EngineSnapshot s = engine_->Snapshot();
+  EXPECT_LT(s.migration_aborts - aborts, 3000u);
+  // The blocks below the end were written back meanwhile.
+  EXPECT_EQ(s.dirty_blocks, 3u);
+  EXPECT_TRUE(engine_->Flush(std::chrono::seconds(10)).ok());
+  EXPECT_EQ(engine_->Snapshot().dirty_blocks, 0u);
+  EXPECT_EQ(Read(v, 0, data.size()), data);
+}
+
 int OpenFds() {
   int n = 0;
   DIR* d = ::opendir("/proc/self/fd");

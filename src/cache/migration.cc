@@ -49,6 +49,11 @@ struct CacheEngine::Migration {
   // The work is no longer valid (discipline point 4): completes as
   // aborted, recording nothing.
   bool aborted = false;
+  // A writeback of a dirty copy past the end of its file: it stays so until
+  // a truncate whose origin sync failed is settled (SettleTruncate), so the
+  // next try waits for the tick or other work, not this one's completion
+  // (which would retry it at once, in a loop).
+  bool past_end = false;
   // Set when the migration failed on an IO error (not a lost race): the
   // store is recorded as failing and migrations back off.
   std::error_code error;
@@ -72,6 +77,11 @@ bool CacheEngine::MigrationsMayStart() {
 
 void CacheEngine::PullWork() {
   const uint64_t bs = options_.block_size;
+  // Writebacks of dirty copies past the end of their file (a truncate whose
+  // origin sync failed: SettleTruncate) cannot run until it is settled. They
+  // stay issued until this round ends, so the policy offers other blocks
+  // meanwhile instead of the same ones again; each round retries them once.
+  std::vector<std::shared_ptr<Migration>> past_end;
   while (in_flight_bytes_.load() + bs <= migration_threshold_.load()) {
     const bool idle = flushing_.load() ||
                       NowMs() - last_io_ms_.load(std::memory_order_relaxed) >
@@ -81,13 +91,26 @@ void CacheEngine::PullWork() {
       // Work is counted in flight under the policy lock, together with the
       // checks: DrainMigrations relies on it.
       std::lock_guard<std::mutex> lock(policy_mu_);
-      if (!MigrationsMayStart()) return;
+      if (!MigrationsMayStart()) break;
       AccountHits();  // victims are chosen by what was used last
-      if (!policy_->GetBackgroundWork(idle, &work)) return;
+      if (!policy_->GetBackgroundWork(idle, &work)) break;
       in_flight_.fetch_add(1);
       in_flight_bytes_.fetch_add(bs);
     }
-    StartMigration(work, VolumeById(work.oblock.volume));
+    std::shared_ptr<Volume> volume = VolumeById(work.oblock.volume);
+    if (work.op == policy::WorkOp::kWriteback && volume != nullptr &&
+        (work.oblock.index + 1) * bs > volume->size()) {
+      auto m = std::make_shared<Migration>();
+      m->work = work;
+      m->volume = std::move(volume);
+      m->aborted = m->past_end = true;
+      past_end.push_back(std::move(m));
+      continue;
+    }
+    StartMigration(work, std::move(volume));
+  }
+  for (std::shared_ptr<Migration>& m : past_end) {
+    FinishMigration(std::move(m), false);
   }
 }
 
@@ -138,9 +161,10 @@ bool CacheEngine::StillValid(Migration& m) {
     case policy::WorkOp::kWriteback:
       m.write_hits = write_hits_[work.cblock.value()];
       m.invalid = invalid_[work.cblock.value()];
+      m.past_end =
+          (work.oblock.index + 1) * options_.block_size > volume.size();
       return policy_->MappedOBlock(work.cblock) == work.oblock &&
-             policy_->IsDirty(work.cblock) &&
-             (work.oblock.index + 1) * options_.block_size <= volume.size();
+             policy_->IsDirty(work.cblock) && !m.past_end;
   }
   return false;
 }
@@ -460,7 +484,7 @@ void CacheEngine::FinishMigration(std::shared_ptr<Migration> m, bool success) {
   in_flight_.fetch_sub(1);
   { std::lock_guard<std::mutex> lock(drain_mu_); }
   drain_cv_.notify_all();
-  KickMigrations();
+  if (!m->past_end) KickMigrations();
 }
 
 void CacheEngine::OnTick() {
