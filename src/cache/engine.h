@@ -423,7 +423,8 @@ class CacheEngine {
       Volume& volume, uint64_t first, uint64_t end,
       const std::function<Status(
           const std::vector<MappingIndex::Block>& dirty)>& change_origin);
-  // Write once no truncate is unsettled (Discard's edges, under admin_mu_).
+  // Write without settling a truncate first (Discard settles before it takes
+  // admin_mu_, and its edge writes run under it).
   void WriteSettled(const std::shared_ptr<Volume>& volume, uint64_t offset,
                     std::span<const std::byte> data, Done done);
   // Truncate's work. REQUIRES: admin_mu_ shared.

@@ -124,9 +124,12 @@ void Filesystem::ForgetIfGone(dev_t dev, ino_t ino, bool last_link_gone) {
   // dirty blocks written back first).
   Status st = options_.engine->ForgetVolume(dev, ino);
   if (!st.ok()) {
+    // Still open: its last close drops the blocks (CloseVolume). Closed: a
+    // dirty block left makes the next mount name the file and stop.
     TIERFS_LOG_ERROR(
-        "cannot drop the cached blocks of a removed file: %s; the next "
-        "mount may need --discard-cache",
+        "cannot drop the cached blocks of a removed file yet: %s (they are "
+        "dropped at its last close if it is open; dirty blocks of a closed "
+        "one are reported by the next mount)",
         st.error().message().c_str());
   }
 }
