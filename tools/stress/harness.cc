@@ -350,6 +350,7 @@ void Harness::AddStats(const cache::EngineSnapshot& s) {
   tally_.engine.writebacks += s.writebacks;
   tally_.engine.overwrites += s.overwrites;
   tally_.engine.migration_failures += s.migration_failures;
+  tally_.engine.migration_aborts += s.migration_aborts;
   tally_.engine.read_hits += s.read_hits;
   tally_.engine.read_misses += s.read_misses;
   tally_.engine.write_hits += s.write_hits;
@@ -441,6 +442,7 @@ void Harness::PrintSummary(double seconds) {
                  {"writebacks", t.writebacks},
                  {"overwrites", t.overwrites},
                  {"migration_failures", t.migration_failures},
+                 {"migration_aborts", t.migration_aborts},
                  {"hole_skips", t.hole_skips},
                  {"read_hits", t.read_hits},
                  {"read_misses", t.read_misses},
@@ -452,7 +454,8 @@ void Harness::PrintSummary(double seconds) {
       "failed_writes=%llu failed_reads=%llu\n"
       "  mix: %s\n"
       "  engine: promotions=%llu demotions=%llu writebacks=%llu "
-      "overwrites=%llu migration_failures=%llu read_hits=%llu "
+      "overwrites=%llu migration_failures=%llu migration_aborts=%llu "
+      "read_hits=%llu "
       "read_misses=%llu write_hits=%llu write_misses=%llu\n",
       failed_.load() ? "FAIL" : "PASS",
       static_cast<unsigned long long>(options_.seed),
@@ -469,6 +472,7 @@ void Harness::PrintSummary(double seconds) {
       static_cast<unsigned long long>(t.writebacks),
       static_cast<unsigned long long>(t.overwrites),
       static_cast<unsigned long long>(t.migration_failures),
+      static_cast<unsigned long long>(t.migration_aborts),
       static_cast<unsigned long long>(t.read_hits),
       static_cast<unsigned long long>(t.read_misses),
       static_cast<unsigned long long>(t.write_hits),

@@ -100,6 +100,9 @@ class Harness {
   // Kill -9 (crash) or clean unmount, then a fresh engine on the same dirs
   // and a full check of every byte, before and after a flush.
   bool Reopen(bool crash);
+  // With no IO running, migrations must not retry in a loop: fails if more
+  // than a few thousand abort or fail within 50 ms.
+  bool CheckIdle();
   // Kills the engine as kill -9 would: readers, an admin op and sometimes
   // a write of the writer's own are in flight when IO stops.
   void Kill();
