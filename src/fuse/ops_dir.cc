@@ -48,67 +48,75 @@ void Filesystem::Opendir(Reply reply, fuse_ino_t ino, fuse_file_info* fi) {
 void Filesystem::Readdir(Reply reply, fuse_ino_t ino, size_t size, off_t offset,
                          fuse_file_info* fi, bool plus) {
   DirHandle* d = DirOf(fi);
-  std::lock_guard<std::mutex> lock(d->mu);
   Inode* dir = Get(ino);
   std::vector<char> buf(size);
   size_t used = 0;
-  if (offset != d->offset) {
-    ::seekdir(d->dir, offset);
-    d->entry = nullptr;
-    d->offset = offset;
-  }
-  for (;;) {
-    if (d->entry == nullptr) {
-      errno = 0;
-      d->entry = ::readdir(d->dir);
-      if (d->entry == nullptr) {
-        if (errno != 0 && used == 0) return reply.Error(errno);
-        break;
-      }
+  int err = 0;  // answered instead of entries if none were added
+  {
+    // Let go before the reply: once it is out, the kernel may release the
+    // handle at once (RELEASEDIR, answered by another thread), and an
+    // unlock after that wrote into freed memory.
+    std::lock_guard<std::mutex> lock(d->mu);
+    if (offset != d->offset) {
+      ::seekdir(d->dir, offset);
+      d->entry = nullptr;
+      d->offset = offset;
     }
-    const char* name = d->entry->d_name;
-    const off_t next = d->entry->d_off;
-    size_t len;
-    if (plus) {
-      fuse_entry_param entry;
-      std::memset(&entry, 0, sizeof(entry));
-      const bool dot =
-          std::strcmp(name, ".") == 0 || std::strcmp(name, "..") == 0;
-      if (dot) {
-        entry.attr.st_ino = d->entry->d_ino;
-        entry.attr.st_mode = static_cast<mode_t>(d->entry->d_type) << 12;
-      } else {
-        int err = inodes_.Lookup(dir, name, &entry, options_.timeout);
-        if (err == ENOENT) {  // removed since readdir saw it
-          d->entry = nullptr;
-          d->offset = next;
-          continue;
-        }
-        if (err != 0) {
-          if (used == 0) return reply.Error(err);
+    for (;;) {
+      if (d->entry == nullptr) {
+        errno = 0;
+        d->entry = ::readdir(d->dir);
+        if (d->entry == nullptr) {
+          err = errno;
           break;
         }
       }
-      len = fuse_add_direntry_plus(reply.raw(), buf.data() + used, size - used,
-                                   name, &entry, next);
-      if (len > size - used) {
-        // Does not fit: undo the lookup reference the kernel will not get.
-        if (!dot) inodes_.Forget(Get(entry.ino), 1);
-        break;
+      const char* name = d->entry->d_name;
+      const off_t next = d->entry->d_off;
+      size_t len;
+      if (plus) {
+        fuse_entry_param entry;
+        std::memset(&entry, 0, sizeof(entry));
+        const bool dot =
+            std::strcmp(name, ".") == 0 || std::strcmp(name, "..") == 0;
+        if (dot) {
+          entry.attr.st_ino = d->entry->d_ino;
+          entry.attr.st_mode = static_cast<mode_t>(d->entry->d_type) << 12;
+        } else {
+          const int looked =
+              inodes_.Lookup(dir, name, &entry, options_.timeout);
+          if (looked == ENOENT) {  // removed since readdir saw it
+            d->entry = nullptr;
+            d->offset = next;
+            continue;
+          }
+          if (looked != 0) {
+            err = looked;
+            break;
+          }
+        }
+        len = fuse_add_direntry_plus(reply.raw(), buf.data() + used,
+                                     size - used, name, &entry, next);
+        if (len > size - used) {
+          // Does not fit: undo the lookup reference the kernel will not get.
+          if (!dot) inodes_.Forget(Get(entry.ino), 1);
+          break;
+        }
+      } else {
+        struct stat st;
+        std::memset(&st, 0, sizeof(st));
+        st.st_ino = d->entry->d_ino;
+        st.st_mode = static_cast<mode_t>(d->entry->d_type) << 12;
+        len = fuse_add_direntry(reply.raw(), buf.data() + used, size - used,
+                                name, &st, next);
+        if (len > size - used) break;
       }
-    } else {
-      struct stat st;
-      std::memset(&st, 0, sizeof(st));
-      st.st_ino = d->entry->d_ino;
-      st.st_mode = static_cast<mode_t>(d->entry->d_type) << 12;
-      len = fuse_add_direntry(reply.raw(), buf.data() + used, size - used, name,
-                              &st, next);
-      if (len > size - used) break;
+      used += len;
+      d->entry = nullptr;
+      d->offset = next;
     }
-    used += len;
-    d->entry = nullptr;
-    d->offset = next;
   }
+  if (err != 0 && used == 0) return reply.Error(err);
   reply.Buffer(buf.data(), used);
 }
 
