@@ -86,17 +86,19 @@ def require_fuse():
         sys.exit(77)
 
 
-def start_daemon(mnt, args, env=None, log=None):
-    """Runs `tierfs mount MNT ARGS -f` and returns its Popen once the mount
-    is up. The daemon's stderr goes to `log` (a path) if given."""
+def start_daemon(mnt, args, env=None, log=None, prefix=(), timeout=30):
+    """Runs `tierfs mount MNT ARGS -f` (under `prefix`, e.g. valgrind) and
+    returns its Popen once the mount is up. The daemon's stderr goes to
+    `log` (a path) if given."""
     err = open(log, "a") if log else subprocess.PIPE
     try:
-        daemon = subprocess.Popen([TIERFS, "mount", mnt, *args, "-f"],
+        daemon = subprocess.Popen([*prefix, TIERFS, "mount", mnt, *args, "-f"],
                                   stderr=err, text=True, env=env)
     finally:
         if log:
             err.close()
-    wait_for(lambda: mounted(mnt) or daemon.poll() is not None, 30, "mount")
+    wait_for(lambda: mounted(mnt) or daemon.poll() is not None, timeout,
+             "mount")
     if daemon.poll() is not None:
         raise AssertionError("mount failed: " + (
             open(log).read() if log else daemon.stderr.read()))
@@ -122,9 +124,11 @@ def tear_down(daemon, mnt):
 
 
 @contextlib.contextmanager
-def tier(prefix, cache_size="32M", args=(), env=None, base_dir=None):
+def tier(prefix, cache_size="32M", args=(), env=None, base_dir=None,
+         wrapper=()):
     """A tierfs mount over fresh fast/ slow/ mnt/ dirs in a temp dir (under
     `base_dir`, default $TMPDIR).
+    `wrapper`: a command the daemon runs under (valgrind).
     Yields t with .work .fast .slow .mnt .daemon .log; t.remount() unmounts
     cleanly and mounts again. A test that unmounts by itself sets t.daemon
     to None once the daemon is gone. On the way out (also when the test
@@ -141,14 +145,19 @@ def tier(prefix, cache_size="32M", args=(), env=None, base_dir=None):
     base = ["--fast", t.fast, "--slow", t.slow, "--cache-size", cache_size,
             *args]
 
+    def start():
+        # valgrind takes longer to come up.
+        return start_daemon(t.mnt, base, env, t.log, wrapper,
+                            60 if wrapper else 30)
+
     def remount():
         stop_daemon(t.daemon, t.mnt)
         t.daemon = None
-        t.daemon = start_daemon(t.mnt, base, env, t.log)
+        t.daemon = start()
 
     t.remount = remount
     try:
-        t.daemon = start_daemon(t.mnt, base, env, t.log)
+        t.daemon = start()
         yield t
         if t.daemon is not None:
             stop_daemon(t.daemon, t.mnt)
