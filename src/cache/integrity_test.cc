@@ -22,6 +22,25 @@ class IntegrityTest : public PersistentTest {
   }
   ~IntegrityTest() override { sync_point::ClearAll(); }
 
+  // vm.img of 8 blocks (`*data`, updated to what it holds) with blocks 4-6
+  // dirty in the cache, and migrations stopped. StartOk() first.
+  std::shared_ptr<Volume> EightBlocksFourToSixDirty(
+      std::vector<std::byte>* data) {
+    MakeOrigin("vm.img", *data);
+    auto v = Open("vm.img");
+    for (uint64_t b : {4, 5, 6}) {
+      EXPECT_TRUE(Write(v, b * kBlock, Pattern(kBlock, 7)).ok());
+    }
+    engine_->AllowMigrations(false);
+    WaitIdle();
+    for (uint64_t b : {4, 5, 6}) {  // dirty for sure (see WithDirtyBlock)
+      const std::vector<std::byte> fresh = Pattern(kBlock, 20 + b);
+      EXPECT_TRUE(Write(v, b * kBlock, fresh).ok());
+      std::copy(fresh.begin(), fresh.end(), data->begin() + b * kBlock);
+    }
+    return v;
+  }
+
   void WaitIdle() {
     for (int i = 0; i < 500; ++i) {
       if (engine_->Snapshot().migrations_in_flight == 0) return;
@@ -523,18 +542,7 @@ TEST_F(IntegrityTest, FsyncCoversTruncateAndPunch) {
 TEST_F(IntegrityTest, TruncateWhoseOriginSyncFailsRevivesNothing) {
   StartOk();
   std::vector<std::byte> data = Pattern(8 * kBlock, 1);
-  MakeOrigin("vm.img", data);
-  auto v = Open("vm.img");
-  for (uint64_t b : {4, 5, 6}) {
-    ASSERT_TRUE(Write(v, b * kBlock, Pattern(kBlock, 7)).ok());
-  }
-  engine_->AllowMigrations(false);
-  WaitIdle();
-  for (uint64_t b : {4, 5, 6}) {  // dirty for sure (see WithDirtyBlock)
-    const std::vector<std::byte> fresh = Pattern(kBlock, 20 + b);
-    ASSERT_TRUE(Write(v, b * kBlock, fresh).ok());
-    std::copy(fresh.begin(), fresh.end(), data.begin() + b * kBlock);
-  }
+  auto v = EightBlocksFourToSixDirty(&data);
   ASSERT_EQ(engine_->Snapshot().dirty_blocks, 3u);
   const uint64_t end = 4 * kBlock + 1000;
   injector_->AddRule(
@@ -569,18 +577,7 @@ TEST_F(IntegrityTest, TruncateWhoseOriginSyncFailsRevivesNothing) {
 TEST_F(IntegrityTest, CopiesPastFailedTruncateDoNotSpinWriteback) {
   StartOk();
   std::vector<std::byte> data = Pattern(8 * kBlock, 1);
-  MakeOrigin("vm.img", data);
-  auto v = Open("vm.img");
-  for (uint64_t b : {4, 5, 6}) {
-    ASSERT_TRUE(Write(v, b * kBlock, Pattern(kBlock, 7)).ok());
-  }
-  engine_->AllowMigrations(false);
-  WaitIdle();
-  for (uint64_t b : {4, 5, 6}) {  // dirty for sure (see WithDirtyBlock)
-    const std::vector<std::byte> fresh = Pattern(kBlock, 20 + b);
-    ASSERT_TRUE(Write(v, b * kBlock, fresh).ok());
-    std::copy(fresh.begin(), fresh.end(), data.begin() + b * kBlock);
-  }
+  auto v = EightBlocksFourToSixDirty(&data);
   // Dirty blocks the policy may write back (below the end).
   for (uint64_t b : {0, 1}) {
     const std::vector<std::byte> fresh = Pattern(kBlock, 40 + b);
