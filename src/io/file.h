@@ -93,6 +93,17 @@ class Env {
 // whether it was opened with O_DIRECT.
 std::unique_ptr<File> AdoptFd(int fd, bool direct);
 
+namespace internal {
+// The `beneath` open where openat2 is missing (kernels before 5.6, seccomp
+// profiles that refuse it): openat(dirfd, path, flags | O_NOFOLLOW, mode)
+// walked a component at a time, refusing absolute paths and any ".." (EXDEV;
+// openat2 allows one that stays beneath, but recorded paths have none) and
+// symlinks (ELOOP for the last component, ENOTDIR for one before it).
+// Returns the fd, or -1 with errno. Exposed for its tests.
+int OpenBeneathByWalk(int dirfd, const std::string& path, int flags,
+                      mode_t mode);
+}  // namespace internal
+
 }  // namespace tierfs::io
 
 #endif  // TIERFS_SRC_IO_FILE_H_

@@ -172,6 +172,58 @@ TEST_F(IoTest, ErrorsAreSystemErrorCodesAndSymlinksAreRefused) {
   EXPECT_EQ(link.error().value(), ELOOP);
 }
 
+// The walk that stands in for openat2 where it is missing opens and refuses
+// what openat2 (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS) does, but for "..".
+TEST_F(IoTest, BeneathWalkAgreesWithOpenat2) {
+  ASSERT_EQ(::mkdir((dir_ + "/a").c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir((dir_ + "/a/b").c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir((dir_ + "/base").c_str(), 0755), 0);
+  Open("a/b/f");
+  Open("outside");
+  ASSERT_EQ(::symlink("b", (dir_ + "/a/dirlink").c_str()), 0);
+  ASSERT_EQ(::symlink("f", (dir_ + "/a/b/filelink").c_str()), 0);
+  ASSERT_EQ(::symlink("../outside", (dir_ + "/base/up").c_str()), 0);
+  const int root = ::open(dir_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(root, 0);
+  OpenOptions beneath;
+  beneath.beneath = true;
+  beneath.direct = false;
+  struct Case {
+    const char* path;
+    bool opens;
+  };
+  for (const Case& c : std::vector<Case>{{"a/b/f", true},
+                                         {"a//b/./f", true},
+                                         {"./a/b/f", true},
+                                         {"../outside", false},
+                                         {"/etc/passwd", false},
+                                         {"a/dirlink/f", false},
+                                         {"a/b/filelink", false},
+                                         {"base/up", false},
+                                         {"a/b/nope", false},
+                                         {"", false}}) {
+    SCOPED_TRACE(c.path);
+    auto by_openat2 = Env::Default()->OpenAt(root, c.path, beneath);
+    EXPECT_EQ(by_openat2.ok(), c.opens);
+    const int fd =
+        internal::OpenBeneathByWalk(root, c.path, O_RDONLY | O_CLOEXEC, 0);
+    EXPECT_EQ(fd >= 0, c.opens) << std::strerror(errno);
+    if (fd >= 0) ::close(fd);
+  }
+  // Stricter than openat2, which allows a ".." that stays beneath: the
+  // paths recorded in metadata have none.
+  EXPECT_LT(internal::OpenBeneathByWalk(root, "a/../outside", O_RDONLY, 0), 0);
+  EXPECT_EQ(errno, EXDEV);
+  // Creating works too, beneath only.
+  const int made = internal::OpenBeneathByWalk(
+      root, "a/b/new", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  EXPECT_GE(made, 0) << std::strerror(errno);
+  if (made >= 0) ::close(made);
+  struct stat st;
+  EXPECT_EQ(::stat((dir_ + "/a/b/new").c_str(), &st), 0);
+  ::close(root);
+}
+
 TEST_F(IoTest, InjectsErrorsByOpAndPath) {
   auto injector = std::make_shared<FaultInjector>();
   FaultInjectingEnv env(Env::Default(), injector);

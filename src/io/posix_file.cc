@@ -259,6 +259,69 @@ class PosixFile final : public File {
   std::array<std::mutex, kStripes> stripes_;
 };
 
+}  // namespace
+
+namespace internal {
+
+int OpenBeneathByWalk(int dirfd, const std::string& path, int flags,
+                      mode_t mode) {
+  if (path.empty() || path.front() == '/') {
+    errno = path.empty() ? ENOENT : EXDEV;
+    return -1;
+  }
+  int cur = dirfd;
+  size_t pos = 0;
+  for (;;) {
+    const size_t slash = path.find('/', pos);
+    const std::string part = path.substr(pos, slash - pos);
+    if (part == "..") {
+      if (cur != dirfd) ::close(cur);
+      errno = EXDEV;  // as RESOLVE_BENEATH says of a step outside
+      return -1;
+    }
+    int next;
+    if (slash == std::string::npos) {
+      next = ::openat(cur, part.empty() ? "." : part.c_str(),
+                      flags | O_NOFOLLOW, mode);
+    } else if (part.empty() || part == ".") {
+      pos = slash + 1;
+      continue;
+    } else {
+      // A symlink opens as itself (O_PATH | O_NOFOLLOW), then fails
+      // O_DIRECTORY: ENOTDIR, where openat2 says ELOOP.
+      next = ::openat(cur, part.c_str(),
+                      O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    }
+    const int err = errno;
+    if (cur != dirfd) ::close(cur);
+    errno = err;
+    if (next < 0 || slash == std::string::npos) return next;
+    cur = next;
+    pos = slash + 1;
+  }
+}
+
+}  // namespace internal
+
+namespace {
+
+int OpenBeneath(int dirfd, const std::string& path, int flags, mode_t mode) {
+  static std::atomic<bool> no_openat2{false};
+  if (!no_openat2.load(std::memory_order_relaxed)) {
+    struct open_how how = {};
+    how.flags = static_cast<uint64_t>(flags);
+    how.mode = (flags & O_CREAT) ? mode : 0;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    const int fd = static_cast<int>(
+        ::syscall(SYS_openat2, dirfd, path.c_str(), &how, sizeof(how)));
+    if (fd >= 0 || (errno != ENOSYS && errno != EPERM)) return fd;
+    // EPERM: a seccomp filter's answer to a syscall it does not know, or
+    // the open's own (the walk then says it again).
+    if (errno == ENOSYS) no_openat2.store(true, std::memory_order_relaxed);
+  }
+  return internal::OpenBeneathByWalk(dirfd, path, flags, mode);
+}
+
 class PosixEnv final : public Env {
  public:
   Result<std::unique_ptr<File>> OpenAt(int dirfd, const std::string& path,
@@ -272,13 +335,7 @@ class PosixEnv final : public Env {
     auto open = [&](int f) {
       if (!options.beneath)
         return ::openat(dirfd, path.c_str(), f, options.mode);
-      struct open_how how = {};
-      how.flags = static_cast<uint64_t>(f);
-      how.mode = (f & O_CREAT) ? options.mode : 0;
-      how.resolve =
-          RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-      return static_cast<int>(
-          ::syscall(SYS_openat2, dirfd, path.c_str(), &how, sizeof(how)));
+      return OpenBeneath(dirfd, path, f, options.mode);
     };
     int fd = open(flags | (direct ? O_DIRECT : 0));
     if (fd < 0 && direct && errno == EINVAL) {
