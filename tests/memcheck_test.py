@@ -13,12 +13,14 @@ the races behind them. Covered:
     reply, when RELEASEDIR could have freed the handle);
   * the clients test's namespace ops (create, rename, links, unlink while
     open, xattrs, a 2,000-entry readdir, punch and SEEK_DATA);
-  * data through buffered and O_DIRECT opens, truncate, fsync, and the
-    control socket (stats, flush).
+  * data through buffered and O_DIRECT opens, truncate, fsync, a remount
+    that loads the cache's metadata, and the control socket (stats,
+    flush).
 
 Passes when valgrind reports 0 errors and the daemon exits 0 after a clean
 unmount. Exit 77 without /dev/fuse or valgrind.
 """
+import glob
 import os
 import re
 import shutil
@@ -72,8 +74,10 @@ def directory_races(mnt):
     print("directory races: ok", flush=True)
 
 
-def data_ops(mnt, slow):
-    """Buffered and direct IO, truncate, fsync and the control socket."""
+def data_ops(t):
+    """Buffered and direct IO, truncate, fsync, a remount that loads the
+    cache's metadata, and the control socket."""
+    mnt, slow = t.mnt, t.slow
     path = os.path.join(mnt, "data.img")
     blob = os.urandom(4 * BLOCK)
     with open(path, "wb") as f:
@@ -88,6 +92,9 @@ def data_ops(mnt, slow):
         assert f.read() == expect
     os.truncate(path, 3 * BLOCK + 100)
     expect = expect[:3 * BLOCK + 100]
+    assert read_direct(path, 0, 4 * BLOCK)[:len(expect)] == expect
+    t.remount()  # the cached blocks come back from the metadata
+    assert stats(mnt)["used_blocks"] > 0
     assert read_direct(path, 0, 4 * BLOCK)[:len(expect)] == expect
     s = stats(mnt)
     assert s["read_hits"] + s["read_misses"] > 0, s
@@ -104,33 +111,41 @@ def main():
     if valgrind is None:
         print("SKIP: valgrind is missing")
         return 77
-    wrapper_log = os.path.join(
-        os.environ.get("TMPDIR", "/tmp"), f"tierfs-memcheck-{os.getpid()}.log")
+    # One log per daemon (%p): the remount starts a second one.
+    logs = os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                        f"tierfs-memcheck-{os.getpid()}")
     wrapper = [valgrind, "--tool=memcheck", "--error-exitcode=99",
-               "--log-file=" + wrapper_log]
+               f"--log-file={logs}.%p.log"]
     try:
         with tier("tierfs-memcheck-", cache_size=f"{16 * MIB}",
                   wrapper=wrapper) as t:
             directory_races(t.mnt)
             clients_test.test_namespace(t.mnt, t.slow)
-            data_ops(t.mnt, t.slow)
+            data_ops(t)
             subprocess.run([TIERFS, "umount", t.mnt], check=True,
                            capture_output=True)
             status = t.daemon.wait(timeout=120)
             t.daemon = None
-        with open(wrapper_log) as f:
-            report = f.read()
-        m = re.search(r"ERROR SUMMARY: (\d+) errors", report)
-        assert m is not None, "no valgrind summary:\n" + report[-2000:]
-        if int(m.group(1)) != 0 or status != 0:
-            first = report.find("Invalid")
-            print(report[max(first, 0):][:6000])
-            raise AssertionError(
-                f"valgrind: {m.group(1)} errors, daemon exit status {status}")
-        print(f"valgrind: 0 errors, daemon exit status {status}")
+        reports = []
+        for path in sorted(glob.glob(logs + ".*.log")):
+            with open(path) as f:
+                reports.append(f.read())
+        assert len(reports) == 2, f"{len(reports)} valgrind logs, wanted 2"
+        errors = 0
+        for report in reports:
+            m = re.search(r"ERROR SUMMARY: (\d+) errors", report)
+            assert m is not None, "no valgrind summary:\n" + report[-2000:]
+            errors += int(m.group(1))
+            if int(m.group(1)) != 0:
+                first = report.find("Invalid")
+                print(report[max(first, 0):][:6000])
+        assert errors == 0 and status == 0, (
+            f"valgrind: {errors} errors, daemon exit status {status}")
+        print(f"valgrind: 0 errors in {len(reports)} daemons, "
+              f"daemon exit status {status}")
     finally:
-        if os.path.exists(wrapper_log):
-            os.unlink(wrapper_log)
+        for path in glob.glob(logs + ".*.log"):
+            os.unlink(path)
     print("PASS")
     return 0
 
