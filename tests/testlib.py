@@ -86,13 +86,13 @@ def require_fuse():
         sys.exit(77)
 
 
-def start_daemon(mnt, args, env=None, log=None, prefix=(), timeout=30):
-    """Runs `tierfs mount MNT ARGS -f` (under `prefix`, e.g. valgrind) and
+def start_daemon(mnt, args, env=None, log=None, wrapper=(), timeout=30):
+    """Runs `tierfs mount MNT ARGS -f` (under `wrapper`, e.g. valgrind) and
     returns its Popen once the mount is up. The daemon's stderr goes to
     `log` (a path) if given."""
     err = open(log, "a") if log else subprocess.PIPE
     try:
-        daemon = subprocess.Popen([*prefix, TIERFS, "mount", mnt, *args, "-f"],
+        daemon = subprocess.Popen([*wrapper, TIERFS, "mount", mnt, *args, "-f"],
                                   stderr=err, text=True, env=env)
     finally:
         if log:
