@@ -26,11 +26,12 @@ def fio_verify(path, direct):
        "--ioengine=psync", "--iodepth=16" if direct else "--iodepth=1",
        "--rw=randwrite", "--bs=4k", "--verify=crc32c", "--verify_fatal=1",
        "--do_verify=1", "--io_size=64M", "--output-format=terse",
-       stdout=subprocess.DEVNULL)
+       "--verify_state_save=0", stdout=subprocess.DEVNULL)
     sh("fio", "--name=seq", f"--filename={path}", "--size=256M",
        f"--direct={1 if direct else 0}", "--ioengine=libaio", "--iodepth=4",
        "--rw=write", "--bs=1M", "--verify=crc32c", "--verify_fatal=1",
-       "--do_verify=1", "--output-format=terse", stdout=subprocess.DEVNULL)
+       "--do_verify=1", "--output-format=terse", "--verify_state_save=0",
+       stdout=subprocess.DEVNULL)
 
 
 def test_fio(mnt, slow, modes=(True, False)):
