@@ -85,7 +85,8 @@ def main():
                "--ioengine=libaio", "--iodepth=16", "--rw=randrw",
                "--rwmixread=50", "--bs=4k", f"--size={size}",
                "--io_size=16M", "--verify=crc32c", "--verify_fatal=1",
-               "--do_verify=1", "--group_reporting", "--output-format=json"]
+               "--do_verify=1", "--group_reporting", "--output-format=json",
+               "--verify_state_save=0"]
         result = subprocess.run(fio, capture_output=True, text=True)
         report = json.loads(result.stdout[result.stdout.find("{"):])
         job = report["jobs"][0]
