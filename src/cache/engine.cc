@@ -379,7 +379,7 @@ Status CacheEngine::Restore(std::vector<meta::ResolvedVolume> volumes,
       if (it == by_id_.end()) {
         return ErrnoCode(EINVAL);  // the caller broke the contract
       }
-      if ((m.oblock.index + 1) * options_.block_size > it->second->size()) {
+      if (!WholeBlock(*it->second, m.oblock.index)) {
         // Past the end of the file: a truncate reached the origin and the
         // crash came before its unmaps were durable. The truncate wins.
         continue;

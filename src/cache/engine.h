@@ -360,6 +360,11 @@ class CacheEngine {
   // Records that the origin grew to at least `size`.
   void GrowTo(Volume& volume, uint64_t size);
 
+  // Block `index` of `volume` lies wholly below its end (the partial tail
+  // block and those past the end do not).
+  bool WholeBlock(const Volume& volume, uint64_t index) const {
+    return (index + 1) * options_.block_size <= volume.size();
+  }
   // Stable while the caller holds the block's cell and is inside the gate.
   bool Cacheable(const Volume& volume, uint64_t index) const;
 

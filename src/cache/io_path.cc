@@ -21,7 +21,7 @@ namespace tierfs::cache {
 bool CacheEngine::Cacheable(const Volume& volume, uint64_t index) const {
   // The partial tail block is never cached: its end moves with the file.
   return mode() != Mode::kPassthrough && !volume.removed() &&
-         (index + 1) * options_.block_size <= volume.size();
+         WholeBlock(volume, index);
 }
 
 void CacheEngine::CountIo(Volume& volume, Counter VolumeCounters::*counter) {

@@ -99,7 +99,7 @@ void CacheEngine::PullWork() {
     }
     std::shared_ptr<Volume> volume = VolumeById(work.oblock.volume);
     if (work.op == policy::WorkOp::kWriteback && volume != nullptr &&
-        (work.oblock.index + 1) * bs > volume->size()) {
+        !WholeBlock(*volume, work.oblock.index)) {
       auto m = std::make_shared<Migration>();
       m->work = work;
       m->volume = std::move(volume);
@@ -161,8 +161,7 @@ bool CacheEngine::StillValid(Migration& m) {
     case policy::WorkOp::kWriteback:
       m.write_hits = write_hits_[work.cblock.value()];
       m.invalid = invalid_[work.cblock.value()];
-      m.past_end =
-          (work.oblock.index + 1) * options_.block_size > volume.size();
+      m.past_end = !WholeBlock(volume, work.oblock.index);
       return policy_->MappedOBlock(work.cblock) == work.oblock &&
              policy_->IsDirty(work.cblock) && !m.past_end;
   }
