@@ -692,8 +692,10 @@ TEST_F(FaultTest, WriteOrSyncErrorsFailTheStoreForGood) {
     model.Map(3, 1, 3, true);
     EXPECT_FALSE(store->Commit().ok());
     EXPECT_FALSE(store->Checkpoint(false).ok());
-    EXPECT_FALSE(store->WaitDurable(1).ok());
+    EXPECT_FALSE(store->WaitDurable(store->last_seq()).ok());
     EXPECT_FALSE(store->failure().ok());
+    // What was durable before the failure is still reported so.
+    EXPECT_TRUE(store->WaitDurable(1).ok());
     store.reset();
     // Nothing that was reported durable is lost.
     LoadedState s = MustLoad();
@@ -760,6 +762,33 @@ TEST_F(FaultTest, WrittenRecordsOutliveTheDaemonAndSyncLater) {
   store.reset();
   s = MustLoad();
   EXPECT_TRUE(SameMappings(s.mappings, again.Expected()));
+}
+
+// A commit whose journal write succeeds and whose sync fails leaves its
+// records written: a writer waiting only for "written" (queued behind that
+// commit) succeeds, one waiting for "durable" fails, and so does any wait
+// for a record appended after the failure.
+TEST_F(FaultTest, RecordsWrittenBeforeAFailedSyncCountAsWritten) {
+  auto store = Format(1000, 0, env_.get());
+  ASSERT_TRUE(store);
+  Model model(store.get());
+  store->AppendVolume(Volume(1));
+  ASSERT_TRUE(store->Commit().ok());
+  injector_->AddRule(io::FaultRule{
+      .ops = io::kFaultSync, .path_contains = "/meta", .error = EIO});
+  model.Map(1, 1, 1, true);
+  const uint64_t seq = store->last_seq();
+  EXPECT_FALSE(store->Commit().ok());
+  EXPECT_TRUE(store->WaitWritten(seq).ok());
+  EXPECT_FALSE(store->WaitDurable(seq).ok());
+  model.Map(2, 1, 2, true);
+  EXPECT_FALSE(store->WaitWritten(store->last_seq()).ok());
+  store.reset();  // the daemon dies: the written batch loads
+  injector_->ClearRules();
+  LoadedState s = MustLoad();
+  EXPECT_EQ(s.damage, "");
+  ASSERT_EQ(s.mappings.size(), 1u);
+  EXPECT_EQ(s.mappings[0].cblock, CBlock(1));
 }
 
 TEST_F(FaultTest, TornJournalWriteIsATornTail) {

@@ -586,8 +586,10 @@ Status MetaStore::Wait(uint64_t seq, bool durable) {
   // would lead empty commits forever.
   if (seq >= next_seq_) return ErrnoCode(EINVAL);
   for (;;) {
-    if (!failure_.ok()) return failure_;
+    // Reached before a failure counts: the record is where it was asked to
+    // be, whatever failed after it.
     if (seq < (durable ? durable_seq_ : written_seq_)) return OkStatus();
+    if (!failure_.ok()) return failure_;
     if (leader_) {
       cv_.wait(lock);
       continue;
@@ -653,11 +655,16 @@ Status MetaStore::LeadCommit(std::unique_lock<std::mutex>& lock, bool sync) {
   Status st;
   if (sync_cache && cache != nullptr) st = cache->Sync();
   if (st.ok()) st = meta_file_->WriteAt(RingOffset(pos, ring), batch);
+  const bool written = st.ok();
   if (st.ok() && sync) st = meta_file_->Sync();
   lock.lock();
+  if (written) {
+    // In the file even if its sync failed: a waiter for "written" that
+    // queued behind this leader is told the truth, not the sync's error.
+    journal_end_ = pos + batch.size();
+    written_seq_ = first + count;
+  }
   if (!st.ok()) return st;
-  journal_end_ = pos + batch.size();
-  written_seq_ = first + count;
   if (sync) {
     unsynced_maps_ = false;
     durable_seq_ = written_seq_;

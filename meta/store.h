@@ -14,7 +14,9 @@
 //  * A checkpoint (journal getting full, or clean shutdown) writes the
 //    whole state from the engine's snapshot callback into the older slot.
 //  * After any write or sync failure the store is failed: every later
-//    WaitDurable returns the error and the engine goes read-only.
+//    WaitDurable (WaitWritten) of a record not durable (written) by then
+//    returns the error, and the engine goes read-only. A batch whose write
+//    succeeded counts as written even if its sync then failed.
 //
 // Thread-safety: all methods are thread-safe.
 #ifndef TIERFS_META_STORE_H_

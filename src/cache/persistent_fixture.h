@@ -124,6 +124,17 @@ class PersistentTest : public ::testing::Test {
     }
   }
 
+  void WaitForMigrations() {
+    while (engine_->Snapshot().migrations_in_flight != 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  // Turns migrations off and waits for those in flight to finish.
+  void StopMigrations() {
+    engine_->AllowMigrations(false);
+    WaitForMigrations();
+  }
+
   // A volume of 16 blocks: blocks 0-7 promoted by reads, then blocks 2-3
   // rewritten (dirty in the cache, origin still old). Migrations stay off
   // afterwards so no writeback races the test's counts.
@@ -132,10 +143,7 @@ class PersistentTest : public ::testing::Test {
     MakeOrigin(name, data);
     auto v = Open(name);
     Warm(v, 8);
-    engine_->AllowMigrations(false);
-    while (engine_->Snapshot().migrations_in_flight != 0) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
+    StopMigrations();
     std::vector<std::byte> fresh = Pattern(2 * kBlock, 2);
     EXPECT_TRUE(Write(v, 2 * kBlock, fresh).ok());
     std::copy(fresh.begin(), fresh.end(), data.begin() + 2 * kBlock);
