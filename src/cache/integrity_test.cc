@@ -31,22 +31,13 @@ class IntegrityTest : public PersistentTest {
     for (uint64_t b : {4, 5, 6}) {
       EXPECT_TRUE(Write(v, b * kBlock, Pattern(kBlock, 7)).ok());
     }
-    engine_->AllowMigrations(false);
-    WaitIdle();
+    StopMigrations();
     for (uint64_t b : {4, 5, 6}) {  // dirty for sure (see WithDirtyBlock)
       const std::vector<std::byte> fresh = Pattern(kBlock, 20 + b);
       EXPECT_TRUE(Write(v, b * kBlock, fresh).ok());
       std::copy(fresh.begin(), fresh.end(), data->begin() + b * kBlock);
     }
     return v;
-  }
-
-  void WaitIdle() {
-    for (int i = 0; i < 500; ++i) {
-      if (engine_->Snapshot().migrations_in_flight == 0) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    FAIL() << "migrations never finished";
   }
 
   // A volume of `blocks` blocks of pattern `seed` whose block `dirty` is
@@ -73,8 +64,7 @@ class IntegrityTest : public PersistentTest {
                                                 uint64_t blocks, uint64_t dirty,
                                                 std::vector<std::byte>* data) {
     auto v = WithDirtyBlock(name, blocks, dirty, data);
-    engine_->AllowMigrations(false);
-    WaitIdle();
+    StopMigrations();
     EXPECT_TRUE(engine_->Fsync(*v).ok());
     return v;
   }
@@ -160,8 +150,7 @@ TEST_F(IntegrityTest, WriteToBlockOfQueuedWritebackGoesOn) {
   }
   // Both dirty for sure: an idle writeback may have cleaned one already,
   // and a write hit dirties it again while no migration runs.
-  engine_->AllowMigrations(false);
-  WaitIdle();
+  StopMigrations();
   for (uint64_t b : blocks) {
     const std::vector<std::byte> fresh = Pattern(kBlock, 10 + b);
     ASSERT_TRUE(Write(v, b * kBlock, fresh).ok());
@@ -201,8 +190,7 @@ TEST_F(IntegrityTest, IssuedWritebackDoesNotResurrectDiscardedBlock) {
   // Dirty for sure when the hook is in place: an idle writeback may have
   // cleaned it already, and a write hit dirties it again while no
   // migration runs.
-  engine_->AllowMigrations(false);
-  WaitIdle();
+  StopMigrations();
   ASSERT_TRUE(Write(v, 3 * kBlock, Pattern(kBlock, 7)).ok());
   ASSERT_EQ(engine_->Snapshot().dirty_blocks, 1u);
   std::atomic<int> discards{0};
@@ -315,8 +303,7 @@ TEST_F(IntegrityTest, PassthroughWriteAfterFailedSwitchIsRefused) {
   auto v = Open("vm.img");
   Warm(v, 8);
   WaitIdle();
-  engine_->AllowMigrations(false);
-  WaitIdle();
+  StopMigrations();
   ASSERT_GT(engine_->Snapshot().used_blocks, 2u);
   ASSERT_EQ(engine_->Snapshot().dirty_blocks, 0u);
   std::atomic<int> switched{-1};
@@ -359,8 +346,7 @@ TEST_F(IntegrityTest, WritethroughCacheErrorKeepsOtherDirtyBytes) {
   StartOk();
   std::vector<std::byte> data;
   auto v = WithDirtyBlock("vm.img", 8, 2, &data);
-  engine_->AllowMigrations(false);
-  WaitIdle();
+  StopMigrations();
   ASSERT_TRUE(engine_->SetMode(Mode::kWritethrough).ok());
   injector_->AddRule({.ops = io::kFaultWrite,
                       .path_contains = "cache.data",
@@ -413,8 +399,7 @@ TEST_F(IntegrityTest, UnlinkThenCrashMountsAndKeepsOtherFiles) {
   std::vector<std::byte> keep_data, gone_data;
   auto keep = WithDirtyBlock("keep.img", 4, 1, &keep_data);
   auto gone = WithDirtyBlock("gone.img", 4, 2, &gone_data);
-  engine_->AllowMigrations(false);
-  WaitIdle();
+  StopMigrations();
   ASSERT_TRUE(engine_->Fsync(*keep).ok());
   ASSERT_TRUE(engine_->Fsync(*gone).ok());
   struct stat st;

@@ -124,15 +124,18 @@ class PersistentTest : public ::testing::Test {
     }
   }
 
-  void WaitForMigrations() {
-    while (engine_->Snapshot().migrations_in_flight != 0) {
+  // Waits until no migration is in flight (failing after 2.5 s).
+  void WaitIdle() {
+    for (int i = 0; i < 500; ++i) {
+      if (engine_->Snapshot().migrations_in_flight == 0) return;
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
+    FAIL() << "migrations never finished";
   }
   // Turns migrations off and waits for those in flight to finish.
   void StopMigrations() {
     engine_->AllowMigrations(false);
-    WaitForMigrations();
+    WaitIdle();
   }
 
   // A volume of 16 blocks: blocks 0-7 promoted by reads, then blocks 2-3

@@ -36,7 +36,7 @@ TEST_F(PersistentTest, CleanRestartIsWarmAndKeepsDirtyBlocks) {
   ASSERT_TRUE(engine_->Flush(std::chrono::seconds(30)).ok());
   // Flush returns once nothing is dirty; the last writeback counts itself
   // just after that, as it finishes.
-  WaitForMigrations();
+  WaitIdle();
   EXPECT_EQ(engine_->Snapshot().writebacks, before.dirty_blocks);
   EXPECT_EQ(OriginBytes("vm.img", 0, 16 * kBlock), data);
 }
@@ -264,7 +264,7 @@ TEST_F(FaultyPersistentTest,
   // the only one that a sync could fail.
   ASSERT_TRUE(Write(v, 0, std::span(data).first(kBlock)).ok());
   ASSERT_TRUE(engine_->Flush(std::chrono::seconds(30)).ok());
-  WaitForMigrations();
+  WaitIdle();
   ASSERT_TRUE(engine_->Fsync(*v).ok());
   injector_->AddRule(
       {.ops = io::kFaultSync, .path_contains = "tierfs/meta", .error = EIO});
