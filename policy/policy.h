@@ -94,6 +94,17 @@ class Policy {
   virtual uint32_t GetHint(CBlock cblock) const = 0;
   // Mapped cblocks.
   virtual uint64_t Residency() const = 0;
+
+  // The number of cblocks the policy may keep mapped from now on (thin
+  // caches: the engine derives it from the sectors its blocks hold). Clamped
+  // to [1, params.cache_blocks]; params.cache_blocks until first called.
+  // Lowering it below Residency() queues demotions (dirty victims are
+  // written back first, as when full) until the mapped blocks fit with
+  // the usual free reserve; nothing is dropped synchronously. cblock
+  // numbers stay below params.cache_blocks.
+  virtual void SetCapacity(uint64_t blocks) = 0;
+  virtual uint64_t Capacity() const = 0;
+
   // `now`: monotonic milliseconds from the engine.
   virtual void Tick(uint64_t now, bool can_block) = 0;
 

@@ -883,5 +883,322 @@ TEST(TinyLfuTest, StreamsPastTheCutoffAreNotPromoted) {
   EXPECT_EQ(q->Residency(), 200u);
 }
 
+// Thin caches (Policy::SetCapacity). Every policy, the cleaner included: a
+// lowered capacity binds it too.
+constexpr const char* kAllPolicies[] = {"smq", "lru", "cleaner", "tinylfu"};
+
+// Maps blocks [0, n) into cblocks [0, n), as the engine's start-up does
+// before it sets the capacity. Hint i: smq's upper levels get blocks too
+// (the hot half it never demotes for a promotion), tinylfu's window,
+// probation and protected.
+void LoadBlocks(Policy& p, uint64_t n, bool dirty = false) {
+  for (uint64_t i = 0; i < n; ++i) {
+    ASSERT_TRUE(p.LoadMapping(O(i), CBlock(static_cast<uint32_t>(i)), dirty,
+                              static_cast<uint32_t>(i), true)
+                    .ok());
+  }
+}
+
+// Runs all work like Drain, checking that no completed promotion takes the
+// policy past `capacity` and no dirty block is demoted. Returns the number
+// of promotions.
+int DrainWithin(Policy& p, uint64_t capacity, bool idle = false) {
+  int promotions = 0;
+  Work w;
+  while (p.GetBackgroundWork(idle, &w)) {
+    EXPECT_FALSE(w.op == WorkOp::kDemote && p.IsDirty(w.cblock))
+        << p.Name() << ": demoting a dirty block";
+    p.CompleteBackgroundWork(w, true);
+    if (w.op == WorkOp::kPromote) {
+      ++promotions;
+      EXPECT_LE(p.Residency(), capacity) << p.Name() << ": promoted past it";
+    }
+  }
+  return promotions;
+}
+
+// The work queue of a built-in policy.
+const BackgroundTracker& TrackerOf(const Policy& p) {
+  if (auto* t = dynamic_cast<const TinyLfuPolicy*>(&p)) return t->tracker();
+  return dynamic_cast<const SmqPolicy&>(p).tracker();
+}
+
+// Misses on blocks [first, first + n), each read twice (smq promotes a
+// hotspot's second miss), with no work completing meanwhile: a mount whose
+// migrations lag.
+void MissBurst(Policy& p, uint64_t first, uint64_t n) {
+  for (uint64_t i = first; i < first + n; ++i) Read(p, O(i)), Read(p, O(i));
+}
+
+// Reads `o` until it is cached (smq promotes a hotspot's second miss), at
+// most three times.
+void ReadIn(Policy& p, OBlock o, uint64_t capacity) {
+  for (int r = 0; r < 3 && !p.Peek(o); ++r) {
+    Read(p, o);
+    DrainWithin(p, capacity);
+  }
+}
+
+TEST(CapacityTest, IsTheCacheSizeUntilSetAndClampedToIt) {
+  for (const char* name : kAllPolicies) {
+    auto p = Make(name, 64);
+    EXPECT_EQ(p->Capacity(), 64u) << name;
+    p->SetCapacity(10);
+    EXPECT_EQ(p->Capacity(), 10u) << name;
+    p->SetCapacity(0);
+    EXPECT_EQ(p->Capacity(), 1u) << name;
+    p->SetCapacity(1000);
+    EXPECT_EQ(p->Capacity(), 64u) << name;
+    p->SetCapacity(1);
+    for (uint64_t i = 0; i < 20; ++i) ReadIn(*p, O(i * 16), 1);
+    EXPECT_LE(p->Residency(), 1u) << name;
+  }
+}
+
+TEST(CapacityTest, LoweredBelowResidencyDemotesDownToIt) {
+  for (const char* name : kAllPolicies) {
+    SCOPED_TRACE(name);
+    auto p = Make(name, 64);
+    uint64_t now = 0;
+    p->Tick(now, true);
+    LoadBlocks(*p, 48);  // 16 cblocks free
+    ASSERT_EQ(p->Residency(), 48u);
+    p->SetCapacity(16);
+    // Nothing is dropped synchronously, but all the demotions are queued
+    // now (tinylfu's one more keeps its free block).
+    EXPECT_EQ(p->Residency(), 48u);
+    const bool tinylfu = std::string_view(name) == "tinylfu";
+    EXPECT_EQ(TrackerOf(*p).Count(WorkOp::kDemote), tinylfu ? 33u : 32u);
+    // Misses meanwhile find free cblocks, but none under the capacity.
+    MissBurst(*p, 5000, 20);
+    EXPECT_EQ(TrackerOf(*p).Count(WorkOp::kPromote), 0u);
+    Work w;
+    ASSERT_TRUE(p->GetBackgroundWork(false, &w));
+    EXPECT_EQ(w.op, WorkOp::kDemote);
+    p->CompleteBackgroundWork(w, true);
+    EXPECT_EQ(p->Residency(), 47u);
+    // Down to the capacity. (The burst's misses may have asked for room of
+    // their own - tinylfu: a block each - so not necessarily just down.)
+    int promotions = DrainWithin(*p, 16);
+    EXPECT_LE(p->Residency(), 16u);
+    // Misses on new blocks and re-reads of old ones, with ticks: promotions
+    // (not the cleaner's) refill the cache, never past the capacity.
+    for (int round = 0; round < 20; ++round) {
+      for (uint64_t i = 0; i < 40; ++i) {
+        Read(*p, O(i % 2 == 0 ? 1000 + i + 40 * (round % 3) : i));
+        promotions += DrainWithin(*p, 16);
+      }
+      p->Tick(now += 1000, true);
+      promotions += DrainWithin(*p, 16);
+    }
+    EXPECT_LE(p->Residency(), 16u);
+    if (std::string_view(name) != "cleaner") {
+      EXPECT_GE(promotions, 16);
+      EXPECT_GE(p->Residency(), 15u);
+    }
+  }
+}
+
+TEST(CapacityTest, MappingsLoadedPastItAreDemotedAtTheNextTick) {
+  for (const char* name : kAllPolicies) {
+    SCOPED_TRACE(name);
+    auto p = Make(name, 64);
+    p->SetCapacity(20);
+    LoadBlocks(*p, 64);  // more than the capacity: accepted
+    ASSERT_EQ(p->Residency(), 64u);
+    p->Tick(0, true);
+    // Queued by the Tick (tinylfu's one more keeps its free block).
+    EXPECT_GE(TrackerOf(*p).Count(WorkOp::kDemote), 44u);
+    DrainWithin(*p, 20);
+    EXPECT_LE(p->Residency(), 20u);
+    EXPECT_GE(p->Residency(), 19u);  // the victims, no more
+  }
+}
+
+TEST(CapacityTest, RaisedAgainPromotionsFillUpToIt) {
+  for (const char* name : {"smq", "lru", "tinylfu"}) {
+    SCOPED_TRACE(name);
+    auto p = Make(name, 64);
+    p->SetCapacity(16);
+    uint64_t next = 0;
+    auto fill = [&](uint64_t capacity) {
+      for (int n = 0; n < 200 && p->Residency() < capacity - 1; ++n) {
+        ReadIn(*p, O(16 * next++), capacity);  // a new hotspot each
+      }
+    };
+    fill(16);
+    EXPECT_LE(p->Residency(), 16u);
+    // Past a full cache, a miss replaces a block: no more than 16 stay,
+    // even when many miss before any work completes (48 cblocks are free).
+    for (int n = 0; n < 20; ++n) ReadIn(*p, O(16 * next++), 16);
+    MissBurst(*p, 16 * next, 40);
+    next += 40;
+    DrainWithin(*p, 16);
+    EXPECT_LE(p->Residency(), 16u);
+    fill(16);  // the burst's room, taken by the misses that follow
+    EXPECT_GE(p->Residency(), 15u);
+    p->SetCapacity(48);
+    fill(48);
+    EXPECT_GE(p->Residency(), 47u);  // tinylfu keeps a free block
+    EXPECT_LE(p->Residency(), 48u);
+    p->SetCapacity(64);
+    fill(64);
+    EXPECT_GE(p->Residency(), 63u);
+  }
+}
+
+TEST(CapacityTest, DirtyBlocksOverItAreWrittenBackBeforeTheirDemotion) {
+  for (const char* name : kAllPolicies) {
+    SCOPED_TRACE(name);
+    // A dirty target of 100%: only the lowered capacity asks for writeback.
+    auto p = Make(name, 64, {{"dirty_target_percent", "100"}});
+    p->Tick(0, true);
+    LoadBlocks(*p, 32, /*dirty=*/true);
+    ASSERT_EQ(p->DirtyCount(), 32u);
+    p->SetCapacity(8);
+    std::set<OBlock> written_back;
+    int demotions = 0;
+    Work w;
+    while (p->GetBackgroundWork(false, &w)) {
+      ASSERT_NE(w.op, WorkOp::kPromote);
+      if (w.op == WorkOp::kWriteback) written_back.insert(w.oblock);
+      if (w.op == WorkOp::kDemote) {
+        EXPECT_FALSE(p->IsDirty(w.cblock));
+        EXPECT_TRUE(written_back.count(w.oblock)) << w.oblock.index;
+        ++demotions;
+      }
+      p->CompleteBackgroundWork(w, true);
+    }
+    EXPECT_EQ(demotions, 32 - static_cast<int>(p->Residency()));
+    EXPECT_LE(p->Residency(), 8u);
+    EXPECT_GE(p->Residency(), 7u);
+    EXPECT_GE(written_back.size(), 24u);
+  }
+}
+
+TEST(CapacityTest, DirtyTargetIsAShareOfIt) {
+  for (const char* name : {"smq", "lru", "tinylfu"}) {
+    SCOPED_TRACE(name);
+    for (uint64_t capacity : {64, 25}) {
+      auto p = Make(name, 64, {{"dirty_target_percent", "50"}});
+      p->Tick(0, true);
+      LoadBlocks(*p, 20, /*dirty=*/true);
+      p->SetCapacity(capacity);
+      // Writeback periods on, the blocks are old.
+      for (uint64_t t = 1; t <= 4; ++t) p->Tick(t * 10'001, true);
+      Drain(*p, /*idle=*/false);
+      EXPECT_EQ(p->Residency(), 20u);
+      if (capacity == 64) {
+        EXPECT_EQ(p->DirtyCount(), 20u);  // under 32
+      } else {
+        EXPECT_EQ(p->DirtyCount(), 12u);  // down to half of 25
+      }
+    }
+  }
+}
+
+// RandomOperationsKeepInvariants with a capacity that moves: the same
+// coherence, and no promotion takes a cblock past Capacity() (counting the
+// cblocks of promotions under way; one reserved before the capacity was
+// lowered may complete above it - its demotions are queued already).
+TEST(CapacityTest, RandomOperationsNeverPromotePastIt) {
+  for (const char* name : kAllPolicies) {
+    SCOPED_TRACE(name);
+    auto p = Make(name, 64);
+    std::mt19937 rng(11);
+    std::vector<Work> issued;
+    uint64_t now = 0;
+    auto allocated = [&] {
+      return p->Residency() + TrackerOf(*p).Count(WorkOp::kPromote);
+    };
+    for (int op = 0; op < 20000; ++op) {
+      const uint64_t allocated_before = allocated();
+      const OBlock o = O(rng() % 300);
+      CBlock c;
+      switch (rng() % 7) {
+        case 0:
+        case 1:
+          Read(*p, o);
+          break;
+        case 2: {
+          std::optional<Work> w;
+          bool queued;
+          const IoDir dir = rng() % 2 ? IoDir::kWrite : IoDir::kRead;
+          if (!p->LookupWithWork(o, &c, dir, true, &w, &queued) && w) {
+            issued.push_back(*w);
+          } else if (p->Peek(o)) {
+            p->SetDirty(*p->Peek(o));
+          }
+          break;
+        }
+        case 3: {
+          Work w;
+          if (p->GetBackgroundWork(rng() % 2, &w)) issued.push_back(w);
+          break;
+        }
+        case 4:
+          if (!issued.empty()) {
+            const size_t k = rng() % issued.size();
+            p->CompleteBackgroundWork(issued[k], rng() % 4 != 0);
+            issued.erase(issued.begin() + static_cast<long>(k));
+          }
+          break;
+        case 5:
+          if (rng() % 16 == 0) p->SetCapacity(rng() % 80);
+          break;
+        case 6:
+          p->Tick(now += 100, true);
+          break;
+      }
+      uint64_t mapped = 0, dirty = 0;
+      std::set<uint32_t> slots;
+      p->ForEachMapping([&](OBlock ob, CBlock cb, bool d) {
+        ++mapped;
+        dirty += d;
+        EXPECT_TRUE(slots.insert(cb.value()).second);
+        EXPECT_LT(cb.value(), 64u);
+        EXPECT_EQ(p->Peek(ob), cb);
+      });
+      ASSERT_EQ(mapped, p->Residency());
+      ASSERT_EQ(dirty, p->DirtyCount());
+      if (allocated() > allocated_before) {
+        ASSERT_LE(allocated(), p->Capacity()) << "op " << op;
+      }
+    }
+    // Settled (all work done, none fails): within the capacity.
+    for (const Work& w : issued) p->CompleteBackgroundWork(w, true);
+    p->SetCapacity(10);
+    Drain(*p);
+    EXPECT_LE(p->Residency(), 10u);
+  }
+}
+
+TEST(TinyLfuTest, TheWindowFollowsTheCapacity) {
+  TinyLfuPolicy p(PolicyParams{1000, 64 * 1024});
+  ASSERT_TRUE(p.SetConfigValue("window_percent", "20").ok());
+  ASSERT_TRUE(p.SetConfigValue("adaptive_window", "0").ok());
+  p.SetCapacity(500);
+  EXPECT_EQ(p.window_target(), 100u);  // fixed: a share of the capacity
+  p.SetCapacity(1000);
+  EXPECT_EQ(p.window_target(), 200u);
+  ASSERT_TRUE(p.SetConfigValue("adaptive_window", "1").ok());
+  p.SetCapacity(500);
+  EXPECT_EQ(p.window_target(), 200u);  // adaptive: its size, if it fits
+  p.SetCapacity(100);
+  EXPECT_EQ(p.window_target(), 98u);  // bounded: 100 less the reserve, - 1
+  // Loaded into main and window, then squeezed: the window's blocks move
+  // on or out like any, and the window fits its target again.
+  for (uint64_t i = 0; i < 200; ++i) {
+    ASSERT_TRUE(p.LoadMapping(O(i), CBlock(static_cast<uint32_t>(i)), false,
+                              i < 100 ? 0 : 1, true)
+                    .ok());
+  }
+  p.SetCapacity(50);
+  EXPECT_LE(p.window_target(), 48u);
+  DrainWithin(p, 50);
+  EXPECT_LE(p.Residency(), 49u);
+  EXPECT_LE(p.window_size(), p.window_target());
+}
+
 }  // namespace
 }  // namespace tierfs::policy

@@ -51,6 +51,7 @@ SmqPolicy::SmqPolicy(Variant variant, const PolicyParams& params)
       cache_stats_(levels_),
       sketch_(variant == Variant::kSmq ? params.cache_blocks : 0),
       streams_(params.block_size),
+      capacity_(params.cache_blocks),
       sequential_cutoff_(variant == Variant::kLru ? 0 : 4ull << 20) {
   // dm-cache keeps the top 8 hotspot levels sparse, so that the promotion
   // level selects a small, really hot set.
@@ -160,8 +161,8 @@ bool SmqPolicy::LookupWithWork(OBlock oblock, CBlock* cblock, IoDir dir, bool,
                           work);
   }
   if (table_.Find(oblock) != kNullIndex || sequential ||
-      variant_ == Variant::kCleaner || !allow_migrations_ ||
-      cache_alloc_.empty() || tracker_.Has(oblock) || tracker_.full()) {
+      variant_ == Variant::kCleaner || !allow_migrations_ || CacheFull() ||
+      tracker_.Has(oblock) || tracker_.full()) {
     return LookupInternal(oblock, cblock, dir, sequential, background_queued);
   }
   // A whole-block write needs no copy from origin: while free cblocks exist
@@ -178,7 +179,7 @@ bool SmqPolicy::LookupWithWork(OBlock oblock, CBlock* cblock, IoDir dir, bool,
     return false;
   }
   *work = w;
-  KeepLruReserve();
+  MakeRoom();
   return false;
 }
 
@@ -236,21 +237,24 @@ bool SmqPolicy::ShouldPromote(OBlock oblock, IoDir) {
   if (hs == kNullIndex) return false;
   // Free cblocks cost nothing to fill: promote eagerly (any hotspot seen
   // before); otherwise only hotspots at or above the promotion level.
-  if (es_[hs].level >= promote_level_ || (seen && !cache_alloc_.empty())) {
+  if (es_[hs].level >= promote_level_ || (seen && !CacheFull())) {
     return true;
   }
   // Full: a block accessed clearly more often lately (by more than one
   // count, the sketch's noise) than the block its promotion would demote is
   // worth the copy, however cold its hotspot looks (TinyLFU's admission).
-  if (sketch_.sample() == 0 || !cache_alloc_.empty()) return false;
+  if (sketch_.sample() == 0 || !CacheFull()) return false;
   const uint32_t victim = DemotionCandidate(false);
   return victim != kNullIndex &&
          sketch_.Estimate(oblock) > sketch_.Estimate(es_[victim].oblock()) + 1;
 }
 
 uint32_t SmqPolicy::DemotionCandidate(bool only_old) const {
-  // Only from the colder half: a hot block is never demoted to make room.
-  const unsigned max_level = variant_ == Variant::kLru ? levels_ : levels_ / 2;
+  // Only from the colder half: a hot block is never demoted to make room -
+  // unless a lowered capacity cannot hold what is mapped (the hot half alone
+  // may not fit, and levels are rebalanced only once a cache period).
+  const unsigned max_level =
+      variant_ == Variant::kLru || !RoomMet(0) ? levels_ : levels_ / 2;
   return clean_.Peek(max_level, !only_old);
 }
 
@@ -267,7 +271,7 @@ bool SmqPolicy::QueuePromotion(OBlock oblock, std::optional<Work>* direct) {
     ++dropped_promotions_;
     return false;
   }
-  if (cache_alloc_.empty()) {
+  if (CacheFull()) {
     // Make room, and promote this block into the room as soon as the
     // demotion completes (dm-cache waits for the block's next miss).
     if (FreeTargetMet()) {
@@ -293,35 +297,45 @@ bool SmqPolicy::QueuePromotion(OBlock oblock, std::optional<Work>* direct) {
     }
     *direct = w;
     const size_t before = tracker_.total();
-    KeepLruReserve();
+    MakeRoom();
     return tracker_.total() != before;  // demotions queued to keep room
   }
   if (!tracker_.Queue(w)) {
     cache_alloc_.Free(i);
     return false;
   }
-  KeepLruReserve();
+  MakeRoom();
   return true;
 }
 
-void SmqPolicy::KeepLruReserve() {
-  if (variant_ != Variant::kLru) return;
+uint64_t SmqPolicy::Reserve() const {
+  if (variant_ != Variant::kLru) return 0;
   // Small caches (under 256 blocks) keep none: demote on a miss instead.
-  const uint64_t reserve = std::min<uint64_t>(params_.cache_blocks / 256, 64);
-  while (FreeCount() + tracker_.Count(WorkOp::kDemote) < reserve) {
+  return std::min<uint64_t>(capacity_ / 256, 64);
+}
+
+void SmqPolicy::MakeRoom() {
+  // Each round queues a demotion or stops; the tracker bounds the rounds.
+  while (!RoomMet(Reserve())) {
     if (QueueDemotion(false) == kNullIndex) return;
   }
 }
 
+void SmqPolicy::SetCapacity(uint64_t blocks) {
+  capacity_ = std::clamp<uint64_t>(blocks, 1, params_.cache_blocks);
+  // Lowered below what is mapped: the victims go now (queued). Raised: the
+  // next misses take the room.
+  if (!RoomMet(0)) MakeRoom();
+}
+
 bool SmqPolicy::FreeTargetMet() const {
-  const uint64_t target = params_.cache_blocks * free_target_percent_ / 100;
-  return FreeCount() + tracker_.Count(WorkOp::kDemote) >=
-         std::max<uint64_t>(target, 1);
+  const uint64_t target = capacity_ * free_target_percent_ / 100;
+  return RoomMet(std::max<uint64_t>(target, 1));
 }
 
 bool SmqPolicy::DirtyTargetMet() const {
   return dirty_count_ - tracker_.Count(WorkOp::kWriteback) <=
-         params_.cache_blocks * dirty_target_percent_ / 100;
+         capacity_ * dirty_target_percent_ / 100;
 }
 
 void SmqPolicy::StampUse(uint32_t i) {
@@ -415,6 +429,9 @@ bool SmqPolicy::QueueWritebackOf(uint32_t i) {
 bool SmqPolicy::GetBackgroundWork(bool idle, Work* work) {
   if (!allow_migrations_) return false;
   if (tracker_.Pop(work)) return true;
+  // Over a lowered capacity: the next victims (or their writebacks). Only
+  // then - lru keeps its reserve at each promotion, as before.
+  if (!RoomMet(0)) MakeRoom();
   if (variant_ == Variant::kCleaner || idle) {
     // Write back everything, at full speed.
     if (!QueueWriteback(true) && variant_ == Variant::kSmq &&
@@ -599,9 +616,8 @@ void SmqPolicy::UpdatePromoteLevel() {
   static constexpr unsigned kByHitRatio[17] = {1, 1, 1, 2, 4, 6, 7, 8, 7,
                                                6, 4, 4, 3, 3, 2, 2, 1};
   unsigned threshold =
-      cache_alloc_.empty()
-          ? kByHitRatio[cache_stats_.HitSixteenths()] * promote_scale_
-          : kLevels / 2;
+      CacheFull() ? kByHitRatio[cache_stats_.HitSixteenths()] * promote_scale_
+                  : kLevels / 2;
   // Little trust in the hotspot queue: fewer promotions.
   switch (hotspot_stats_.Assess()) {
     case QueueStats::Performance::kPoor:
@@ -658,6 +674,8 @@ void SmqPolicy::Tick(uint64_t now, bool) {
     next_demote_period_ = now + kDemotePeriodMs;
   }
   UpdateSentinels(now);  // lru too: its writeback tells old from recent
+  // A capacity lowered (or mappings loaded) past what is mapped.
+  if (!RoomMet(0)) MakeRoom();
   if (variant_ == Variant::kLru) return;
   if (variant_ == Variant::kSmq) EndHotspotPeriod(now);
   EndCachePeriod(now);

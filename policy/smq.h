@@ -46,19 +46,30 @@
 //    admission): after the hot set moves, its blocks get in within a few
 //    accesses each instead of waiting for their hotspots to climb.
 //
-// Variants: kCleaner never promotes or demotes and writes back every dirty
-// block; kLru is the baseline (one level, promote on every miss, evict the
-// least recently used block, keep a small reserve of free cblocks so a miss
-// never waits for a demotion; no stream detection unless configured). Its
-// clean and dirty blocks sit on separate queues, so lru stamps each block's
-// last use (4 bytes per cache block): when the least recently used dirty
-// block is older than the clean one it would demote, it writes that block
-// back (aged or not) instead, and a block written back goes to the old end
-// of the clean queue. A cache that writes filled with dirty blocks thus
-// evicts them first, not the blocks it promoted last.
+// Capacity (SetCapacity, thin caches): promotions take a free cblock only
+// while fewer than Capacity() are mapped or reserved, and the free target,
+// the dirty target and lru's reserve are shares of Capacity(). A capacity
+// lowered below what is mapped is met as a full cache makes room - clean
+// victims demoted, dirty ones written back first - on SetCapacity, Tick and
+// every GetBackgroundWork, until the mapped blocks fit (lru: with its
+// reserve). Then the victims may come from every level, not only the colder
+// half: the hot half alone may not fit.
+//
+// Variants: kCleaner never promotes, demotes only what a lowered capacity
+// no longer holds, and writes back every dirty block; kLru is the baseline
+// (one level, promote on every miss, evict the least recently used block,
+// keep a small reserve of free cblocks so a miss never waits for a
+// demotion; no stream detection unless configured). Its clean and dirty
+// blocks sit on separate queues, so lru stamps each block's last use (4
+// bytes per cache block): when the least recently used dirty block is older
+// than the clean one it would demote, it writes that block back (aged or
+// not) instead, and a block written back goes to the old end of the clean
+// queue. A cache that writes filled with dirty blocks thus evicts them
+// first, not the blocks it promoted last.
 #ifndef TIERFS_POLICY_SMQ_H_
 #define TIERFS_POLICY_SMQ_H_
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <memory>
@@ -103,6 +114,8 @@ class SmqPolicy final : public Policy {
   void InvalidateMapping(CBlock cblock) override;
   uint32_t GetHint(CBlock cblock) const override;
   uint64_t Residency() const override { return mapped_; }
+  void SetCapacity(uint64_t blocks) override;
+  uint64_t Capacity() const override { return capacity_; }
   void Tick(uint64_t now, bool can_block) override;
   ConfigValues EmitConfigValues() const override;
   Status SetConfigValue(std::string_view key, std::string_view value) override;
@@ -116,9 +129,9 @@ class SmqPolicy final : public Policy {
   size_t MemoryBytes() const override;
   uint64_t DroppedPromotions() const override { return dropped_promotions_; }
 
-  // For tests and the simulator.
+  // For tests and the simulator. Free below Capacity(): 0 while over it.
   uint64_t FreeCount() const {
-    return cache_alloc_.capacity() - cache_alloc_.allocated();
+    return capacity_ - std::min<uint64_t>(capacity_, cache_alloc_.allocated());
   }
   unsigned promote_level() const { return promote_level_; }
   const BackgroundTracker& tracker() const { return tracker_; }
@@ -155,7 +168,20 @@ class SmqPolicy final : public Policy {
   uint32_t DemotionCandidate(bool only_old) const;
   bool QueuePromotion(OBlock oblock, std::optional<Work>* direct = nullptr);
   uint32_t ReserveCBlock(OBlock oblock);
-  void KeepLruReserve();
+  // No cblock to take: the mapped and reserved ones fill Capacity().
+  bool CacheFull() const { return cache_alloc_.allocated() >= capacity_; }
+  // Whether `free` cblocks stay under Capacity() once the demotions under
+  // way complete (counting a capacity lowered below what is allocated).
+  bool RoomMet(uint64_t free) const {
+    return cache_alloc_.allocated() + free <=
+           capacity_ + tracker_.Count(WorkOp::kDemote);
+  }
+  // Free cblocks kept by demoting ahead: lru's few, so a miss never waits
+  // for a demotion; none for smq (a miss waits) and the cleaner.
+  uint64_t Reserve() const;
+  // Queues demotions until Reserve() is met or nothing clean is left (a
+  // dirty victim gets its writeback instead).
+  void MakeRoom();
   // Returns the demoted entry, kNullIndex if none was queued.
   uint32_t QueueDemotion(bool only_old);
   void PromoteWaiting(uint32_t victim);
@@ -200,6 +226,7 @@ class SmqPolicy final : public Policy {
   FrequencySketch sketch_;
   StreamDetector streams_;
 
+  uint64_t capacity_;  // [1, params_.cache_blocks]
   uint64_t mapped_ = 0;
   uint64_t dirty_count_ = 0;
   uint64_t dropped_promotions_ = 0;

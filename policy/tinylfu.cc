@@ -41,6 +41,7 @@ TinyLfuPolicy::TinyLfuPolicy(const PolicyParams& params)
       sketch_(std::bit_floor(params.cache_blocks)),
       streams_(params.block_size),
       shift_(params.cache_blocks),
+      capacity_(params.cache_blocks),
       window_target_(std::max<uint64_t>(1, params.cache_blocks / 100)) {
   sketch_.set_sample(kSampleFactor * params.cache_blocks);
 }
@@ -50,13 +51,28 @@ uint32_t TinyLfuPolicy::Index(CBlock cblock) const {
 }
 
 uint64_t TinyLfuPolicy::Reserve() const {
-  return std::clamp<uint64_t>(params_.cache_blocks / 256, 1, 64);
+  return std::clamp<uint64_t>(capacity_ / 256, 1, 64);
 }
 
 uint64_t TinyLfuPolicy::MainCapacity() const {
-  const uint64_t usable =
-      params_.cache_blocks - std::min(params_.cache_blocks, Reserve());
-  return usable - std::min(usable, window_target_);
+  return Usable() - std::min(Usable(), window_target_);
+}
+
+uint64_t TinyLfuPolicy::FixedWindowTarget() const {
+  return std::min(std::max<uint64_t>(1, capacity_ * window_percent_ / 100),
+                  MaxWindowTarget());
+}
+
+void TinyLfuPolicy::SetCapacity(uint64_t blocks) {
+  capacity_ = std::clamp<uint64_t>(blocks, 1, params_.cache_blocks);
+  window_target_ = adaptive_window_
+                       ? std::min(window_target_, MaxWindowTarget())
+                       : FixedWindowTarget();
+  // Raised: waiting write misses may take the new room. Lowered: the
+  // victims go now (queued; GetBackgroundWork continues what one bounded
+  // MakeRoom leaves).
+  StartWaiting();
+  MakeRoom();
 }
 
 void TinyLfuPolicy::MoveTo(uint32_t i, Segment to) {
@@ -82,11 +98,8 @@ void TinyLfuPolicy::Touch(uint32_t i) {
 void TinyLfuPolicy::AdaptWindow(OBlock oblock) {
   const std::optional<GhostSet::Kind> kind = ghosts_.Take(oblock);
   if (!kind || !adaptive_window_) return;
-  const uint64_t usable =
-      params_.cache_blocks - std::min(params_.cache_blocks, Reserve());
   if (*kind == GhostSet::kFirst) {
-    window_target_ =
-        std::min(window_target_ + 1, std::max<uint64_t>(usable, 2) - 1);
+    window_target_ = std::min(window_target_ + 1, MaxWindowTarget());
   } else if (window_target_ > 1) {
     --window_target_;
   }
@@ -160,8 +173,8 @@ bool TinyLfuPolicy::LookupWithWork(OBlock oblock, CBlock* cblock, IoDir dir,
     // The read's own origin IO fills the block: same decision as Lookup.
     return LookupInternal(oblock, cblock, dir, background_queued, work);
   }
-  if (table_.Find(oblock) != kNullIndex || !allow_migrations_ ||
-      alloc_.empty() || tracker_.Has(oblock) || tracker_.full()) {
+  if (table_.Find(oblock) != kNullIndex || !allow_migrations_ || Full() ||
+      tracker_.Has(oblock) || tracker_.full()) {
     return LookupInternal(oblock, cblock, dir, background_queued, nullptr);
   }
   // A whole-block write needs no copy from origin: it goes straight into a
@@ -197,7 +210,7 @@ bool TinyLfuPolicy::QueuePromotion(OBlock oblock, IoDir dir,
     ++dropped_promotions_;
     return false;
   }
-  if (alloc_.empty()) {
+  if (Full()) {
     // The reserve ran out (a burst, or dirty victims being written back).
     // A write miss's promotion waits for the cblock the next demotion
     // frees: dropped, a live mount lost a third of the simulator's hits on
@@ -262,9 +275,7 @@ void TinyLfuPolicy::MakeRoom() {
   Rebalance();
   // Bounded: each round queues a demotion or moves a block into main.
   for (int rounds = 0; rounds < 2 * kVictimScan; ++rounds) {
-    if (FreeCount() + tracker_.Count(WorkOp::kDemote) >= RoomWanted()) {
-      return;
-    }
+    if (RoomMet(RoomWanted())) return;
     if (!EvictOne()) return;
   }
 }
@@ -368,6 +379,9 @@ bool TinyLfuPolicy::QueueAgedWriteback(bool idle) {
 }
 
 void TinyLfuPolicy::Tick(uint64_t now, bool) {
+  // A capacity lowered (or mappings loaded) past the reserve: demote now,
+  // not at the next miss.
+  if (!RoomMet(Reserve())) MakeRoom();
   if (now < next_writeback_period_) return;
   if (next_writeback_period_ != 0) {
     for (Entry& e : es_) {
@@ -382,12 +396,12 @@ bool TinyLfuPolicy::GetBackgroundWork(bool idle, Work* work) {
   if (!allow_migrations_) return false;
   if (tracker_.Pop(work)) return true;
   const uint64_t out = tracker_.Count(WorkOp::kWriteback);
-  const uint64_t target = params_.cache_blocks * dirty_target_percent_ / 100;
+  const uint64_t target = capacity_ * dirty_target_percent_ / 100;
   if (dirty_count_ > out && (idle || dirty_count_ - out > target)) {
     QueueAgedWriteback(idle);
   }
   StartWaiting();
-  if (FreeCount() + tracker_.Count(WorkOp::kDemote) < RoomWanted()) MakeRoom();
+  if (!RoomMet(RoomWanted())) MakeRoom();
   return tracker_.Pop(work);
 }
 
@@ -538,7 +552,7 @@ Status TinyLfuPolicy::SetConfigValue(std::string_view key,
   } else if (key == "window_percent") {
     if (!parsed || v < 1 || v > 90) return ErrnoCode(EINVAL);
     window_percent_ = v;
-    window_target_ = std::max<uint64_t>(1, params_.cache_blocks * v / 100);
+    window_target_ = FixedWindowTarget();
   } else if (key == "shift_detection") {
     if (!parsed || v > 1) return ErrnoCode(EINVAL);
     shift_detection_ = v == 1;

@@ -28,6 +28,13 @@
 //    goes next time), and so are the dirty blocks behind it. Dirty blocks
 //    beyond dirty_target_percent (default 50) of the cache are written
 //    back under load, oldest first; all of them when idle.
+//  * The cache is Capacity() blocks (SetCapacity, thin caches): the
+//    reserve, main's share, the window's bounds and the dirty target are
+//    shares of it. A capacity lowered below what is mapped is met the way
+//    a full cache makes room - the same victims, dirty ones written back
+//    first - on SetCapacity, Tick and every GetBackgroundWork. An
+//    adaptive window target keeps its size (it measures a reuse distance,
+//    in blocks) within the new bounds; a fixed one stays window_percent.
 //  * shift_detection (default 1): when the hits of a quarter-cache of
 //    accesses collapse to under a sixteenth of the last quarter's, the
 //    working set was replaced: blocks of main unused for the last two
@@ -46,6 +53,7 @@
 #ifndef TIERFS_POLICY_TINYLFU_H_
 #define TIERFS_POLICY_TINYLFU_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 
@@ -81,6 +89,8 @@ class TinyLfuPolicy final : public Policy {
   void InvalidateMapping(CBlock cblock) override;
   uint32_t GetHint(CBlock cblock) const override;
   uint64_t Residency() const override { return mapped_; }
+  void SetCapacity(uint64_t blocks) override;
+  uint64_t Capacity() const override { return capacity_; }
   // The clock only tells recently written blocks from old ones (dirty
   // ones are written back under load only when old).
   void Tick(uint64_t now, bool can_block) override;
@@ -99,10 +109,13 @@ class TinyLfuPolicy final : public Policy {
   size_t MemoryBytes() const override;
   uint64_t DroppedPromotions() const override { return dropped_promotions_; }
 
-  // For tests and the simulator.
-  uint64_t FreeCount() const { return alloc_.capacity() - alloc_.allocated(); }
+  // For tests and the simulator. Free below Capacity(): 0 while over it.
+  uint64_t FreeCount() const {
+    return capacity_ - std::min<uint64_t>(capacity_, alloc_.allocated());
+  }
   uint64_t window_target() const { return window_target_; }
   uint64_t window_size() const { return lists_[kWindow].size; }
+  const BackgroundTracker& tracker() const { return tracker_; }
 
  private:
   // Entry::level holds the segment; Entry::hit marks a block whose
@@ -122,7 +135,22 @@ class TinyLfuPolicy final : public Policy {
   bool OnList(const Entry& e) const { return e.mapped && !e.hit; }
 
   uint64_t Reserve() const;
+  // Capacity() less the reserve: what may stay mapped at rest.
+  uint64_t Usable() const { return capacity_ - std::min(capacity_, Reserve()); }
   uint64_t MainCapacity() const;
+  uint64_t MaxWindowTarget() const {
+    return std::max<uint64_t>(Usable(), 2) - 1;
+  }
+  // window_percent of Capacity(), within the bounds.
+  uint64_t FixedWindowTarget() const;
+  // No cblock to take: the mapped and reserved ones fill Capacity().
+  bool Full() const { return alloc_.allocated() >= capacity_; }
+  // Whether `free` cblocks stay under Capacity() once the demotions under
+  // way complete (counting a capacity lowered below what is allocated).
+  bool RoomMet(uint64_t free) const {
+    return alloc_.allocated() + free <=
+           capacity_ + tracker_.Count(WorkOp::kDemote);
+  }
   uint64_t MainSize() const {
     return lists_[kProbation].size + lists_[kProtected].size;
   }
@@ -179,6 +207,7 @@ class TinyLfuPolicy final : public Policy {
 
   ShiftDetector shift_;
 
+  uint64_t capacity_;  // [1, params_.cache_blocks]
   uint64_t mapped_ = 0;
   uint64_t dirty_count_ = 0;
   uint64_t dropped_promotions_ = 0;
