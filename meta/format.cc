@@ -207,6 +207,7 @@ std::vector<std::byte> EncodeSuperblock(const Superblock& sb) {
   w.Put<uint64_t>(sb.journal_size);
   w.Fixed(sb.policy, kPolicyBytes);
   w.Fixed(sb.reason, kReasonBytes);
+  if (sb.version >= 3) w.Put<uint64_t>(sb.budget_blocks);
   w.Put<uint32_t>(CrcOf(out, 0, out.size()));
   out.resize(kPage);
   return out;
@@ -231,6 +232,7 @@ std::optional<Superblock> DecodeSuperblock(std::span<const std::byte> page,
   sb.journal_size = r.Get<uint64_t>();
   sb.policy = r.Fixed(kPolicyBytes);
   sb.reason = r.Fixed(kReasonBytes);
+  if (sb.version >= 3) sb.budget_blocks = r.Get<uint64_t>();
   const size_t covered = r.pos();
   const uint32_t crc = r.Get<uint32_t>();
   if (!r.ok() || Crc32c(0, page.data(), covered) != crc) {
@@ -244,6 +246,8 @@ std::optional<Superblock> DecodeSuperblock(std::span<const std::byte> page,
   if (!GeometryProblem(sb.block_size, sb.cache_blocks).empty() ||
       sb.journal_size < 4 * kMaxBatchBytes || sb.journal_size % kPage != 0 ||
       sb.journal_size > (1ull << 40) ||
+      (sb.version >= 3) != (sb.budget_blocks != 0) ||
+      sb.budget_blocks >= sb.cache_blocks ||
       (sb.flags & ~(kCleanShutdown | kNeedsCheck)) != 0) {
     *why = "superblock field out of range";
     return std::nullopt;
@@ -311,7 +315,7 @@ std::vector<std::byte> EncodeCheckpoint(const Checkpoint& cp) {
   std::vector<std::byte> out;
   Writer w(&out);
   w.Bytes(kCheckpointMagic, 8);
-  w.Put<uint32_t>(kFormatVersion);
+  w.Put<uint32_t>(kThickFormatVersion);  // its layout is version 2's
   w.Put<uint32_t>(cp.hints_valid ? 1 : 0);
   w.Bytes(cp.uuid.data(), cp.uuid.size());
   w.Put<uint64_t>(cp.sequence);

@@ -33,7 +33,10 @@ namespace tierfs::meta {
 // version 1 cache is read as one whose blocks are all whole, and is
 // written as version 2 from its first mount on, so that an older tierfs
 // refuses it instead of serving sectors the cache does not hold.
-inline constexpr uint32_t kFormatVersion = 2;
+// Version 3 adds the superblock's budget (thin caches); a thin cache is
+// written as version 3, any other as version 2, which older tierfs reads.
+inline constexpr uint32_t kFormatVersion = 3;
+inline constexpr uint32_t kThickFormatVersion = 2;
 inline constexpr uint32_t kOldestFormatVersion = 1;
 inline constexpr uint64_t kPage = 4096;
 inline constexpr uint64_t kSuperblockCopies = 2;
@@ -49,6 +52,11 @@ inline constexpr const char* kCheckpointNames[2] = {"ckpt.0", "ckpt.1"};
 using Uuid = std::array<uint8_t, 16>;
 std::string UuidString(const Uuid& uuid);
 
+// The version a superblock is written with: the oldest that has its fields.
+inline uint32_t VersionFor(uint64_t budget_blocks) {
+  return budget_blocks != 0 ? kFormatVersion : kThickFormatVersion;
+}
+
 enum SuperFlags : uint32_t {
   kCleanShutdown = 1 << 0,
   kNeedsCheck = 1 << 1,
@@ -60,10 +68,14 @@ struct Superblock {
   Uuid uuid{};
   uint64_t generation = 0;  // bumped at every write; the newer copy wins
   uint64_t block_size = 0;
-  uint64_t cache_blocks = 0;
+  uint64_t cache_blocks = 0;  // slots in the cache store
   uint64_t journal_size = 0;  // bytes of ring after kJournalOffset
-  std::string policy;         // at most 31 bytes
-  std::string reason;         // why NEEDS_CHECK was set; at most 199 bytes
+  // Thin caches (version 3): the blocks' worth of sectors the cache may
+  // hold, below cache_blocks; the store is sparse and a slot takes space
+  // only for the sectors it holds. 0: every slot may be whole.
+  uint64_t budget_blocks = 0;
+  std::string policy;  // at most 31 bytes
+  std::string reason;  // why NEEDS_CHECK was set; at most 199 bytes
 };
 
 // One origin file: stable id <-> identity. The identity (inode number,

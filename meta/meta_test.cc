@@ -893,6 +893,32 @@ TEST_F(ToolsTest, FormatCacheCreatesAPreallocatedStore) {
   EXPECT_EQ(text.substr(text.size() - 6), "clean\n") << text;
 }
 
+TEST_F(ToolsTest, AThinCacheHasASparseStoreAndLoadsItsBudget) {
+  FormatOptions o;
+  o.block_size = kBs;
+  o.cache_blocks = 64;
+  o.budget_blocks = 16;
+  std::unique_ptr<io::File> store;
+  std::string error;
+  auto meta = FormatCache(io::Env::Default(), dir_, dir_, o, &store, &error);
+  ASSERT_TRUE(meta.ok()) << error;
+  meta->reset();
+  const std::string path = dir_ + "/" + kCacheStoreName;
+  EXPECT_EQ(fs::file_size(path), 64 * kBs);
+  struct stat st;
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_LT(static_cast<uint64_t>(st.st_blocks) * 512, kBs);  // no slot yet
+  CheckReport r = Check(io::Env::Default(), dir_, CheckOptions{});
+  EXPECT_TRUE(r.problems.empty()) << CheckText(r);
+  EXPECT_EQ(r.state.super.version, 3u);
+  EXPECT_EQ(r.state.super.budget_blocks, 16u);
+  EXPECT_NE(CheckText(r).find("thin: holds up to 1 MiB"), std::string::npos)
+      << CheckText(r);
+  // Through a dump and a restore.
+  const nlohmann::json dump = Dump(r.state);
+  EXPECT_EQ(dump["superblock"]["budget_blocks"], 16u);
+}
+
 TEST_F(ToolsTest, DroppingACacheIsRefusedWhileItMayHoldDataUnlessForced) {
   io::Env* env = io::Env::Default();
   std::string error;
@@ -1171,9 +1197,33 @@ TEST(FormatTest, SuperblockOfVersion1IsReadAndOfANewerOneRefused) {
     sb.version = version;
     EXPECT_TRUE(DecodeSuperblock(EncodeSuperblock(sb), &why)) << why;
   }
-  sb.version = 3;
+  sb.version = 4;
   EXPECT_FALSE(DecodeSuperblock(EncodeSuperblock(sb), &why));
-  EXPECT_EQ(why, "unsupported metadata format version 3");
+  EXPECT_EQ(why, "unsupported metadata format version 4");
+}
+
+// Version 3 is a thin cache's: it carries the budget, below the slots.
+TEST(FormatTest, AThinSuperblockCarriesItsBudget) {
+  Superblock sb;
+  sb.block_size = 64 * 1024;
+  sb.cache_blocks = 16;
+  sb.journal_size = 4 * kMaxBatchBytes;
+  sb.budget_blocks = 4;
+  sb.version = VersionFor(sb.budget_blocks);
+  EXPECT_EQ(sb.version, 3u);
+  std::string why;
+  std::optional<Superblock> back = DecodeSuperblock(EncodeSuperblock(sb), &why);
+  ASSERT_TRUE(back) << why;
+  EXPECT_EQ(back->budget_blocks, 4u);
+  EXPECT_EQ(back->cache_blocks, 16u);
+  // A thick cache stays version 2, which older tierfs reads.
+  EXPECT_EQ(VersionFor(0), 2u);
+  // No budget in version 3, or one not below the slots: damage.
+  for (uint64_t budget : {0u, 16u, 17u}) {
+    sb.budget_blocks = budget;
+    EXPECT_FALSE(DecodeSuperblock(EncodeSuperblock(sb), &why)) << budget;
+    EXPECT_EQ(why, "superblock field out of range");
+  }
 }
 
 }  // namespace

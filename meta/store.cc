@@ -333,6 +333,8 @@ Result<std::unique_ptr<MetaStore>> MetaStore::Format(
   }
   sb.block_size = options.block_size;
   sb.cache_blocks = options.cache_blocks;
+  sb.budget_blocks = options.budget_blocks;
+  sb.version = VersionFor(sb.budget_blocks);
   sb.policy = options.policy;
   // About 64 bytes of ring per cache block: a checkpoint every few
   // thousand commits at most, one every ~1M mapping changes at 1M blocks.
@@ -422,7 +424,8 @@ Result<std::unique_ptr<MetaStore>> MetaStore::Open(io::Env* env,
   store->next_volume_id_ = state.next_volume_id;
   for (const VolumeRecord& v : state.volumes) store->volumes_[v.id.value()] = v;
   store->super_.flags &= ~kCleanShutdown;
-  store->super_.version = kFormatVersion;  // from here on, records may use it
+  // From here on, records may use version 2's fields.
+  store->super_.version = VersionFor(store->super_.budget_blocks);
   Status st = store->WriteSuperblock(lock);
   if (!st.ok()) return fail(st.error(), "writing the superblock");
   return store;
@@ -536,6 +539,11 @@ std::optional<uint64_t> MetaStore::PendingDirty(CBlock cblock) const {
 std::optional<uint64_t> MetaStore::PendingNewDirty(CBlock cblock) const {
   std::lock_guard<std::mutex> lock(mu_);
   return Pending(pending_new_dirty_, cblock, durable_seq_);
+}
+
+bool MetaStore::IsDurable(uint64_t seq) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return seq < durable_seq_;
 }
 
 std::optional<uint64_t> MetaStore::PendingUnmap(CBlock cblock) const {

@@ -42,6 +42,7 @@ namespace tierfs::meta {
 struct FormatOptions {
   uint64_t block_size = kDefaultBlockSize;
   uint64_t cache_blocks = 0;
+  uint64_t budget_blocks = 0;  // thin caches (Superblock::budget_blocks)
   std::string policy = "tinylfu";
   uint64_t journal_size = 0;  // 0: sized from cache_blocks
 };
@@ -133,6 +134,8 @@ class MetaStore {
   // (new data may go into the cblock only once it is).
   std::optional<uint64_t> PendingUnmap(CBlock cblock) const;
 
+  // Whether record `seq` (and every one before) is durable.
+  bool IsDurable(uint64_t seq) const;
   // Records appended but not yet durable.
   bool HasPending() const;
   // EINVAL for a sequence not appended yet.

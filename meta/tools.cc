@@ -99,18 +99,33 @@ Result<std::unique_ptr<MetaStore>> FormatCache(
         "cannot create cache store " + path + ": " + store.error().message();
     return store.error();
   }
-  Status st = (*store)->Allocate(0, bytes);
+  // What a cache of this size needs free in the fast dir: all of it,
+  // preallocated; a thin cache's store is sparse (its slots take space
+  // only for the sectors they hold, and the engine punches what it drops),
+  // so its budget must be free, and punching must work.
+  const bool thin = options.budget_blocks != 0;
+  const uint64_t needed =
+      thin ? options.budget_blocks * options.block_size : bytes;
+  Status st = thin ? (*store)->Truncate(bytes) : (*store)->Allocate(0, bytes);
+  if (st.ok() && thin) st = (*store)->PunchHole(0, options.block_size);
+  struct statvfs vfs;
+  const bool statted = ::statvfs(fast_dir.c_str(), &vfs) == 0;
+  const uint64_t free_bytes =
+      statted ? static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize : 0;
+  if (st.ok() && thin && statted && free_bytes < needed) {
+    st = ErrnoCode(ENOSPC);
+  }
   if (!st.ok()) {
     if (st.error().value() == ENOSPC) {
-      struct statvfs vfs;
-      std::string free_text = "unknown";
-      if (::statvfs(fast_dir.c_str(), &vfs) == 0) {
-        free_text =
-            FormatSize(static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize);
-      }
       *error_message = "not enough space in fast dir " + fast_dir + " for a " +
-                       FormatSize(bytes) + " cache (" + free_text +
+                       FormatSize(needed) + " cache (" +
+                       (statted ? FormatSize(free_bytes) : "unknown") +
                        " free); use a smaller --cache-size";
+    } else if (thin && st.error().value() == EOPNOTSUPP) {
+      *error_message = "fast dir " + fast_dir +
+                       " cannot punch holes in files, which a thin cache "
+                       "needs to give back dropped blocks' space; format it "
+                       "without --thin";
     } else {
       *error_message =
           "cannot allocate cache store " + path + ": " + st.error().message();
@@ -133,7 +148,7 @@ Status WriteFreshMetadata(io::Env* env, const std::string& dir,
     return ec;
   };
   Superblock sb = state.super;
-  sb.version = kFormatVersion;
+  sb.version = VersionFor(sb.budget_blocks);
   sb.flags = state.clean_shutdown ? uint32_t{kCleanShutdown} : 0u;
   sb.reason.clear();
   std::string why;
@@ -432,8 +447,12 @@ std::string CheckText(const CheckReport& r) {
              (s.superblock_damage[1].empty() ? "ok" : "BAD"));
     line("geometry", "block size " + FormatSize(sb.block_size) + ", " +
                          Plural(sb.cache_blocks, "cache block") + " (" +
-                         FormatSize(sb.block_size * sb.cache_blocks) +
-                         "), journal " + FormatSize(sb.journal_size) +
+                         FormatSize(sb.block_size * sb.cache_blocks) + ")" +
+                         (sb.budget_blocks != 0
+                              ? ", thin: holds up to " +
+                                    FormatSize(sb.block_size * sb.budget_blocks)
+                              : std::string()) +
+                         ", journal " + FormatSize(sb.journal_size) +
                          ", policy " + sb.policy);
     line("shutdown",
          s.clean_shutdown
@@ -484,6 +503,7 @@ json CheckJson(const CheckReport& r) {
     j["generation"] = s.super.generation;
     j["block_size"] = s.super.block_size;
     j["cache_blocks"] = s.super.cache_blocks;
+    j["budget_blocks"] = s.super.budget_blocks;
     j["journal_size"] = s.super.journal_size;
     j["policy"] = s.super.policy;
     j["clean_shutdown"] = s.clean_shutdown;
@@ -520,6 +540,7 @@ json Dump(const LoadedState& s) {
                      {"uuid", UuidString(s.super.uuid)},
                      {"block_size", s.super.block_size},
                      {"cache_blocks", s.super.cache_blocks},
+                     {"budget_blocks", s.super.budget_blocks},
                      {"journal_size", s.super.journal_size},
                      {"policy", s.super.policy},
                      {"clean_shutdown", s.clean_shutdown}};
@@ -568,6 +589,7 @@ Status Restore(io::Env* env, const std::string& dir, const json& dump,
     s.super.uuid = *uuid;
     s.super.block_size = sb.at("block_size").get<uint64_t>();
     s.super.cache_blocks = sb.at("cache_blocks").get<uint64_t>();
+    s.super.budget_blocks = sb.value("budget_blocks", uint64_t{0});
     s.super.journal_size = sb.at("journal_size").get<uint64_t>();
     s.super.policy = sb.at("policy").get<std::string>();
     s.clean_shutdown = sb.at("clean_shutdown").get<bool>();
