@@ -93,6 +93,7 @@ CacheEngine::CacheEngine(const EngineOptions& options,
           std::max(options.migration_threshold, options.block_size)) {
   write_hits_.assign(options.cache_blocks, 0);
   invalid_.assign(options.cache_blocks, 0);
+  if (thin()) freed_seq_.assign(options.cache_blocks, kNotFreed);
   index_.Reserve(options.cache_blocks);
   if (options.read_only) {
     read_only_reason_ = "started read-only";
@@ -143,9 +144,12 @@ uint64_t CacheEngine::Unmap(CBlock cblock) {
   std::optional<OBlock> oblock = policy_->MappedOBlock(cblock);
   if (!oblock) return 0;
   policy_->InvalidateMapping(cblock);
+  ReleaseSectors(cblock);
   writethrough_writers_.erase(cblock.value());
   Reindex(*oblock);
-  return meta_ != nullptr ? meta_->AppendUnmap(cblock) : 0;
+  const uint64_t seq = meta_ != nullptr ? meta_->AppendUnmap(cblock) : 0;
+  SlotFreed(cblock, seq);
+  return seq;
 }
 
 uint64_t CacheEngine::MarkDirty(CBlock cblock) {
@@ -177,8 +181,17 @@ std::error_code CacheEngine::AllDurable() {
 }
 
 std::error_code CacheEngine::FreedSlotDurable(CBlock cblock) {
-  if (meta_ == nullptr) return {};
-  return Durable(meta_->PendingUnmap(cblock).value_or(0));
+  if (meta_ != nullptr) {
+    if (std::error_code ec = Durable(meta_->PendingUnmap(cblock).value_or(0))) {
+      return ec;
+    }
+  }
+  if (thin()) {
+    // Its old sectors would otherwise stay allocated beside the new ones.
+    std::lock_guard<std::mutex> lock(punch_mu_);
+    PunchSlotLocked(cblock.value());
+  }
+  return {};
 }
 
 void CacheEngine::EnterReadOnly(const std::string& reason) {
@@ -231,6 +244,7 @@ Status CacheEngine::SwitchPolicy(std::string_view name,
     if (st.ok()) {
       dropped_before_switch_ += policy_->DroppedPromotions();
       policy_ = std::move(fresh).value();
+      UpdateCapacity();
     } else if (error_message != nullptr) {
       *error_message = "cannot move mappings to the new policy";
     }
@@ -305,6 +319,11 @@ EngineSnapshot CacheEngine::Snapshot() const {
     s.used_blocks = policy_->Residency();
     s.dirty_blocks = policy_->DirtyCount();
     s.partial_blocks = index_.Partial();
+    s.held_bytes = held_sectors_ * sectors_.size();
+    if (thin()) {
+      s.budget_bytes = options_.budget_blocks * options_.block_size;
+      s.capacity_blocks = policy_->Capacity();
+    }
     s.promotions_dropped =
         dropped_before_switch_ + policy_->DroppedPromotions();
     s.policy = std::string(policy_->Name());
@@ -390,9 +409,10 @@ Status CacheEngine::Restore(std::vector<meta::ResolvedVolume> volumes,
       Status st =
           policy_->LoadMapping(m.oblock, m.cblock, m.dirty, m.hint, hints);
       if (!st.ok()) return st;
-      invalid_[m.cblock.value()] = m.invalid;
+      HoldSectors(m.cblock, m.invalid);
       index_.Set(m.oblock, m.cblock, m.dirty, m.invalid);
     }
+    UpdateCapacity();
   }
   // Nothing is open yet: keep origin fds only where writeback needs them.
   for (const std::shared_ptr<Volume>& volume : restored) MaybeRelease(volume);

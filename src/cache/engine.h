@@ -111,6 +111,11 @@ const char* ModeName(Mode mode);
 struct EngineOptions {
   uint64_t block_size = 64 * 1024;  // power of two, 4 KiB .. 2 MiB
   uint64_t cache_blocks = 0;
+  // A thin cache (thin.cc): more cblocks than it may fill. Its blocks may
+  // hold as many sectors as budget_blocks whole blocks; a read miss caches
+  // only the sectors it reads, and the policy keeps as many blocks as the
+  // budget allows at their current fill. 0: every cblock may be whole.
+  uint64_t budget_blocks = 0;
   Mode mode = Mode::kWriteback;
   std::string policy = "tinylfu";
   policy::ConfigValues policy_config;
@@ -143,6 +148,9 @@ struct EngineSnapshot {
   // Cached blocks holding only some sectors (the origin has the rest), and
   // how many such blocks reads made whole.
   uint64_t partial_blocks = 0, sector_fills = 0;
+  // The sectors cached blocks hold, in bytes; a thin cache's budget (bytes)
+  // and the blocks its policy may keep now (0 for other caches).
+  uint64_t held_bytes = 0, budget_bytes = 0, capacity_blocks = 0;
   // Promotions the policy decided and dropped (policy.h DroppedPromotions).
   uint64_t promotions_dropped = 0;
   uint64_t bypassed = 0, migration_failures = 0, migration_aborts = 0,
@@ -260,6 +268,13 @@ class CacheEngine {
   Status Restore(std::vector<meta::ResolvedVolume> volumes,
                  const std::vector<meta::MappingRecord>& mappings,
                  bool hints_valid, std::string_view hints_policy);
+  // A thin cache, once the mappings Restore loaded are durable: gives back
+  // the space of every cblock not mapped (a crash may have left data in
+  // slots whose frees were not punched yet). Best effort.
+  void ReclaimUnmappedSlots();
+  // The held-sector counter and a recount from scratch, taken together
+  // (they are equal unless the bookkeeping is wrong; for tests).
+  std::pair<uint64_t, uint64_t> HeldSectors() const;
 
   EngineSnapshot Snapshot() const;
   std::vector<VolumeInfo> Volumes();
@@ -387,6 +402,26 @@ class CacheEngine {
   // freed it, not durable yet; new data may go into it only after that.
   // (Free cblocks are reused oldest first: rarely a wait.)
   std::error_code FreedSlotDurable(CBlock cblock);
+
+  // Thin caches and the count of held sectors (thin.cc).
+  bool thin() const { return options_.budget_blocks != 0; }
+  // The sector bookkeeping of a mapping: made with `invalid`, its mask
+  // shrunk to `invalid`, dropped. Each REQUIRES policy_mu_.
+  void HoldSectors(CBlock cblock, uint16_t invalid);
+  void ShrinkInvalid(CBlock cblock, uint16_t invalid);
+  void ReleaseSectors(CBlock cblock);
+  // A thin cache: tells the policy how many blocks the budget allows at
+  // the blocks' current fill. REQUIRES: policy_mu_.
+  void UpdateCapacity();
+  // A thin cache: cblock was freed by record `seq` (0: none); its space is
+  // given back once that record is durable. REQUIRES: policy_mu_.
+  void SlotFreed(CBlock cblock, uint64_t seq);
+  // Punches the freed slots whose record is durable (all of them with
+  // `wait`, waiting first). REQUIRES: policy_mu_ not held.
+  void PunchFreedSlots();
+  // Punches cblock's slot if it was freed and not punched yet. Its freeing
+  // record is durable. REQUIRES: punch_mu_.
+  void PunchSlotLocked(uint32_t cblock);
   void EnterReadOnly(const std::string& reason);
   void TakeCheckpoint(meta::Checkpoint* cp,
                       const std::function<void()>& capture);
@@ -522,6 +557,18 @@ class CacheEngine {
   // so work that locks level 0 sees it stable.
   std::vector<uint16_t> invalid_;  // guarded by policy_mu_
   const Sectors sectors_;
+  // Sectors held by the mapped cblocks (held_sectors_ == the sum over
+  // them of the sectors invalid_ does not name).
+  uint64_t held_sectors_ = 0;  // guarded by policy_mu_
+  // Thin caches: per cblock, the sequence of the record that freed it
+  // while its slot still takes space (kNotFreed: punched or mapped), and
+  // the cblocks that may be such. New data goes into a slot only after
+  // PunchSlotLocked (FreedSlotDurable), so a punch never hits it.
+  static constexpr uint64_t kNotFreed = UINT64_MAX;
+  std::mutex punch_mu_;
+  std::vector<uint64_t> freed_seq_;    // guarded by punch_mu_
+  std::vector<uint32_t> punch_queue_;  // guarded by punch_mu_
+  bool punch_failed_ = false;          // guarded by punch_mu_
 
   std::mutex volumes_mu_;
   std::map<std::pair<uint64_t, uint64_t>, std::shared_ptr<Volume>>

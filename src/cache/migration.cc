@@ -44,6 +44,8 @@ struct CacheEngine::Migration {
   prison::Cell* hold = nullptr;
   // The block's write hits when a writeback copied it, and the sectors
   // the cache did not hold then (its writes cannot change them meanwhile).
+  // A promotion's `invalid`: the sectors it does not copy (a thin cache's
+  // read miss copies only those it reads; 0: the whole block).
   uint32_t write_hits = 0;
   uint16_t invalid = 0;
   // The work is no longer valid (discipline point 4): completes as
@@ -237,15 +239,23 @@ Result<std::optional<size_t>> CacheEngine::ReadPromotionSource(Migration& m) {
     return std::optional<size_t>();
   }
   m.buffer = io::AlignedBuffer(bs, false);
-  Result<size_t> n = m.origin->ReadAt(start, m.buffer.span());
+  // The sectors to copy: one run (0 or a thin read miss's).
+  uint64_t begin = 0, end = bs;
+  sectors_.ForEachRun(sectors_.Complement(m.invalid), 0, bs,
+                      [&](uint64_t at, uint64_t len) {
+                        begin = at;
+                        end = at + len;
+                      });
+  Result<size_t> n =
+      m.origin->ReadAt(start + begin, m.buffer.span(begin, end - begin));
   if (!n.ok()) {
     Bump(counters_.origin_errors);
     m.error = n.error();
     m.failed_store = &origin_health_;
     return n.error();
   }
-  if (*n != bs) m.aborted = true;  // the file got shorter meanwhile
-  return std::optional<size_t>(*n);
+  if (*n != end - begin) m.aborted = true;  // the file got shorter meanwhile
+  return std::optional<size_t>(begin + *n);
 }
 
 Result<std::optional<size_t>> CacheEngine::PromoteOnRead(
@@ -254,6 +264,10 @@ Result<std::optional<size_t>> CacheEngine::PromoteOnRead(
   auto m = std::make_shared<Migration>();
   m->work = work;
   m->volume = std::move(volume);
+  if (thin()) {
+    m->invalid =
+        sectors_.Complement(sectors_.Touched(in_block, in_block + dest.size()));
+  }
   // Like RunPromotion, but in the reader's thread and only if the block is
   // free at once: a read miss never waits for a lock it does not need.
   prison::LockResult lock =
@@ -298,7 +312,13 @@ void CacheEngine::InstallPromotion(std::shared_ptr<Migration> m) {
   // Reads park from here (the block's next reads would otherwise go to the
   // origin again while it is copied and committed: a second origin IO).
   const bool readers_inside = prison_->Promote(m->cell, 1);
-  st = cache_->WriteAt(CacheOffset(m->work.cblock), m->buffer.span());
+  sectors_.ForEachRun(sectors_.Complement(m->invalid), 0, options_.block_size,
+                      [&](uint64_t at, uint64_t len) {
+                        if (st.ok()) {
+                          st = cache_->WriteAt(CacheOffset(m->work.cblock) + at,
+                                               m->buffer.span(at, len));
+                        }
+                      });
   if (!st.ok()) {
     Bump(counters_.cache_errors);
     m->error = st.error();
@@ -415,8 +435,13 @@ void CacheEngine::FinishMigration(std::shared_ptr<Migration> m, bool success) {
       m->aborted = true;
     }
     policy_->CompleteBackgroundWork(m->work, success);
-    if (success && m->work.op == policy::WorkOp::kPromote) {
-      invalid_[m->work.cblock.value()] = 0;  // a whole block
+    if (m->work.op == policy::WorkOp::kPromote) {
+      if (success) {
+        HoldSectors(m->work.cblock, m->invalid);
+      } else {
+        // Its copy may have reached the slot, which is free again.
+        SlotFreed(m->work.cblock, 0);
+      }
     }
     Reindex(m->work.oblock);
     if (success && meta_ != nullptr) {
@@ -426,7 +451,7 @@ void CacheEngine::FinishMigration(std::shared_ptr<Migration> m, bool success) {
           // Lazy: a clean copy equals the origin, so serving it before its
           // record is durable reverts nothing after a crash; every later
           // change of the block (dirty, unmap) is journaled after it.
-          meta_->AppendMap(cblock, m->work.oblock, false);
+          meta_->AppendMap(cblock, m->work.oblock, false, m->invalid);
           break;
         case policy::WorkOp::kDemote:
           seq = meta_->AppendUnmap(cblock);
@@ -440,6 +465,10 @@ void CacheEngine::FinishMigration(std::shared_ptr<Migration> m, bool success) {
           }
           break;
       }
+    }
+    if (success && m->work.op == policy::WorkOp::kDemote) {
+      ReleaseSectors(m->work.cblock);
+      SlotFreed(m->work.cblock, seq);
     }
   }
   // A dropped mapping is durable before the origin is written past it
@@ -491,8 +520,10 @@ void CacheEngine::OnTick() {
   {
     std::lock_guard<std::mutex> lock(policy_mu_);
     AccountHits();
+    UpdateCapacity();
     policy_->Tick(now, true);
   }
+  PunchFreedSlots();
   if (hits_queued_work_.exchange(false, std::memory_order_relaxed)) {
     KickMigrations();
   }

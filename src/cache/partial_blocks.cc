@@ -58,8 +58,9 @@ std::error_code CacheEngine::TakeSectors(Volume& volume, uint64_t index,
     std::lock_guard<std::mutex> lock(policy_mu_);
     mapped = policy_->MappedOBlock(cblock) == oblock;
     if (mapped) {
-      uint16_t& invalid = invalid_[cblock.value()];
-      invalid = static_cast<uint16_t>(invalid & ~taken);
+      const uint16_t invalid =
+          static_cast<uint16_t>(invalid_[cblock.value()] & ~taken);
+      ShrinkInvalid(cblock, invalid);
       // Its commit syncs the cache data written before it. Recorded before
       // the index shows the sectors held: a read that finds them there
       // also finds the record pending and waits for it to be durable.
@@ -89,7 +90,15 @@ Result<size_t> CacheEngine::ReadPartial(Volume& volume, uint64_t index,
   TIERFS_SYNC_POINT("engine:partial-read-looked", nullptr);
   // Fill: with writes kept out (level 0 exclusive, next to our read hold,
   // which keeps every mapping change out), one origin read of the whole
-  // block gives the missing sectors; the block is whole from then on.
+  // block gives the missing sectors; the block is whole from then on. A
+  // thin cache reads and fills only the sectors this read touches.
+  const uint64_t fill_begin =
+      thin() ? in_block / sectors_.size() * sectors_.size() : 0;
+  const uint64_t fill_end =
+      thin() ? std::min(bs, (in_block + dest.size() + sectors_.size() - 1) /
+                                sectors_.size() * sectors_.size())
+             : bs;
+  const uint16_t fill = sectors_.Touched(fill_begin, fill_end);
   prison::LockResult lock =
       read_only_.load()
           ? prison::LockResult{}
@@ -113,7 +122,7 @@ Result<size_t> CacheEngine::ReadPartial(Volume& volume, uint64_t index,
         dirty = policy_->IsDirty(cblock);
       }
     }
-    if (mapped && invalid != 0) {
+    if (mapped && (invalid & fill) != 0) {
       held = sectors_.Complement(invalid);
     } else {
       // Nothing to fill. Unmapped (not while we hold the cell; the safe
@@ -122,7 +131,7 @@ Result<size_t> CacheEngine::ReadPartial(Volume& volume, uint64_t index,
       lock.cell = nullptr;
       held = 0;
       if (mapped) {
-        // Made whole since we looked: the cache has every byte.
+        // Filled since we looked: the cache has every byte.
         Result<size_t> c = cache_->ReadAt(CacheOffset(cblock) + in_block, dest);
         if (c.ok() && *c == dest.size()) return *c;
         Bump(counters_.cache_errors);
@@ -133,28 +142,32 @@ Result<size_t> CacheEngine::ReadPartial(Volume& volume, uint64_t index,
   }
   if (lock.cell != nullptr) {
     io::AlignedBuffer block(bs, false);
-    Result<size_t> n = origin->ReadAt(index * bs, block.span());
+    const uint64_t fill_len = fill_end - fill_begin;
+    Result<size_t> n = origin->ReadAt(index * bs + fill_begin,
+                                      block.span(fill_begin, fill_len));
     Status st = n.ok() ? OkStatus() : Status(n.error());
     if (!n.ok()) Bump(counters_.origin_errors);
-    const bool whole = n.ok() && *n == bs;
-    sectors_.ForEachRun(held, 0, bs, [&](uint64_t at, uint64_t len) {
-      if (!st.ok() || !whole) return;
-      Result<size_t> c =
-          cache_->ReadAt(CacheOffset(cblock) + at, block.span(at, len));
-      if (!c.ok() || *c != len) {
-        Bump(counters_.cache_errors);
-        st = c.ok() ? ErrnoCode(EIO) : c.error();
-      }
-    });
+    const bool whole = n.ok() && *n == fill_len;
+    sectors_.ForEachRun(
+        held, fill_begin, fill_end, [&](uint64_t at, uint64_t len) {
+          if (!st.ok() || !whole) return;
+          Result<size_t> c =
+              cache_->ReadAt(CacheOffset(cblock) + at, block.span(at, len));
+          if (!c.ok() || *c != len) {
+            Bump(counters_.cache_errors);
+            st = c.ok() ? ErrnoCode(EIO) : c.error();
+          }
+        });
     bool filled = st.ok() && whole;
-    sectors_.ForEachRun(invalid, 0, bs, [&](uint64_t at, uint64_t len) {
-      if (!filled) return;
-      if (!cache_->WriteAt(CacheOffset(cblock) + at, block.span(at, len))
-               .ok()) {
-        Bump(counters_.cache_errors);
-        filled = false;  // the sectors stay the origin's
-      }
-    });
+    sectors_.ForEachRun(
+        invalid, fill_begin, fill_end, [&](uint64_t at, uint64_t len) {
+          if (!filled) return;
+          if (!cache_->WriteAt(CacheOffset(cblock) + at, block.span(at, len))
+                   .ok()) {
+            Bump(counters_.cache_errors);
+            filled = false;  // the sectors stay the origin's
+          }
+        });
     std::error_code ec;
     if (filled) {
       cache_sync_.Wrote();
@@ -163,9 +176,11 @@ Result<size_t> CacheEngine::ReadPartial(Volume& volume, uint64_t index,
       {
         std::lock_guard<std::mutex> guard(policy_mu_);
         const OBlock oblock{volume.id(), index};
-        invalid_[cblock.value()] = 0;
+        const uint16_t left = static_cast<uint16_t>(invalid & ~fill);
+        ShrinkInvalid(cblock, left);
         if (meta_ != nullptr) {
-          seq = meta_->AppendMap(cblock, oblock, policy_->IsDirty(cblock), 0);
+          seq =
+              meta_->AppendMap(cblock, oblock, policy_->IsDirty(cblock), left);
         }
         Reindex(oblock);  // after its record, as in TakeSectors
       }

@@ -143,6 +143,17 @@ Status Opening::KeepGeometry() {
                               " " + why);
     }
     engine_options_.cache_blocks = options_.cache_size / bs;
+    if (options_.thin) {
+      engine_options_.budget_blocks = engine_options_.cache_blocks;
+      engine_options_.cache_blocks *= kThinSlotsPerBlock;
+      if (std::string why = CacheBlocksProblem(engine_options_.cache_blocks);
+          !why.empty()) {
+        return Fail(EINVAL, "--thin --cache-size " +
+                                FormatSize(options_.cache_size) + ": " +
+                                std::to_string(kThinSlotsPerBlock) +
+                                " cache blocks per block " + why);
+      }
+    }
     return OkStatus();
   }
   const meta::Superblock& sb = state_->super;
@@ -154,10 +165,17 @@ Status Opening::KeepGeometry() {
                             FormatSize(options_.engine.block_size) +
                             " differs (use --discard-cache to start over)");
   }
+  if (options_.thin_given && options_.thin && sb.budget_blocks == 0) {
+    return Fail(EINVAL, "the cache in " + fast() +
+                            " is not thin; --thin differs (use "
+                            "--discard-cache to start over)");
+  }
+  const uint64_t budget =
+      sb.budget_blocks != 0 ? sb.budget_blocks : sb.cache_blocks;
   if (options_.cache_size_given &&
-      options_.cache_size / sb.block_size != sb.cache_blocks) {
+      options_.cache_size / sb.block_size != budget) {
     return Fail(EINVAL, "the cache in " + fast() + " holds " +
-                            FormatSize(sb.cache_blocks * sb.block_size) +
+                            FormatSize(budget * sb.block_size) +
                             "; --cache-size " +
                             FormatSize(options_.cache_size) +
                             " differs (resizing is not supported: drop "
@@ -166,6 +184,7 @@ Status Opening::KeepGeometry() {
   }
   engine_options_.block_size = sb.block_size;
   engine_options_.cache_blocks = sb.cache_blocks;
+  engine_options_.budget_blocks = sb.budget_blocks;
   return OkStatus();
 }
 
@@ -232,6 +251,7 @@ Status Opening::OpenStores() {
     meta::FormatOptions format;
     format.block_size = engine_options_.block_size;
     format.cache_blocks = engine_options_.cache_blocks;
+    format.budget_blocks = engine_options_.budget_blocks;
     format.policy = options_.engine.policy;
     Result<std::unique_ptr<meta::MetaStore>> formatted = meta::FormatCache(
         env, options_.meta_dir, fast(), format, &cache_store_, error_message_);
@@ -299,6 +319,7 @@ Result<std::unique_ptr<CacheEngine>> Opening::StartEngine() {
     return Fail(st.error().value(), "cannot write the cache metadata in " +
                                         fast() + ": " + st.error().message());
   }
+  (*engine)->ReclaimUnmappedSlots();
   report_->uuid = meta::UuidString(store_->super().uuid);
   for (const meta::MappingRecord& m : mappings_) report_->dirty += m.dirty;
   report_->mappings = mappings_.size();

@@ -23,6 +23,10 @@ struct PersistentOptions {
   // its own geometry unless told otherwise.
   bool cache_size_given = false;
   bool block_size_given = false;
+  // A thin cache (EngineOptions::budget_blocks): cache_size is its budget,
+  // with kThinSlotsPerBlock cblocks per block of it. Chosen at format time.
+  bool thin = false;
+  bool thin_given = false;
   // Start cold: drop the existing cache (refused while it holds dirty
   // blocks unless `force`).
   bool discard_cache = false;

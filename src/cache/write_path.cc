@@ -334,11 +334,12 @@ bool CacheEngine::CompleteOverwrite(Volume& volume, const policy::Work& work,
   policy_->CompleteBackgroundWork(work, success);
   if (success) {
     policy_->SetDirty(work.cblock);
-    invalid_[work.cblock.value()] = invalid;
+    HoldSectors(work.cblock, invalid);
     // Its commit syncs the cache data written before it.
     if (meta_ != nullptr)
       *seq = meta_->AppendMap(work.cblock, work.oblock, true, invalid);
   }
+  if (!success) SlotFreed(work.cblock, 0);  // the data may be in it
   Reindex(work.oblock);
   if (--overwrites_pending_ == 0) policy_cv_.notify_all();
   return success;

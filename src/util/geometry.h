@@ -16,6 +16,10 @@ inline constexpr uint64_t kMaxBlockSize = 2 * 1024 * 1024;
 inline constexpr uint64_t kDefaultBlockSize = 64 * 1024;
 // Cache block numbers (CBlock) are 32-bit.
 inline constexpr uint64_t kMaxCacheBlocks = UINT32_MAX;
+// A thin cache has this many cblocks for each block of its budget
+// (bench/thin-cache-sim: 4x holds a zipf working set of scattered 4 KiB
+// pages as well as 16x does; 2x does not).
+inline constexpr uint64_t kThinSlotsPerBlock = 4;
 
 // Each returns the rule a value breaks, worded to follow the value's name,
 // or an empty string when the value is valid.
