@@ -30,6 +30,10 @@ constexpr const char* kUsage =
     "                             an existing cache keeps its size)\n"
     "      --block-size SIZE      cache block size, 4K..2M (default 64K;\n"
     "                             an existing cache keeps its own)\n"
+    "      --thin                 a new cache holds sectors, not whole "
+    "blocks:\n"
+    "                             a read miss caches what it reads, and\n"
+    "                             --cache-size counts the sectors held\n"
     "      --mode MODE            writeback, writethrough, passthrough\n"
     "                             (default writeback)\n"
     "      --policy NAME          tinylfu, smq, cleaner, lru (default "
@@ -61,7 +65,7 @@ constexpr const char* kUsage =
     "  writeback --fast DIR --slow DIR\n"
     "      copy every dirty cache block to its file in the slow dir, then\n"
     "      record it clean\n"
-    "  format --fast DIR [--cache-size SIZE] [--block-size SIZE]\n"
+    "  format --fast DIR [--cache-size SIZE] [--block-size SIZE] [--thin]\n"
     "         [--policy NAME] [--force [--discard-dirty]]\n"
     "      create an empty cache (default 1G of 64K blocks); --force\n"
     "      replaces an existing one unless it holds dirty blocks\n"
@@ -96,6 +100,7 @@ constexpr option kOptions[] = {
     {"lazy", no_argument, nullptr, kOptLazy},
     {"flush", no_argument, nullptr, kOptFlush},
     {"timeout", required_argument, nullptr, kOptTimeout},
+    {"thin", no_argument, nullptr, kOptThin},
     {"help", no_argument, nullptr, 'h'},
     {nullptr, 0, nullptr, 0},
 };
@@ -236,6 +241,9 @@ int TakeValue(Option option, const char* text, Args* args) {
       return -1;
     case kOptDiscardCache:
       cache.discard_cache = true;
+      return -1;
+    case kOptThin:
+      cache.thin = cache.thin_given = true;
       return -1;
     case kOptForce:
       args->force = true;

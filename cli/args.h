@@ -40,6 +40,7 @@ enum Option : uint32_t {
   kOptLazy = 1u << 18,  // -l
   kOptFlush = 1u << 19,
   kOptTimeout = 1u << 20,
+  kOptThin = 1u << 21,
 };
 
 struct Args {

@@ -230,10 +230,10 @@ int Writeback(int argc, char** argv) {
 
 int Format(int argc, char** argv) {
   Args args;
-  const int rc = ParseTool(
-      "format",
-      kOptCacheSize | kOptBlockSize | kOptPolicy | kOptForce | kOptDiscardDirty,
-      argc, argv, &args);
+  const int rc = ParseTool("format",
+                           kOptCacheSize | kOptBlockSize | kOptPolicy |
+                               kOptForce | kOptDiscardDirty | kOptThin,
+                           argc, argv, &args);
   if (rc >= 0) return rc;
   if (!args.positional.empty()) {
     return UsageError("format: unexpected argument " + args.positional[0]);
@@ -263,12 +263,19 @@ int Format(int argc, char** argv) {
   options.block_size = engine.block_size;
   options.cache_blocks =
       args.mount.cache_options.cache_size / engine.block_size;
+  if (args.mount.cache_options.thin) {
+    options.budget_blocks = options.cache_blocks;
+    options.cache_blocks *= kThinSlotsPerBlock;
+  }
   options.policy = engine.policy;
   std::unique_ptr<io::File> store;
   auto formatted = meta::FormatCache(env, dir, fast, options, &store, &error);
   if (!formatted.ok()) return Fail("format", error);
-  std::printf("formatted a %s cache of %llu blocks of %s in %s (uuid %s)\n",
-              FormatSize(options.cache_blocks * options.block_size).c_str(),
+  const uint64_t budget =
+      options.budget_blocks != 0 ? options.budget_blocks : options.cache_blocks;
+  std::printf("formatted a %s%s cache of %llu blocks of %s in %s (uuid %s)\n",
+              FormatSize(budget * options.block_size).c_str(),
+              options.budget_blocks != 0 ? " thin" : "",
               static_cast<unsigned long long>(options.cache_blocks),
               FormatSize(options.block_size).c_str(), dir.c_str(),
               meta::UuidString((*formatted)->super().uuid).c_str());

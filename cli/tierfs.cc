@@ -21,7 +21,7 @@ int Mount(int argc, char** argv) {
                                kOptMaxThreads | kOptLogLevel | kOptCacheSize |
                                kOptBlockSize | kOptMode | kOptPolicy |
                                kOptMigrationThreshold | kOptSet | kOptNoCache |
-                               kOptDiscardCache | kOptForce,
+                               kOptDiscardCache | kOptForce | kOptThin,
                            argc, argv, &args);
   if (rc >= 0) return rc;
   mount::MountConfig& config = args.mount;

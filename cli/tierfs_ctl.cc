@@ -113,6 +113,12 @@ void PrintStats(const json& s) {
       tierfs::FormatSize(bs).c_str(),
       tierfs::FormatSize(u("dirty_blocks") * bs).c_str(),
       static_cast<unsigned long long>(u("partial_blocks")));
+  if (u("budget_bytes") != 0) {
+    std::printf("thin        %s held of %s, up to %llu blocks at this fill\n",
+                tierfs::FormatSize(u("held_bytes")).c_str(),
+                tierfs::FormatSize(u("budget_bytes")).c_str(),
+                static_cast<unsigned long long>(u("capacity_blocks")));
+  }
   std::printf(
       "metadata    journal %s used of %s, %llu commits, %llu checkpoints\n",
       tierfs::FormatSize(u("metadata_used_bytes")).c_str(),
