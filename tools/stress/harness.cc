@@ -108,6 +108,7 @@ bool Harness::OpenEngine() {
   o.slow_dirfd = slow_fd_;
   o.cache_size = options_.cache_blocks * options_.block_size;
   o.cache_size_given = o.block_size_given = true;
+  o.thin = o.thin_given = options_.thin;
   o.engine.block_size = options_.block_size;
   o.engine.tick = std::chrono::milliseconds(10);
   o.engine.migration_threads = 2;
@@ -366,11 +367,12 @@ int Harness::Run() {
   }
   if (!Setup()) return 1;
   std::printf(
-      "tierfs-stress: seed %llu, %d volumes up to %llu MiB, cache %llu x "
+      "tierfs-stress: seed %llu, %d volumes up to %llu MiB, %scache %llu x "
       "%llu KiB, %d readers, crash every %llu ops, errors: cache writes %g, "
       "origin writes %g, reads %g, syncs %g, in %s\n",
       static_cast<unsigned long long>(options_.seed), options_.volumes,
       static_cast<unsigned long long>(options_.max_file_size >> 20),
+      options_.thin ? "thin " : "",
       static_cast<unsigned long long>(options_.cache_blocks),
       static_cast<unsigned long long>(options_.block_size >> 10),
       options_.readers, static_cast<unsigned long long>(options_.crash_every),
@@ -393,6 +395,16 @@ int Harness::Run() {
     ++tally_.ops[op];
     current_op_.store(op);
     if (!RunOp(op)) break;
+    if (engine_) {
+      // The engine's count of held sectors against a recount.
+      const auto [counted, recounted] = engine_->HeldSectors();
+      if (counted != recounted) {
+        Fail("the engine counts " + std::to_string(counted) +
+             " held sectors, its mappings hold " + std::to_string(recounted) +
+             " (after " + OpName(op) + ")");
+        break;
+      }
+    }
     progress_.fetch_add(1);
   }
   const double seconds =
@@ -414,6 +426,7 @@ void Harness::PrintSummary(double seconds) {
   const uint64_t ops = op_no_.load();
   nlohmann::json j;
   j["seed"] = options_.seed;
+  j["thin"] = options_.thin;
   j["cache_errors"] = options_.cache_errors;
   j["origin_errors"] = options_.origin_errors;
   j["read_errors"] = options_.read_errors;

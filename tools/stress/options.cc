@@ -35,6 +35,8 @@ void Usage() {
                "  --max-file-mib N    largest file size (default 16)\n"
                "  --cache-blocks N    default 64\n"
                "  --block-size BYTES  default 65536\n"
+               "  --thin              a thin cache (--cache-blocks is its "
+               "budget)\n"
                "  --crash-every N     kill -9 and recover every N ops (0: "
                "never)\n"
                "  --readers N         concurrent verifying readers (default "
@@ -156,6 +158,8 @@ bool ParseOptions(int argc, char** argv, Options* options) {
         }
       } else if (flag == "--dir") {
         options->dir = value();
+      } else if (flag == "--thin") {
+        options->thin = true;
       } else if (flag == "--keep") {
         options->keep = true;
       } else if (flag == "--json") {

@@ -43,6 +43,8 @@ struct Options {
   uint64_t max_file_size = 16ull << 20;
   uint64_t cache_blocks = 64;
   uint64_t block_size = 64 * 1024;
+  // A thin cache (tierfs --thin): cache_blocks is its budget.
+  bool thin = false;
   uint64_t crash_every = 0;  // ops; 0: only the mix's kCrash weight
   int readers = 3;
   bool latency = true;
