@@ -202,6 +202,55 @@ def check_read_count(t):
     print("a change behind the mount is read at the next open")
 
 
+def rewrite_page(path, stop, done):
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        v = 0
+        while not stop.is_set():
+            v += 1
+            os.pwrite(fd, v.to_bytes(8, "little") * 1024, 0)
+            done[0] = v
+    finally:
+        os.close(fd)
+
+
+def check_open_beside_writes(prefix, env):
+    """Opens while another open writes must not drop the pages: the kernel
+    unlocks a written page before the write reaches the daemon, so a read
+    that misses after the drop could fetch and keep the old bytes. In
+    writethrough mode every write moves the origin's times, which made each
+    open drop the cache; a reader saw a page older than a write that had
+    returned before its read began (PostgreSQL: a duplicate key)."""
+    with tier(prefix, args=("--mode", "writethrough"), env=env) as t:
+        path = os.path.join(t.mnt, "hot.img")
+        with open(path, "wb") as f:
+            f.write(b"\0" * (1 << 20))
+        stop, done = threading.Event(), [0]
+        writer = threading.Thread(target=rewrite_page, args=(path, stop, done))
+        writer.start()
+        stale, reads, opens = [], 0, 0
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            deadline = time.time() + 8
+            while time.time() < deadline and len(stale) < 3:
+                os.close(os.open(path, os.O_RDONLY))  # may drop the cache
+                opens += 1
+                for _ in range(20):
+                    before = done[0]
+                    got = int.from_bytes(os.pread(fd, 8, 0), "little")
+                    reads += 1
+                    if got < before:
+                        stale.append((got, before))
+            os.close(fd)
+        finally:
+            stop.set()
+            writer.join()
+        assert not stale, (f"read a page older than a returned write "
+                           f"(got, returned): {stale}")
+        print(f"opens beside a writer: {opens} opens, {reads} reads, "
+              f"{done[0]} writes, no stale page")
+
+
 def check_direct_open(t):
     name = "slow-write.img"
     with open(os.path.join(t.slow, name), "wb") as f:
@@ -249,6 +298,7 @@ def main():
         check_direct_open(t)
         check_mixed(t)
         check_mmap(t)
+    check_open_beside_writes("tierfs-pagecache-", env)
     print("page_cache: all checks passed")
 
 

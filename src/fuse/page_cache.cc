@@ -16,10 +16,14 @@ PageCacheState::Stamp PageCacheState::StampOf(const struct stat& st) {
 bool PageCacheState::OpenBuffered(const struct stat& origin, bool writable) {
   std::lock_guard<std::mutex> lock(mu_);
   // Raised before stale_ is read: see the handshake in the header.
-  buffered_.fetch_add(1);
+  const int others = buffered_.fetch_add(1);
   if (writable) writable_.fetch_add(1);
   const bool direct_write_since = stale_.exchange(false);
   const Stamp now = StampOf(origin);
+  // While other buffered opens exist, the pages are those of the writes
+  // through them; the origin's times move with our own writebacks. Dropping
+  // the pages then races with their writes in flight (contract point 4).
+  if (!direct_write_since && others > 0) return true;
   const bool keep = !direct_write_since && stamp_.has_value() && *stamp_ == now;
   stamp_ = now;
   return keep;

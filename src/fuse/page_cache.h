@@ -22,10 +22,18 @@
 //  4. The origin can change behind the kernel's back (in the slow dir while
 //     mounted, though tierfs owns it then). A buffered open keeps the pages
 //     cached by earlier opens only if nothing made them stale: no direct
-//     write since, and the origin's mtime, ctime and size are those seen when
-//     the page cache last matched it (the last buffered open, or the release
-//     of a writable one). An open file notices only a size change (at the
-//     next attribute refresh): FUSE_CAP_AUTO_INVAL_DATA is off (lowlevel.cc).
+//     write since, and either another buffered open of the file exists, or
+//     the origin's mtime, ctime and size are those seen when the page cache
+//     last matched it (the last buffered open, or the release of a writable
+//     one). Never while others are open: the kernel drops the pages of such
+//     an open even while a write through another open is in flight (a
+//     written page is unlocked before the write reaches the daemon), and a
+//     read that then misses can fetch the page from the daemon before the
+//     write lands, leaving the old bytes cached for good (PostgreSQL under
+//     pgbench saw its index disagree with its table). So a change behind the
+//     mount is seen at the first open after every open of the file closed.
+//     An open file notices only a size change (at the next attribute
+//     refresh): FUSE_CAP_AUTO_INVAL_DATA is off (lowlevel.cc).
 //
 // Thread-safety: all methods are thread-safe; the checks made on the direct
 // IO path are lock-free (two atomic loads, a store only on a state change).

@@ -47,6 +47,26 @@ TEST(PageCacheStateTest, DropsTheCacheOfAFileChangedBehindTheMount) {
   state.ReleaseBuffered(false, nullptr);
 }
 
+// Beside another buffered open, the origin's times say nothing (they move
+// with tierfs's own writebacks), and dropping the pages could race with a
+// write in flight through that open: the cache is kept.
+TEST(PageCacheStateTest, AnOpenBesideAnotherKeepsTheCacheWhateverTheOrigin) {
+  PageCacheState state;
+  state.OpenBuffered(Origin(10, 10, 4096), true);
+  EXPECT_TRUE(state.OpenBuffered(Origin(11, 11, 4096), false));
+  state.ReleaseBuffered(false, nullptr);
+  state.ReleaseBuffered(true, nullptr);
+  // Alone again: a change since the stamp drops it, as before.
+  EXPECT_FALSE(state.OpenBuffered(Origin(12, 12, 4096), false));
+  state.ReleaseBuffered(false, nullptr);
+  // A direct write still drops it, beside other opens too.
+  state.OpenBuffered(Origin(12, 12, 4096), false);
+  EXPECT_TRUE(state.DirectWriteDone());
+  EXPECT_FALSE(state.OpenBuffered(Origin(12, 12, 4096), false));
+  state.ReleaseBuffered(false, nullptr);
+  state.ReleaseBuffered(false, nullptr);
+}
+
 TEST(PageCacheStateTest, AWritersOwnChangesKeepTheCache) {
   PageCacheState state;
   state.OpenBuffered(Origin(10, 10, 0), true);
