@@ -104,7 +104,7 @@ void CacheEngine::PunchFreedSlots() {
 }
 
 void CacheEngine::ReclaimUnmappedSlots() {
-  if (!thin()) return;
+  if (!thin() || read_only_.load()) return;
   std::vector<bool> mapped(options_.cache_blocks, false);
   {
     std::lock_guard<std::mutex> lock(policy_mu_);
