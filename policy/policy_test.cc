@@ -561,60 +561,77 @@ TEST(PolicyTest, DirtyTargetOfHundredWritesBackOnlyWhenIdle) {
   EXPECT_EQ(p->DirtyCount(), 0u);
 }
 
+// One of the operations the randomized tests mix (choice 0-4): lookups
+// (which may hand out work), handing out queued work and completing work.
+// False for any other choice, which the test makes itself.
+bool RandomWorkOp(Policy& p, std::mt19937& rng, unsigned choice, OBlock o,
+                  std::vector<Work>* issued) {
+  CBlock c;
+  switch (choice) {
+    case 0:
+    case 1:
+      Read(p, o);
+      return true;
+    case 2: {
+      std::optional<Work> w;
+      bool queued;
+      const IoDir dir = rng() % 2 ? IoDir::kWrite : IoDir::kRead;
+      if (!p.LookupWithWork(o, &c, dir, true, &w, &queued) && w) {
+        issued->push_back(*w);
+      } else if (p.Peek(o)) {
+        p.SetDirty(*p.Peek(o));
+      }
+      return true;
+    }
+    case 3: {
+      Work w;
+      if (p.GetBackgroundWork(rng() % 2, &w)) issued->push_back(w);
+      return true;
+    }
+    case 4:
+      if (!issued->empty()) {
+        const size_t k = rng() % issued->size();
+        p.CompleteBackgroundWork((*issued)[k], rng() % 4 != 0);
+        issued->erase(issued->begin() + static_cast<long>(k));
+      }
+      return true;
+  }
+  return false;
+}
+
+// Mappings, dirty count and slots agree: each cblock maps one block, below
+// `cache_blocks`, and Residency() and DirtyCount() count them.
+void ExpectCoherent(const Policy& p, uint64_t cache_blocks) {
+  uint64_t mapped = 0, dirty = 0;
+  std::set<uint32_t> slots;
+  p.ForEachMapping([&](OBlock ob, CBlock cb, bool d) {
+    ++mapped;
+    dirty += d;
+    EXPECT_TRUE(slots.insert(cb.value()).second);
+    EXPECT_LT(cb.value(), cache_blocks);
+    EXPECT_EQ(p.Peek(ob), cb);
+  });
+  ASSERT_EQ(mapped, p.Residency());
+  ASSERT_EQ(dirty, p.DirtyCount());
+}
+
 // Randomized consistency check: mappings, dirty counts and free slots stay
 // coherent whatever the mix of lookups, work outcomes and invalidations.
 TEST(PolicyTest, RandomOperationsKeepInvariants) {
   for (const char* name : {"smq", "lru", "cleaner", "tinylfu"}) {
+    SCOPED_TRACE(name);
     auto p = Make(name, 64);
     std::mt19937 rng(7);
     std::vector<Work> issued;
     for (int op = 0; op < 20000; ++op) {
-      OBlock o = O(rng() % 300);
-      CBlock c;
-      switch (rng() % 6) {
-        case 0:
-        case 1:
-          Read(*p, o);
-          break;
-        case 2: {
-          std::optional<Work> w;
-          bool queued;
-          const IoDir dir = rng() % 2 ? IoDir::kWrite : IoDir::kRead;
-          if (!p->LookupWithWork(o, &c, dir, true, &w, &queued) && w) {
-            issued.push_back(*w);
-          } else if (p->Peek(o)) {
-            p->SetDirty(*p->Peek(o));
-          }
-          break;
+      const OBlock o = O(rng() % 300);
+      const unsigned choice = rng() % 6;
+      if (!RandomWorkOp(*p, rng, choice, o, &issued)) {
+        if (auto m = p->Peek(o); m && rng() % 8 == 0) {
+          p->InvalidateMapping(*m);
         }
-        case 3: {
-          Work w;
-          if (p->GetBackgroundWork(rng() % 2, &w)) issued.push_back(w);
-          break;
-        }
-        case 4:
-          if (!issued.empty()) {
-            size_t k = rng() % issued.size();
-            p->CompleteBackgroundWork(issued[k], rng() % 4 != 0);
-            issued.erase(issued.begin() + static_cast<long>(k));
-          }
-          break;
-        case 5:
-          if (auto m = p->Peek(o); m && rng() % 8 == 0) {
-            p->InvalidateMapping(*m);
-          }
-          break;
       }
-      uint64_t mapped = 0, dirty = 0;
-      std::set<uint32_t> slots;
-      p->ForEachMapping([&](OBlock ob, CBlock cb, bool d) {
-        ++mapped;
-        dirty += d;
-        EXPECT_TRUE(slots.insert(cb.value()).second);
-        EXPECT_EQ(p->Peek(ob), cb);
-      });
-      ASSERT_EQ(mapped, p->Residency()) << name;
-      ASSERT_EQ(dirty, p->DirtyCount()) << name;
+      ASSERT_NO_FATAL_FAILURE(ExpectCoherent(*p, 64));
     }
   }
 }
@@ -1114,53 +1131,15 @@ TEST(CapacityTest, RandomOperationsNeverPromotePastIt) {
     for (int op = 0; op < 20000; ++op) {
       const uint64_t allocated_before = allocated();
       const OBlock o = O(rng() % 300);
-      CBlock c;
-      switch (rng() % 7) {
-        case 0:
-        case 1:
-          Read(*p, o);
-          break;
-        case 2: {
-          std::optional<Work> w;
-          bool queued;
-          const IoDir dir = rng() % 2 ? IoDir::kWrite : IoDir::kRead;
-          if (!p->LookupWithWork(o, &c, dir, true, &w, &queued) && w) {
-            issued.push_back(*w);
-          } else if (p->Peek(o)) {
-            p->SetDirty(*p->Peek(o));
-          }
-          break;
-        }
-        case 3: {
-          Work w;
-          if (p->GetBackgroundWork(rng() % 2, &w)) issued.push_back(w);
-          break;
-        }
-        case 4:
-          if (!issued.empty()) {
-            const size_t k = rng() % issued.size();
-            p->CompleteBackgroundWork(issued[k], rng() % 4 != 0);
-            issued.erase(issued.begin() + static_cast<long>(k));
-          }
-          break;
-        case 5:
+      const unsigned choice = rng() % 7;
+      if (!RandomWorkOp(*p, rng, choice, o, &issued)) {
+        if (choice == 5) {
           if (rng() % 16 == 0) p->SetCapacity(rng() % 80);
-          break;
-        case 6:
+        } else {
           p->Tick(now += 100, true);
-          break;
+        }
       }
-      uint64_t mapped = 0, dirty = 0;
-      std::set<uint32_t> slots;
-      p->ForEachMapping([&](OBlock ob, CBlock cb, bool d) {
-        ++mapped;
-        dirty += d;
-        EXPECT_TRUE(slots.insert(cb.value()).second);
-        EXPECT_LT(cb.value(), 64u);
-        EXPECT_EQ(p->Peek(ob), cb);
-      });
-      ASSERT_EQ(mapped, p->Residency());
-      ASSERT_EQ(dirty, p->DirtyCount());
+      ASSERT_NO_FATAL_FAILURE(ExpectCoherent(*p, 64));
       if (allocated() > allocated_before) {
         ASSERT_LE(allocated(), p->Capacity()) << "op " << op;
       }
