@@ -24,15 +24,7 @@ import sys
 import tempfile
 import time
 
-from testlib import BLOCK, CTL, MIB, TIERFS, mounted as is_mounted
-
-
-def tierfs(*args, expect=0):
-    r = subprocess.run([TIERFS, *args], capture_output=True, text=True)
-    assert r.returncode == expect, (
-        f"tierfs {' '.join(args)}: exit {r.returncode}, wanted {expect}: "
-        f"{r.stderr}")
-    return r
+from testlib import BLOCK, CTL, MIB, TIERFS, mounted as is_mounted, tierfs
 
 
 def stats(mnt):

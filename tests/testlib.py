@@ -31,6 +31,16 @@ def ctl(mnt, *args):
                           text=True)
 
 
+def tierfs(*args, expect=0):
+    """Runs `tierfs ARGS`; asserts its exit status is `expect` and returns
+    the CompletedProcess (text stdout/stderr)."""
+    r = subprocess.run([TIERFS, *args], capture_output=True, text=True)
+    assert r.returncode == expect, (
+        f"tierfs {' '.join(args)}: exit {r.returncode}, wanted {expect}: "
+        f"{r.stderr}")
+    return r
+
+
 def stats(mnt):
     r = ctl(mnt, "stats", "--json")
     assert r.returncode == 0, r

@@ -19,17 +19,9 @@ import sys
 import tempfile
 
 from testlib import (BLOCK, MIB, TIERFS, mounted, read_direct, require_fuse,
-                     stats, wait_for)
+                     stats, tierfs, wait_for)
 
 SECTOR = 4096
-
-
-def tierfs(*args, expect=0):
-    r = subprocess.run([TIERFS, *args], capture_output=True, text=True)
-    assert r.returncode == expect, (
-        f"tierfs {' '.join(args)}: exit {r.returncode}, wanted {expect}: "
-        f"{r.stderr}")
-    return r
 
 
 def allocated(path):
