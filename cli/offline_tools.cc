@@ -17,6 +17,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "meta/tools.h"
+#include "src/util/geometry.h"
 #include "src/util/size.h"
 
 namespace tierfs::cli {
@@ -261,18 +262,17 @@ int Format(int argc, char** argv) {
   const cache::EngineOptions& engine = args.mount.cache_options.engine;
   meta::FormatOptions options;
   options.block_size = engine.block_size;
-  options.cache_blocks =
-      args.mount.cache_options.cache_size / engine.block_size;
-  if (args.mount.cache_options.thin) {
-    options.budget_blocks = options.cache_blocks;
-    options.cache_blocks *= kThinSlotsPerBlock;
-  }
+  const CacheBlocks blocks =
+      CacheBlocksFor(args.mount.cache_options.cache_size / engine.block_size,
+                     args.mount.cache_options.thin);
+  options.cache_blocks = blocks.slots;
+  options.budget_blocks = blocks.budget;
   options.policy = engine.policy;
   std::unique_ptr<io::File> store;
   auto formatted = meta::FormatCache(env, dir, fast, options, &store, &error);
   if (!formatted.ok()) return Fail("format", error);
   const uint64_t budget =
-      options.budget_blocks != 0 ? options.budget_blocks : options.cache_blocks;
+      BudgetBlocks(options.cache_blocks, options.budget_blocks);
   std::printf("formatted a %s%s cache of %llu blocks of %s in %s (uuid %s)\n",
               FormatSize(budget * options.block_size).c_str(),
               options.budget_blocks != 0 ? " thin" : "",

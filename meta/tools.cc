@@ -105,7 +105,8 @@ Result<std::unique_ptr<MetaStore>> FormatCache(
   // so its budget must be free, and punching must work.
   const bool thin = options.budget_blocks != 0;
   const uint64_t needed =
-      thin ? options.budget_blocks * options.block_size : bytes;
+      BudgetBlocks(options.cache_blocks, options.budget_blocks) *
+      options.block_size;
   Status st = thin ? (*store)->Truncate(bytes) : (*store)->Allocate(0, bytes);
   if (st.ok() && thin) st = (*store)->PunchHole(0, options.block_size);
   struct statvfs vfs;

@@ -142,12 +142,12 @@ Status Opening::KeepGeometry() {
       return Fail(EINVAL, "--cache-size " + FormatSize(options_.cache_size) +
                               " " + why);
     }
-    engine_options_.cache_blocks = options_.cache_size / bs;
+    const CacheBlocks blocks =
+        CacheBlocksFor(options_.cache_size / bs, options_.thin);
+    engine_options_.cache_blocks = blocks.slots;
+    engine_options_.budget_blocks = blocks.budget;
     if (options_.thin) {
-      engine_options_.budget_blocks = engine_options_.cache_blocks;
-      engine_options_.cache_blocks *= kThinSlotsPerBlock;
-      if (std::string why = CacheBlocksProblem(engine_options_.cache_blocks);
-          !why.empty()) {
+      if (std::string why = CacheBlocksProblem(blocks.slots); !why.empty()) {
         return Fail(EINVAL, "--thin --cache-size " +
                                 FormatSize(options_.cache_size) + ": " +
                                 std::to_string(kThinSlotsPerBlock) +
@@ -170,8 +170,7 @@ Status Opening::KeepGeometry() {
                             " is not thin; --thin differs (use "
                             "--discard-cache to start over)");
   }
-  const uint64_t budget =
-      sb.budget_blocks != 0 ? sb.budget_blocks : sb.cache_blocks;
+  const uint64_t budget = BudgetBlocks(sb.cache_blocks, sb.budget_blocks);
   if (options_.cache_size_given &&
       options_.cache_size / sb.block_size != budget) {
     return Fail(EINVAL, "the cache in " + fast() + " holds " +

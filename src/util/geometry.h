@@ -21,6 +21,21 @@ inline constexpr uint64_t kMaxCacheBlocks = UINT32_MAX;
 // pages as well as 16x does; 2x does not).
 inline constexpr uint64_t kThinSlotsPerBlock = 4;
 
+// A cache of `blocks` blocks (--cache-size / block size) as formatted: its
+// cblock slots, and its budget if thin (0 otherwise).
+struct CacheBlocks {
+  uint64_t slots = 0, budget = 0;
+};
+inline CacheBlocks CacheBlocksFor(uint64_t blocks, bool thin) {
+  return thin ? CacheBlocks{blocks * kThinSlotsPerBlock, blocks}
+              : CacheBlocks{blocks, 0};
+}
+// The blocks' worth of data a formatted cache may hold: --cache-size in
+// blocks, whether thin or not.
+inline uint64_t BudgetBlocks(uint64_t cache_blocks, uint64_t budget_blocks) {
+  return budget_blocks != 0 ? budget_blocks : cache_blocks;
+}
+
 // Each returns the rule a value breaks, worded to follow the value's name,
 // or an empty string when the value is valid.
 //   "must be a power of two from 4K to 2M"
