@@ -422,6 +422,9 @@ class CacheEngine {
   // Punches cblock's slot if it was freed and not punched yet. Its freeing
   // record is durable. REQUIRES: punch_mu_.
   void PunchSlotLocked(uint32_t cblock);
+  // Punches `count` slots from `first`; warns once if the store cannot.
+  // REQUIRES: punch_mu_.
+  void PunchLocked(uint64_t first, uint64_t count);
   void EnterReadOnly(const std::string& reason);
   void TakeCheckpoint(meta::Checkpoint* cp,
                       const std::function<void()>& capture);

@@ -13,40 +13,32 @@
 //
 // Every cache (thin or not) counts the sectors its mapped blocks hold.
 
-#include <bit>
-
 #include "src/cache/engine.h"
 #include "src/util/log.h"
 
 namespace tierfs::cache {
 
-namespace {
-
-unsigned Missing(uint16_t invalid) { return std::popcount(invalid); }
-
-}  // namespace
-
 void CacheEngine::HoldSectors(CBlock cblock, uint16_t invalid) {
   invalid_[cblock.value()] = invalid;
-  held_sectors_ += sectors_.count() - Missing(invalid);
+  held_sectors_ += sectors_.Held(invalid);
 }
 
 void CacheEngine::ShrinkInvalid(CBlock cblock, uint16_t invalid) {
   uint16_t& old = invalid_[cblock.value()];
-  held_sectors_ += Missing(old);
-  held_sectors_ -= Missing(invalid);
+  held_sectors_ += sectors_.Held(invalid);
+  held_sectors_ -= sectors_.Held(old);
   old = invalid;
 }
 
 void CacheEngine::ReleaseSectors(CBlock cblock) {
-  held_sectors_ -= sectors_.count() - Missing(invalid_[cblock.value()]);
+  held_sectors_ -= sectors_.Held(invalid_[cblock.value()]);
 }
 
 std::pair<uint64_t, uint64_t> CacheEngine::HeldSectors() const {
   std::lock_guard<std::mutex> lock(policy_mu_);
   uint64_t held = 0;
   policy_->ForEachMapping([&](OBlock, CBlock cblock, bool) {
-    held += sectors_.count() - Missing(invalid_[cblock.value()]);
+    held += sectors_.Held(invalid_[cblock.value()]);
   });
   return {held_sectors_, held};
 }
@@ -80,12 +72,16 @@ void CacheEngine::SlotFreed(CBlock cblock, uint64_t seq) {
 void CacheEngine::PunchSlotLocked(uint32_t cblock) {
   if (freed_seq_[cblock] == kNotFreed) return;
   freed_seq_[cblock] = kNotFreed;
-  Status st =
-      cache_->PunchHole(CacheOffset(CBlock(cblock)), options_.block_size);
+  PunchLocked(cblock, 1);
+}
+
+void CacheEngine::PunchLocked(uint64_t first, uint64_t count) {
+  const uint64_t bs = options_.block_size;
+  Status st = cache_->PunchHole(first * bs, count * bs);
   if (!st.ok() && !punch_failed_) {
     punch_failed_ = true;
     TIERFS_LOG_WARNING(
-        "cannot punch freed cache slots (%s): the thin cache's store keeps "
+        "cannot punch free cache slots (%s): the thin cache's store keeps "
         "their space",
         st.error().message().c_str());
   }
@@ -117,7 +113,6 @@ void CacheEngine::ReclaimUnmappedSlots() {
   for (uint64_t i = 0; i < options_.cache_blocks; ++i) {
     if (freed_seq_[i] != kNotFreed) mapped[i] = true;
   }
-  const uint64_t bs = options_.block_size;
   for (uint64_t i = 0; i < options_.cache_blocks;) {
     if (mapped[i]) {
       ++i;
@@ -125,12 +120,7 @@ void CacheEngine::ReclaimUnmappedSlots() {
     }
     uint64_t j = i;
     while (j < options_.cache_blocks && !mapped[j]) ++j;
-    Status st = cache_->PunchHole(i * bs, (j - i) * bs);
-    if (!st.ok() && !punch_failed_) {
-      punch_failed_ = true;
-      TIERFS_LOG_WARNING("cannot punch free cache slots (%s)",
-                         st.error().message().c_str());
-    }
+    PunchLocked(i, j - i);
     i = j;
   }
 }

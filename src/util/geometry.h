@@ -5,6 +5,7 @@
 #define TIERFS_SRC_UTIL_GEOMETRY_H_
 
 #include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <string>
 
@@ -68,6 +69,10 @@ class Sectors {
   // The block's sectors not in `mask` (the held ones, of an invalid mask).
   uint16_t Complement(uint16_t mask) const {
     return static_cast<uint16_t>(all() & ~mask);
+  }
+  // How many sectors a block with `invalid` missing holds.
+  unsigned Held(uint16_t invalid) const {
+    return static_cast<unsigned>(std::popcount(Complement(invalid)));
   }
   // Whether `invalid` can be a cached block's mask: it names only sectors
   // of the block and leaves at least one held.
